@@ -1,0 +1,67 @@
+// Command k8s-ws-proxy is the per-node WebSocket gateway into Kubernetes exec.
+//
+// Subcommands:
+//
+//	serve             run the proxy (the default when no subcommand is given)
+//	token             mint, verify or inspect session tokens
+//	bootstrap-secret  create the HMAC Secret if it does not exist (Helm hook)
+//	shell             attach the local terminal to a session through a proxy
+//	version           print the build version
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Set by the linker: -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return runServe(args)
+	case "token":
+		return runToken(args)
+	case "bootstrap-secret":
+		return runBootstrapSecret(args)
+	case "shell":
+		return runShell(args)
+	case "version":
+		fmt.Printf("k8s-ws-proxy %s (commit %s)\n", version, commit)
+		return 0
+	case "help", "-h", "--help":
+		usage()
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "k8s-ws-proxy: unknown subcommand %q\n\n", cmd)
+		usage()
+		return 2
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: k8s-ws-proxy <subcommand> [flags]
+
+subcommands:
+  serve             run the proxy (default)
+  token             mint|verify|inspect session tokens
+  bootstrap-secret  create the HMAC key Secret if absent (Helm hook)
+  shell             attach the local terminal to a session through a proxy
+  version           print the build version
+
+Run "k8s-ws-proxy <subcommand> --help" for the flags of each.
+`)
+}
