@@ -1,12 +1,234 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/proxy"
 )
 
-// runServe is a placeholder until its owner lands it.
+// envPrefix names the environment variable behind every serve flag:
+// --node-name is K8S_WS_PROXY_NODE_NAME. A flag on the command line wins.
+const envPrefix = "K8S_WS_PROXY_"
+
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// serveOptions are the serve subcommand's settings.
+type serveOptions struct {
+	listen         string
+	healthListen   string
+	keyDir         string
+	audience       string
+	leeway         time.Duration
+	maxTTL         time.Duration
+	replayCapacity int
+	nodeName       string
+	execTransport  string
+	kubeconfig     string
+	maxFrameSize   int
+	maxMessageSize int64
+	shutdownGrace  time.Duration
+	logLevel       string
+	logFormat      string
+}
+
+func newServeFlags(o *serveOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&o.listen, "listen", ":8080", "address for WebSocket sessions (guacd's default port is 8080)")
+	fs.StringVar(&o.healthListen, "health-listen", ":9090", "plain-HTTP address for /healthz, /readyz and /metrics; empty disables")
+	fs.StringVar(&o.keyDir, "key-dir", "/etc/k8s-ws-proxy/keys", "directory of HMAC keys (the mounted Secret), hot-reloaded")
+	fs.StringVar(&o.audience, "audience", hmac.DefaultAudience, "required aud claim of session tokens")
+	fs.DurationVar(&o.leeway, "leeway", hmac.DefaultLeeway, "clock-skew leeway for exp, nbf and iat")
+	fs.DurationVar(&o.maxTTL, "max-ttl", hmac.DefaultMaxTTL, "longest accepted token lifetime (exp - iat)")
+	fs.IntVar(&o.replayCapacity, "replay-capacity", 100000, "most single-use token ids remembered at once; when full, new tokens are refused")
+	fs.StringVar(&o.nodeName, "node-name", "", "this node's name (downward API spec.nodeName); tokens' node claim and the target pod's node must match")
+	fs.StringVar(&o.execTransport, "exec-transport", "auto", "exec transport toward the API server: auto (WebSocket, SPDY fallback), websocket or spdy")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
+	fs.IntVar(&o.maxFrameSize, "max-frame-size", proxy.DefaultMaxFrameSize, "largest frame sent to clients, channel byte included (guacd needs 4096 or less)")
+	fs.Int64Var(&o.maxMessageSize, "max-message-size", proxy.DefaultMaxMessageSize, "largest message accepted from clients; larger ones close the session with 1009")
+	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long live sessions may run on before they are closed")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	return fs
+}
+
+// parseWithEnv applies K8S_WS_PROXY_* variables, then the command line.
+func parseWithEnv(fs *flag.FlagSet, args []string) error {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	return fs.Parse(args)
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be json or text, not %q", format)
+}
+
 func runServe(args []string) int {
-	fmt.Fprintln(os.Stderr, "not implemented yet")
-	return 1
+	var o serveOptions
+	fs := newServeFlags(&o)
+	if err := parseWithEnv(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 2
+	}
+	log, err := newLogger(o.logFormat, o.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := serve(ctx, o, log); err != nil {
+		log.Error("serve failed", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no --kubeconfig given and not running in a cluster: %w", err)
+	}
+	return cfg, nil
+}
+
+// serve runs the proxy until ctx is cancelled, then drains.
+func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
+	transport, err := exec.ParseTransport(o.execTransport)
+	if err != nil {
+		return fmt.Errorf("--exec-transport: %w", err)
+	}
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	dialer, err := exec.NewDialer(cfg, transport)
+	if err != nil {
+		return fmt.Errorf("exec client: %w", err)
+	}
+	keyring, err := hmac.NewKeyring(hmac.KeyringOptions{Dir: o.keyDir, Grace: o.maxTTL + o.leeway, Logger: log})
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	verifier, err := hmac.NewVerifier(hmac.VerifierOptions{
+		Keys: keyring, Audience: o.audience, Leeway: o.leeway, MaxTTL: o.maxTTL, ReplayCapacity: o.replayCapacity,
+	})
+	if err != nil {
+		return fmt.Errorf("verifier: %w", err)
+	}
+	srv, err := proxy.New(proxy.Config{
+		Verifier:       verifier,
+		Executor:       dialer,
+		Pods:           dialer,
+		NodeName:       o.nodeName,
+		MaxFrameSize:   o.maxFrameSize,
+		MaxMessageSize: o.maxMessageSize,
+		Ready:          keyring.Ready,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+
+	keyringCtx, stopKeyring := context.WithCancel(context.Background())
+	keyringDone := make(chan error, 1)
+	go func() { keyringDone <- keyring.Run(keyringCtx) }()
+	defer func() { stopKeyring(); <-keyringDone }()
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", o.listen, err)
+	}
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 2)
+	go func() { errc <- httpSrv.Serve(ln) }()
+
+	var healthSrv *http.Server
+	var healthAddr string
+	if o.healthListen != "" {
+		hln, err := net.Listen("tcp", o.healthListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen %s: %w", o.healthListen, err)
+		}
+		healthAddr = hln.Addr().String()
+		healthSrv = &http.Server{Handler: healthMux(srv), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- healthSrv.Serve(hln) }()
+	}
+	// Operators and the chart read liveness from this line: log it only
+	// once the sockets accept connections.
+	log.Info("listening", "address", ln.Addr().String(), "health_address", healthAddr,
+		"node", o.nodeName, "exec_transport", string(transport), "version", version)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("server stopped: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("draining", "grace", o.shutdownGrace.String(), "active_sessions", srv.ActiveSessions())
+	// Readiness turns false and new upgrades get 503 at once; the listener
+	// stays open through the grace so clients get that answer, not a reset.
+	graceCtx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
+	defer cancel()
+	srv.Drain(graceCtx)
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShutdown()
+	_ = httpSrv.Shutdown(shutdownCtx)
+	if healthSrv != nil {
+		_ = healthSrv.Shutdown(context.Background())
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// healthMux serves probes (and later metrics) on their own plain-HTTP
+// port, so they work even when the session port requires client certificates.
+func healthMux(srv *proxy.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", srv)
+	mux.Handle("GET /readyz", srv)
+	return mux
 }

@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Channel numbers of the Kubernetes channel protocols.
+const (
+	chanStdin  byte = 0
+	chanStdout byte = 1
+	chanStderr byte = 2
+	chanError  byte = 3
+	chanResize byte = 4
+	chanClose  byte = 255 // v5 only: payload is the channel being half-closed
+)
+
+// Subprotocol names, as the API server and the kubelet spell them.
+const (
+	ProtocolV5           = "v5.channel.k8s.io"
+	ProtocolV4           = "v4.channel.k8s.io"
+	ProtocolV4Base64     = "v4.base64.channel.k8s.io"
+	ProtocolV1           = "channel.k8s.io"
+	ProtocolV1Base64     = "base64.channel.k8s.io"
+	bearerProtocolPrefix = "base64url.bearer.authorization.k8s.io."
+)
+
+// protocolPreference lists what we speak, newest first: the server picks the
+// first entry of this list that the client offered, whatever the client's
+// order, so an old client offering v4 before v5 still gets v5.
+var protocolPreference = []string{ProtocolV5, ProtocolV4, ProtocolV4Base64, ProtocolV1, ProtocolV1Base64}
+
+// wireProtocol is what a negotiated subprotocol means for framing.
+type wireProtocol struct {
+	name string
+	// base64 protocols send text frames whose first byte is the ASCII digit
+	// of the channel and whose rest is the standard base64 of the payload.
+	base64 bool
+	// statusJSON: channel 3 carries a metav1.Status (v4 and v5); older
+	// protocols carry the bare error text and nothing on success.
+	statusJSON bool
+	// streamClose: channel 255 half-closes a stream (v5).
+	streamClose bool
+}
+
+func protocolFor(name string) wireProtocol {
+	p := wireProtocol{name: name}
+	switch name {
+	case ProtocolV5:
+		p.statusJSON, p.streamClose = true, true
+	case ProtocolV4:
+		p.statusJSON = true
+	case ProtocolV4Base64:
+		p.statusJSON, p.base64 = true, true
+	case ProtocolV1Base64:
+		p.base64 = true
+	}
+	return p
+}
+
+// errUnsupportedProtocol is returned when a client offers subprotocols and
+// none of them is one we speak.
+var errUnsupportedProtocol = errors.New("none of the offered WebSocket subprotocols is supported")
+
+// negotiateProtocol picks the newest supported protocol among those offered.
+// A client that offers none (a bare WebSocket) gets channel.k8s.io, as the API
+// server does; its response then carries no Sec-WebSocket-Protocol header.
+func negotiateProtocol(offered []string) (name string, err error) {
+	if len(offered) == 0 {
+		return "", nil
+	}
+	for _, want := range protocolPreference {
+		for _, o := range offered {
+			if o == want {
+				return want, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%w: offered %q, supported %q", errUnsupportedProtocol, offered, protocolPreference)
+}
+
+// splitOfferedProtocols separates a bearer token carried as a subprotocol
+// (browsers cannot set headers) from the channel protocols offered.
+func splitOfferedProtocols(values []string) (protocols []string, bearer []string, err error) {
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				continue
+			}
+			if enc, ok := strings.CutPrefix(p, bearerProtocolPrefix); ok {
+				tok, derr := base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
+				if derr != nil || len(tok) == 0 {
+					return nil, nil, errors.New("bearer token subprotocol is not valid base64url")
+				}
+				bearer = append(bearer, string(tok))
+				continue
+			}
+			protocols = append(protocols, p)
+		}
+	}
+	return protocols, bearer, nil
+}
+
+// frame is one decoded inbound message.
+type frame struct {
+	channel byte
+	payload []byte
+}
+
+var (
+	errEmptyFrame   = errors.New("empty frame")
+	errBadBase64    = errors.New("frame payload is not valid base64")
+	errBadChannelCh = errors.New("base64 frame does not start with a channel digit")
+)
+
+// decodeFrame turns one WebSocket message into a channel and payload. Binary
+// protocols put the channel in byte 0; base64 protocols put it as an ASCII
+// digit followed by base64 text.
+func decodeFrame(p wireProtocol, msg []byte) (frame, error) {
+	if len(msg) == 0 {
+		return frame{}, errEmptyFrame
+	}
+	if !p.base64 {
+		return frame{channel: msg[0], payload: msg[1:]}, nil
+	}
+	c := msg[0]
+	if c < '0' || c > '9' {
+		return frame{}, errBadChannelCh
+	}
+	payload, err := base64.StdEncoding.DecodeString(string(msg[1:]))
+	if err != nil {
+		return frame{}, errBadBase64
+	}
+	return frame{channel: c - '0', payload: payload}, nil
+}
+
+// maxPayload is how many payload bytes fit in one outbound frame of at most
+// frameSize bytes, channel byte included.
+func (p wireProtocol) maxPayload(frameSize int) int {
+	if p.base64 {
+		return (frameSize - 1) / 4 * 3
+	}
+	return frameSize - 1
+}
+
+// encodeFrame appends the wire form of one frame to dst.
+func (p wireProtocol) encodeFrame(dst []byte, channel byte, payload []byte) []byte {
+	if !p.base64 {
+		dst = append(dst, channel)
+		return append(dst, payload...)
+	}
+	dst = append(dst, '0'+channel)
+	return base64.StdEncoding.AppendEncode(dst, payload)
+}
+
+// TerminalSize is a terminal's size in character cells.
+type TerminalSize struct {
+	Width  uint16
+	Height uint16
+}
+
+var errBadResize = errors.New("resize message must be {\"Width\":1..65535,\"Height\":1..65535}")
+
+// parseResize decodes a channel 4 message. Sizes outside 1..65535 are
+// refused rather than clamped: a client sending them is broken, and a
+// terminal of 0 rows or 70,000 columns helps nobody.
+func parseResize(b []byte) (TerminalSize, error) {
+	var raw struct {
+		Width  *json.Number
+		Height *json.Number
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil || raw.Width == nil || raw.Height == nil {
+		return TerminalSize{}, errBadResize
+	}
+	if dec.More() {
+		return TerminalSize{}, errBadResize
+	}
+	w, werr := raw.Width.Int64()
+	h, herr := raw.Height.Int64()
+	if werr != nil || herr != nil || w < 1 || h < 1 || w > 65535 || h > 65535 {
+		return TerminalSize{}, errBadResize
+	}
+	return TerminalSize{Width: uint16(w), Height: uint16(h)}, nil
+}

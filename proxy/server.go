@@ -1,0 +1,265 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+)
+
+// TokenVerifier checks a session token and consumes it (single use).
+type TokenVerifier interface {
+	Verify(token string) (*hmac.Claims, error)
+}
+
+// Executor opens the exec or attach that a session bridges to.
+type Executor interface {
+	Stream(ctx context.Context, t exec.Target, s exec.Streams) (exec.Result, error)
+}
+
+// PodGetter looks the target pod up before the upgrade, so that a missing
+// pod, a pod on another node or a missing container is refused with an HTTP
+// status the client can act on instead of an error after the upgrade.
+type PodGetter interface {
+	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxFrameSize   = 4096 // guacd reads at most 4096 bytes per frame
+	DefaultMaxMessageSize = 64 << 10
+	DefaultWriteTimeout   = 60 * time.Second
+	DefaultCloseTimeout   = 5 * time.Second
+)
+
+// Config configures a Server. Verifier and Executor are required.
+type Config struct {
+	Verifier TokenVerifier
+	Executor Executor
+	Pods     PodGetter // optional; nil skips the pod check
+	// NodeName is this proxy's node. Tokens with a node claim must match it,
+	// and with Pods set, the target pod must be scheduled on it.
+	NodeName string
+	// MaxFrameSize bounds every frame sent to the client, channel byte
+	// included. Default DefaultMaxFrameSize; minimum 64.
+	MaxFrameSize int
+	// MaxMessageSize bounds an inbound message; larger ones close the
+	// connection with 1009. Default DefaultMaxMessageSize.
+	MaxMessageSize int64
+	// WriteTimeout bounds one frame write to a client that stopped reading.
+	WriteTimeout time.Duration
+	// Ready reports whether the proxy can authorise sessions (keys loaded).
+	Ready  func() bool
+	Logger *slog.Logger
+}
+
+// Server is the proxy's HTTP handler and session registry.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	mux      *http.ServeMux
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup
+}
+
+// New validates cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Verifier == nil || cfg.Executor == nil {
+		return nil, errors.New("proxy: Verifier and Executor are required")
+	}
+	if cfg.MaxFrameSize == 0 {
+		cfg.MaxFrameSize = DefaultMaxFrameSize
+	}
+	if cfg.MaxFrameSize < 64 {
+		return nil, fmt.Errorf("proxy: MaxFrameSize %d is below the minimum of 64", cfg.MaxFrameSize)
+	}
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() bool { return true }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		sessions: make(map[*session]struct{}),
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: cfg.MaxFrameSize + 16,
+		// Idle sessions dominate a shell gateway's memory: share write
+		// buffers instead of keeping one per connection.
+		WriteBufferPool: &sync.Pool{},
+		// Origin is checked by the caller's policy, not by gorilla's
+		// same-origin default, which would refuse guacd's "http://host"
+		// over TLS.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{pod}/exec", func(w http.ResponseWriter, r *http.Request) { s.serveSession(w, r, false) })
+	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{pod}/attach", func(w http.ResponseWriter, r *http.Request) { s.serveSession(w, r, true) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	s.mux = mux
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Ready reports whether the proxy accepts new sessions.
+func (s *Server) Ready() bool { return !s.draining.Load() && s.cfg.Ready() }
+
+func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case s.draining.Load():
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+	case !s.cfg.Ready():
+		http.Error(w, "no valid HMAC key loaded", http.StatusServiceUnavailable)
+	default:
+		fmt.Fprintln(w, "ok")
+	}
+}
+
+// ActiveSessions is the number of sessions currently bridged.
+func (s *Server) ActiveSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Drain stops accepting sessions (new upgrades get 503), waits for live
+// sessions to end until ctx is done, then ends the rest with a status message
+// and a close frame. It returns once every session has finished.
+func (s *Server) Drain(ctx context.Context) {
+	s.draining.Store(true)
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.terminate(websocket.CloseGoingAway, "proxy shutting down")
+	}
+	s.mu.Unlock()
+	<-done
+}
+
+// newSessionID returns a random id for requests whose token carries no sid,
+// and for requests refused before a token could be read.
+func newSessionID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// writeRejection answers a refused upgrade the way the API server does: a
+// metav1.Status body with the code, so kubectl-style clients print a reason.
+func writeRejection(w http.ResponseWriter, rej *rejection) {
+	st := metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status:   metav1.StatusFailure,
+		Message:  rej.message,
+		Reason:   metav1.StatusReason(rejectionReason(rej.status)),
+		Code:     int32(rej.status),
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if rej.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.WriteHeader(rej.status)
+	_ = json.NewEncoder(w).Encode(st)
+}
+
+func rejectionReason(code int) metav1.StatusReason {
+	switch code {
+	case http.StatusUnauthorized:
+		return metav1.StatusReasonUnauthorized
+	case http.StatusForbidden:
+		return metav1.StatusReasonForbidden
+	case http.StatusNotFound:
+		return metav1.StatusReasonNotFound
+	case http.StatusServiceUnavailable:
+		return metav1.StatusReasonServiceUnavailable
+	case http.StatusBadRequest:
+		return metav1.StatusReasonBadRequest
+	}
+	return metav1.StatusReasonUnknown
+}
+
+// tokenRejection maps a verification failure to its HTTP status: the token
+// itself is bad (401), or the proxy cannot take more single-use tokens now
+// (503: fail closed, retry later).
+func tokenRejection(err error) *rejection {
+	reason := hmac.ReasonOf(err)
+	if reason == "" {
+		reason = "malformed"
+	}
+	status := http.StatusUnauthorized
+	if reason == "replay_cache_full" {
+		status = http.StatusServiceUnavailable
+	}
+	return &rejection{status: status, reason: string(reason), message: "session token rejected: " + string(reason)}
+}
+
+// checkPod refuses a target that does not exist, runs elsewhere or lacks the
+// container, before anything is upgraded.
+func (s *Server) checkPod(ctx context.Context, c *hmac.Claims) *rejection {
+	if s.cfg.Pods == nil {
+		return nil
+	}
+	pod, err := s.cfg.Pods.GetPod(ctx, c.Namespace, c.Pod)
+	switch {
+	case apierrors.IsNotFound(err):
+		return reject(http.StatusNotFound, "pod_not_found", "pod %s/%s not found", c.Namespace, c.Pod)
+	case apierrors.IsForbidden(err):
+		return reject(http.StatusBadGateway, "pod_lookup_forbidden", "the proxy is not allowed to get pod %s/%s", c.Namespace, c.Pod)
+	case err != nil:
+		return reject(http.StatusBadGateway, "pod_lookup_failed", "looking up pod %s/%s failed: %v", c.Namespace, c.Pod, err)
+	}
+	if s.cfg.NodeName != "" && pod.Spec.NodeName != s.cfg.NodeName {
+		return reject(http.StatusForbidden, "wrong_node", "pod %s/%s is not on this node", c.Namespace, c.Pod)
+	}
+	if c.Container != "" {
+		found := false
+		for _, ct := range pod.Spec.Containers {
+			if ct.Name == c.Container {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return reject(http.StatusNotFound, "container_not_found", "container %q not found in pod %s/%s", c.Container, c.Namespace, c.Pod)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,466 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+)
+
+// serveSession authorises an upgrade request, upgrades it and bridges the
+// session until it ends. Every refusal happens before the upgrade.
+func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach bool) {
+	start := time.Now()
+	sid := ""
+	refuse := func(rej *rejection) {
+		if sid == "" {
+			sid = newSessionID()
+		}
+		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "status", rej.status,
+			"reason", rej.reason, "detail", rej.message, "remote", r.RemoteAddr)
+		writeRejection(w, rej)
+	}
+	if s.draining.Load() {
+		refuse(reject(http.StatusServiceUnavailable, "draining", "the proxy is shutting down; retry on another instance"))
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		refuse(reject(http.StatusBadRequest, "not_websocket", "this endpoint only serves WebSocket upgrades (Kubernetes channel protocol)"))
+		return
+	}
+	req, rej := parseExecRequest(r, attach)
+	if rej != nil {
+		refuse(rej)
+		return
+	}
+	claims, err := s.cfg.Verifier.Verify(req.token)
+	if err != nil {
+		refuse(tokenRejection(err))
+		return
+	}
+	sid = claims.SID
+	if sid == "" || len(sid) > 64 {
+		sid = newSessionID()
+	}
+	if rej := req.checkScope(claims, s.cfg.NodeName); rej != nil {
+		refuse(rej)
+		return
+	}
+	protoName, err := negotiateProtocol(req.protocols)
+	if err != nil {
+		refuse(reject(http.StatusBadRequest, "unsupported_subprotocol", "%v", err))
+		return
+	}
+	stderr, rej := req.wantStderr(claims.TTY)
+	if rej != nil {
+		refuse(rej)
+		return
+	}
+	if rej := s.checkPod(r.Context(), claims); rej != nil {
+		refuse(rej)
+		return
+	}
+
+	sess := &session{
+		srv:     s,
+		id:      sid,
+		claims:  claims,
+		proto:   protocolFor(protoName),
+		start:   start,
+		stderr:  stderr,
+		payload: 0,
+	}
+	sess.payload = sess.proto.maxPayload(s.cfg.MaxFrameSize)
+	if !s.register(sess) {
+		refuse(reject(http.StatusServiceUnavailable, "draining", "the proxy is shutting down; retry on another instance"))
+		return
+	}
+	defer s.unregister(sess)
+
+	var hdr http.Header
+	if protoName != "" {
+		hdr = http.Header{"Sec-Websocket-Protocol": {protoName}}
+	}
+	conn, err := s.upgrader.Upgrade(w, r, hdr)
+	if err != nil {
+		// The upgrader has already answered the client.
+		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
+		return
+	}
+	sess.conn = conn
+	sess.run()
+}
+
+func (s *Server) register(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) unregister(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+var errSessionClosed = errors.New("session closed")
+
+// session is one bridged WebSocket connection.
+type session struct {
+	srv     *Server
+	id      string
+	claims  *hmac.Claims
+	proto   wireProtocol
+	start   time.Time
+	stderr  bool
+	payload int // payload bytes per outbound frame
+	conn    *websocket.Conn
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	wmu    sync.Mutex // one writer at a time on the connection
+	wbuf   []byte
+	closed bool // a close frame was sent; no more frames
+
+	stdinW    *io.PipeWriter
+	stdinR    *io.PipeReader
+	sizes     *sizeQueue
+	bytesIn   atomic.Int64
+	bytesOut  atomic.Int64
+	endReason atomic.Pointer[string]
+	warned    sync.Map // warning kinds already logged for this session
+}
+
+func (ss *session) logger() *slog.Logger {
+	return ss.srv.log.With("sid", ss.id)
+}
+
+// setEndReason records why the session ended; the first reason wins.
+func (ss *session) setEndReason(r string) { ss.endReason.CompareAndSwap(nil, &r) }
+
+func (ss *session) run() {
+	ss.ctx, ss.cancel = context.WithCancel(context.Background())
+	defer ss.cancel()
+	c := ss.claims
+	ss.conn.SetReadLimit(ss.srv.cfg.MaxMessageSize)
+
+	target := exec.Target{
+		Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Command: c.Command,
+		TTY: c.TTY, Stdin: c.Stdin, Stdout: true, Stderr: ss.stderr,
+	}
+	streams := exec.Streams{Stdout: &frameWriter{ss, chanStdout}}
+	if ss.stderr {
+		streams.Stderr = &frameWriter{ss, chanStderr}
+	}
+	if c.Stdin {
+		ss.stdinR, ss.stdinW = io.Pipe()
+		streams.Stdin = ss.stdinR
+	}
+	if c.TTY {
+		ss.sizes = newSizeQueue()
+		streams.Sizes = ss.sizes
+	}
+	ss.logger().Info("session opened", "event", "open", "sub", c.Subject, "namespace", c.Namespace,
+		"pod", c.Pod, "container", c.Container, "command", c.Command, "tty", c.TTY, "stdin", c.Stdin,
+		"protocol", ss.proto.name, "remote", ss.conn.RemoteAddr().String())
+
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		ss.readLoop()
+	}()
+
+	res, err := ss.srv.cfg.Executor.Stream(ss.ctx, target, streams)
+
+	// Unblock a reader stuck handing stdin to an exec that is gone.
+	if ss.stdinR != nil {
+		ss.stdinR.CloseWithError(errSessionClosed)
+	}
+	if ss.sizes != nil {
+		ss.sizes.Close()
+	}
+	exitCode, closeCode := ss.finish(err)
+	// Wait for the client's close reply, then drop the connection.
+	select {
+	case <-readDone:
+	case <-time.After(DefaultCloseTimeout):
+	}
+	ss.conn.Close()
+	<-readDone
+
+	reason := "unknown"
+	if r := ss.endReason.Load(); r != nil {
+		reason = *r
+	}
+	attrs := []any{"event", "close", "sub", c.Subject, "namespace", c.Namespace, "pod", c.Pod,
+		"container", c.Container, "command", c.Command, "tty", c.TTY, "transport", string(res.Transport),
+		"bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load(), "exit_code", exitCode,
+		"close_code", closeCode, "duration", time.Since(ss.start).String(), "reason", reason}
+	if err != nil && exitCode < 0 && reason != "client_gone" {
+		attrs = append(attrs, "error", err.Error())
+	}
+	ss.logger().Info("session closed", attrs...)
+}
+
+// finish sends the exec's outcome and a close frame, unless the client is
+// already gone. Everything the exec wrote has been sent by now: the frame
+// writers are synchronous and Stream returns after its output is copied.
+func (ss *session) finish(err error) (exitCode, closeCode int) {
+	exitCode, closeCode = -1, websocket.CloseNormalClosure
+	var status *metav1.Status
+	var codeErr utilexec.CodeExitError
+	var statusErr *apierrors.StatusError
+	switch {
+	case err == nil:
+		exitCode = 0
+		status = &metav1.Status{Status: metav1.StatusSuccess}
+		ss.setEndReason("exited")
+	case errors.As(err, &codeErr) && codeErr.Exited():
+		exitCode = codeErr.ExitStatus()
+		status = &metav1.Status{
+			Status:  metav1.StatusFailure,
+			Reason:  "NonZeroExitCode",
+			Message: fmt.Sprintf("command terminated with non-zero exit code: %v", codeErr),
+			Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: "ExitCode", Message: fmt.Sprintf("%d", exitCode)}}},
+		}
+		ss.setEndReason("exited")
+	case ss.ctx.Err() != nil:
+		// The client left or the session was terminated; nothing to send.
+		return -1, 0
+	case errors.As(err, &statusErr):
+		st := statusErr.Status()
+		status = &st
+		closeCode = websocket.CloseInternalServerErr
+		ss.setEndReason("exec_failed")
+	default:
+		st := apierrors.NewInternalError(err).Status()
+		status = &st
+		closeCode = websocket.CloseInternalServerErr
+		ss.setEndReason("exec_failed")
+	}
+	ss.sendStatusAndClose(status, closeCode, "")
+	return exitCode, closeCode
+}
+
+// sendStatusAndClose writes the status on channel 3 (JSON for v4/v5, the
+// bare message for older protocols, nothing for an older protocol's success)
+// and a close frame, and marks the session closed to further frames.
+func (ss *session) sendStatusAndClose(st *metav1.Status, closeCode int, closeText string) {
+	var payload []byte
+	if ss.proto.statusJSON {
+		payload, _ = json.Marshal(st)
+	} else if st.Status != metav1.StatusSuccess {
+		payload = []byte(st.Message)
+	}
+	if max := ss.payload; len(payload) > max {
+		payload = payload[:max] // a status never spans frames; guacd ignores it anyway
+	}
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	if ss.closed {
+		return
+	}
+	if len(payload) > 0 {
+		_ = ss.writeFrameLocked(chanError, payload)
+	}
+	if len(closeText) > 123 {
+		closeText = closeText[:123] // the limit of a close frame's reason
+	}
+	deadline := time.Now().Add(DefaultCloseTimeout)
+	_ = ss.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeCode, closeText), deadline)
+	ss.closed = true
+}
+
+// terminate ends a live session from the proxy's side (drain, limits): the
+// user reads why on channel 3, then the connection closes with code.
+func (ss *session) terminate(code int, why string) {
+	ss.setEndReason(why)
+	st := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonServiceUnavailable, Message: why}
+	if ss.conn != nil {
+		ss.sendStatusAndClose(st, code, why)
+	}
+	if ss.cancel != nil {
+		ss.cancel()
+	}
+}
+
+// writeFrame sends one frame; callers split payloads to ss.payload bytes.
+func (ss *session) writeFrame(channel byte, payload []byte) error {
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	if ss.closed {
+		return errSessionClosed
+	}
+	return ss.writeFrameLocked(channel, payload)
+}
+
+func (ss *session) writeFrameLocked(channel byte, payload []byte) error {
+	ss.wbuf = ss.proto.encodeFrame(ss.wbuf[:0], channel, payload)
+	mt := websocket.BinaryMessage
+	if ss.proto.base64 {
+		mt = websocket.TextMessage
+	}
+	_ = ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
+	// WriteMessage on a server connection without compression sends the
+	// whole message as one frame: guacd cannot reassemble continuations.
+	if err := ss.conn.WriteMessage(mt, ss.wbuf); err != nil {
+		ss.closed = true
+		ss.setEndReason("client_write_failed")
+		ss.cancel()
+		return err
+	}
+	return nil
+}
+
+// frameWriter is the exec's stdout or stderr: each Write is cut into frames
+// of at most the negotiated size and sent before Write returns, so output is
+// never reordered or buffered past the exec's end.
+type frameWriter struct {
+	ss      *session
+	channel byte
+}
+
+func (fw *frameWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), fw.ss.payload)
+		if err := fw.ss.writeFrame(fw.channel, p[:n]); err != nil {
+			return written, err
+		}
+		fw.ss.bytesOut.Add(int64(n))
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// warnOnce logs a client protocol problem once per session and kind: a
+// broken client must not be able to flood the log.
+func (ss *session) warnOnce(kind, msg string, attrs ...any) {
+	if _, loaded := ss.warned.LoadOrStore(kind, true); loaded {
+		return
+	}
+	ss.logger().Warn(msg, append([]any{"event", "protocol_warning", "kind", kind}, attrs...)...)
+}
+
+// readLoop feeds client frames to the exec until the client goes away.
+func (ss *session) readLoop() {
+	stdinClosed := false
+	defer func() {
+		if ss.stdinW != nil {
+			ss.stdinW.Close()
+		}
+	}()
+	for {
+		mt, msg, err := ss.conn.ReadMessage()
+		if err != nil {
+			ss.clientEnded(err)
+			return
+		}
+		if (mt == websocket.TextMessage) != ss.proto.base64 {
+			want := "binary"
+			if ss.proto.base64 {
+				want = "text"
+			}
+			ss.setEndReason("protocol_error")
+			ss.warnOnce("frame_type", "client sent the wrong frame type; closing", "protocol", ss.proto.name)
+			ss.terminateProtocol(websocket.CloseUnsupportedData, fmt.Sprintf("%s requires %s frames", ss.proto.name, want))
+			return
+		}
+		f, err := decodeFrame(ss.proto, msg)
+		if errors.Is(err, errEmptyFrame) {
+			ss.warnOnce("empty_frame", "client sent an empty frame; ignored")
+			continue
+		}
+		if err != nil {
+			ss.warnOnce("bad_frame", "client sent an undecodable frame; ignored", "error", err.Error())
+			continue
+		}
+		switch {
+		case f.channel == chanStdin:
+			switch {
+			case ss.stdinW == nil:
+				ss.warnOnce("stdin_not_granted", "client sent stdin but the token grants none; ignored")
+			case stdinClosed:
+				ss.warnOnce("stdin_after_close", "client sent stdin after closing it; ignored")
+			case len(f.payload) == 0:
+			default:
+				if _, err := ss.stdinW.Write(f.payload); err != nil {
+					stdinClosed = true // the exec is gone or stopped reading
+					continue
+				}
+				ss.bytesIn.Add(int64(len(f.payload)))
+			}
+		case f.channel == chanResize:
+			if ss.sizes == nil {
+				ss.warnOnce("resize_without_tty", "client sent a resize without a tty; ignored")
+				continue
+			}
+			size, err := parseResize(f.payload)
+			if err != nil {
+				ss.warnOnce("bad_resize", "client sent an invalid resize; ignored", "error", err.Error())
+				continue
+			}
+			ss.sizes.Set(size)
+		case f.channel == chanClose && ss.proto.streamClose && !ss.proto.base64:
+			if len(f.payload) != 1 {
+				ss.warnOnce("bad_close", "client sent a malformed stream close; ignored")
+				continue
+			}
+			if f.payload[0] == chanStdin && ss.stdinW != nil && !stdinClosed {
+				stdinClosed = true
+				ss.stdinW.Close()
+			}
+		default:
+			ss.warnOnce("unknown_channel", "client sent a frame on an unknown channel; ignored", "channel", int(f.channel))
+		}
+	}
+}
+
+// terminateProtocol closes the connection for a client protocol error.
+func (ss *session) terminateProtocol(code int, why string) {
+	st := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonBadRequest, Message: why}
+	ss.sendStatusAndClose(st, code, why)
+	ss.cancel()
+}
+
+// clientEnded records how the client left and stops the exec at once: guacd
+// leaves with a bare EOF, and its user's shell must not outlive it.
+func (ss *session) clientEnded(err error) {
+	var ce *websocket.CloseError
+	switch {
+	case errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig:
+		ss.setEndReason("message_too_big")
+	case errors.As(err, &ce):
+		ss.setEndReason(fmt.Sprintf("client_closed_%d", ce.Code))
+	case errors.Is(err, websocket.ErrReadLimit):
+		ss.setEndReason("message_too_big")
+	default:
+		ss.setEndReason("client_gone")
+	}
+	ss.wmu.Lock()
+	ss.closed = ss.closed || !errors.As(err, &ce)
+	ss.wmu.Unlock()
+	ss.cancel()
+}
