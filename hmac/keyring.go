@@ -66,6 +66,10 @@ type Keyring struct {
 	loads  atomic.Uint64
 	active atomic.Bool // Run is running
 
+	// runStarted, if set, is called once Run has its watches in place and
+	// has done its first reload (tests wait on it instead of guessing).
+	runStarted func()
+
 	mu       sync.Mutex // serialises reloads and guards what follows
 	reported string     // fingerprint of the state last logged
 	changed  chan struct{}
@@ -181,6 +185,9 @@ func (k *Keyring) Run(ctx context.Context) error {
 	}
 	w.ensure()
 	k.reload()
+	if k.runStarted != nil {
+		k.runStarted()
+	}
 
 	tick := time.NewTicker(k.poll)
 	defer tick.Stop()
@@ -221,14 +228,16 @@ func (k *Keyring) Run(ctx context.Context) error {
 }
 
 // dirWatch keeps fsnotify watches on the directory and its parent pointed
-// at the inodes currently at those paths: after a directory is deleted and
-// recreated the old watch is dead and a new one is needed.
+// at whatever is at those paths now. After a directory is deleted and
+// recreated its old watch is dead, and the new directory may even reuse the
+// old inode number, so nothing short of re-adding tells a live watch from a
+// dead one. Re-adding a live watch is a no-op in the kernel (the same watch
+// descriptor comes back), so every ensure simply adds both again.
 type dirWatch struct {
 	k           *Keyring
 	fw          *fsnotify.Watcher
 	dir, parent string
-	dirFI       os.FileInfo // what the dir watch is on; nil if none
-	parentFI    os.FileInfo
+	added       map[string]bool
 	lastErr     string
 }
 
@@ -240,30 +249,26 @@ func (w *dirWatch) ensure() {
 	if w.fw == nil {
 		return
 	}
+	if w.added == nil {
+		w.added = map[string]bool{}
+	}
 	var errs []string
-	track := func(path string, cur *os.FileInfo) {
-		fi, err := os.Stat(path)
-		if err != nil {
-			if *cur != nil {
+	// Parent first: a directory created right after this is then seen.
+	for _, path := range []string{w.parent, w.dir} {
+		if _, err := os.Stat(path); err != nil {
+			if w.added[path] {
 				_ = w.fw.Remove(path) // usually already gone with the inode
-				*cur = nil
+				w.added[path] = false
 			}
-			return
+			continue
 		}
-		if *cur != nil && os.SameFile(*cur, fi) {
-			return
-		}
-		_ = w.fw.Remove(path)
 		if err := w.fw.Add(path); err != nil {
 			errs = append(errs, err.Error())
-			*cur = nil
-			return
+			w.added[path] = false
+			continue
 		}
-		*cur = fi
+		w.added[path] = true
 	}
-	// Parent first: a directory created right after this is then seen.
-	track(w.parent, &w.parentFI)
-	track(w.dir, &w.dirFI)
 	if msg := strings.Join(errs, "; "); msg != w.lastErr {
 		w.lastErr = msg
 		if msg != "" {
