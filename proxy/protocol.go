@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -170,20 +171,18 @@ var errBadResize = errors.New("resize message must be {\"Width\":1..65535,\"Heig
 // terminal of 0 rows or 70,000 columns helps nobody.
 func parseResize(b []byte) (TerminalSize, error) {
 	var raw struct {
-		Width  *json.Number
-		Height *json.Number
+		Width  *int64
+		Height *int64
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.UseNumber()
+	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&raw); err != nil || raw.Width == nil || raw.Height == nil {
 		return TerminalSize{}, errBadResize
 	}
 	if dec.More() {
 		return TerminalSize{}, errBadResize
 	}
-	w, werr := raw.Width.Int64()
-	h, herr := raw.Height.Int64()
-	if werr != nil || herr != nil || w < 1 || h < 1 || w > 65535 || h > 65535 {
+	w, h := *raw.Width, *raw.Height
+	if w < 1 || h < 1 || w > 65535 || h > 65535 {
 		return TerminalSize{}, errBadResize
 	}
 	return TerminalSize{Width: uint16(w), Height: uint16(h)}, nil
