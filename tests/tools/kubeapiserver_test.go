@@ -1,0 +1,256 @@
+package tools
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestGoModRequires(t *testing.T) {
+	gomod := []byte(`module example.com/x
+
+go 1.26.0
+
+require k8s.io/kubernetes v1.37.2
+
+require (
+	go.etcd.io/etcd/server/v3 v3.6.16 // indirect
+	k8s.io/api v0.37.2
+)
+`)
+	for _, tc := range []struct {
+		pinned string
+		want   bool
+	}{
+		{"k8s.io/kubernetes v1.37.2", true},
+		{"go.etcd.io/etcd/server/v3 v3.6.16", true},
+		{"k8s.io/api v0.37.2", true},
+		{"k8s.io/kubernetes v1.37.1", false},
+		{"k8s.io/kubernetes v1.37.20", false},
+		{"k8s.io/apimachinery v0.37.2", false},
+		{"example.com/x", false},
+	} {
+		if got := goModRequires(gomod, tc.pinned); got != tc.want {
+			t.Errorf("goModRequires(%q) = %v, want %v", tc.pinned, got, tc.want)
+		}
+	}
+}
+
+// TestKubeAPIServerModulePinned keeps the tools module in step with
+// KubernetesVersion: k8s.io/kubernetes at v1.X.Y and every staging module it
+// replaces at the matching v0.X.Y, never a mix of releases.
+func TestKubeAPIServerModulePinned(t *testing.T) {
+	root, err := serverToolRepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := kubeAPIServerBuild()
+	data, err := os.ReadFile(filepath.Join(root, b.moduleDir, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !goModRequires(data, "k8s.io/kubernetes v"+KubernetesVersion) {
+		t.Errorf("%s/go.mod does not require k8s.io/kubernetes v%s", b.moduleDir, KubernetesVersion)
+	}
+	staging := "v0." + strings.SplitN(KubernetesVersion, ".", 2)[1]
+	replaces := 0
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) == 4 && f[1] == "=>" {
+			replaces++
+			if f[0] != f[2] || f[3] != staging || !strings.HasPrefix(f[0], "k8s.io/") {
+				t.Errorf("replace %q: want %s => %s %s", strings.TrimSpace(line), f[0], f[0], staging)
+			}
+		}
+	}
+	// k8s.io/kubernetes v1.37 has 33 staging modules; a lost replace would
+	// fail the build with an unknown v0.0.0, a silently dropped block here.
+	if replaces < 30 {
+		t.Errorf("found %d staging replaces in %s/go.mod, want all of them (>= 30)", replaces, b.moduleDir)
+	}
+	if !strings.Contains(b.ldflags, "k8s.io/component-base/version.gitVersion=v"+KubernetesVersion) {
+		t.Errorf("ldflags %q do not set the component-base gitVersion", b.ldflags)
+	}
+}
+
+func TestEtcdModulePinned(t *testing.T) {
+	root, err := serverToolRepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := etcdBuild()
+	data, err := os.ReadFile(filepath.Join(root, b.moduleDir, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !goModRequires(data, "go.etcd.io/etcd/server/v3 v"+EtcdVersion) {
+		t.Errorf("%s/go.mod does not require go.etcd.io/etcd/server/v3 v%s", b.moduleDir, EtcdVersion)
+	}
+}
+
+// TestKubeAPIServerVersion builds (or reuses) the real binary and checks that
+// it reports the pinned version, i.e. that the version ldflags took effect.
+func TestKubeAPIServerVersion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
+	defer cancel()
+	bin, err := KubeAPIServer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s --version: %v\n%s", bin, err, out)
+	}
+	if got, want := strings.TrimSpace(string(out)), "Kubernetes v"+KubernetesVersion; got != want {
+		t.Errorf("kube-apiserver --version = %q, want %q", got, want)
+	}
+}
+
+func TestEtcdVersion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+	defer cancel()
+	bin, err := Etcd(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s --version: %v\n%s", bin, err, out)
+	}
+	if !strings.Contains(string(out), "etcd Version: "+EtcdVersion+"\n") {
+		t.Errorf("etcd --version = %q, want etcd Version: %s", out, EtcdVersion)
+	}
+}
+
+// TestServerToolBuildConcurrent proves the cache discipline on a tiny module:
+// concurrent callers get one build and the same complete binary, a second
+// call reuses it, and a changed module gets a new cache entry.
+func TestServerToolBuildConcurrent(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	mod := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(mod, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("go.mod", "module example.com/hello\n\ngo 1.26.0\n")
+	write("main.go", "package main\n\nimport \"fmt\"\n\nvar greeting = \"unset\"\n\nfunc main() { fmt.Println(greeting) }\n")
+	b := serverToolBuild{
+		name:      "hello",
+		version:   "v1.0.0",
+		moduleDir: mod,
+		pkg:       ".",
+		pinned:    "",
+		ldflags:   "-X main.greeting=pinned",
+		binDir:    t.TempDir(),
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+
+	before := serverToolBuilds.Load()
+	const callers = 4
+	paths := make([]string, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() { paths[i], errs[i] = b.ensure(ctx) })
+	}
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if paths[i] != paths[0] {
+			t.Fatalf("caller %d got %s, caller 0 got %s", i, paths[i], paths[0])
+		}
+	}
+	if n := serverToolBuilds.Load() - before; n != 1 {
+		t.Fatalf("%d builds for %d concurrent callers, want 1", n, callers)
+	}
+	out, err := exec.CommandContext(ctx, paths[0]).Output()
+	if err != nil || string(out) != "pinned\n" {
+		t.Fatalf("built binary printed %q, %v; want the ldflags value", out, err)
+	}
+	if _, err := os.Stat(paths[0] + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("temporary build output left behind: %v", err)
+	}
+
+	again, err := b.ensure(ctx)
+	if err != nil || again != paths[0] {
+		t.Fatalf("second ensure = %s, %v; want cached %s", again, err, paths[0])
+	}
+	if n := serverToolBuilds.Load() - before; n != 1 {
+		t.Fatalf("cached binary was rebuilt (%d builds)", n)
+	}
+
+	b.ldflags = "-X main.greeting=changed"
+	changed, err := b.ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed == paths[0] {
+		t.Fatalf("changed ldflags reused the cache entry %s", changed)
+	}
+	if out, err := exec.CommandContext(ctx, changed).Output(); err != nil || string(out) != "changed\n" {
+		t.Fatalf("rebuilt binary printed %q, %v", out, err)
+	}
+}
+
+func TestServerToolBuildFailureReported(t *testing.T) {
+	mod := t.TempDir()
+	if err := os.WriteFile(filepath.Join(mod, "go.mod"), []byte("module example.com/broken\n\ngo 1.26.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mod, "main.go"), []byte("package main\n\nfunc main() { undefinedThing() }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := serverToolBuild{name: "broken", version: "v0", moduleDir: mod, pkg: ".", binDir: t.TempDir()}
+	_, err := b.ensure(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "undefinedThing") {
+		t.Fatalf("ensure on a broken module = %v, want the compiler's message", err)
+	}
+	b.pinned = "example.com/dep v1.0.0"
+	if _, err := b.ensure(t.Context()); err == nil || !strings.Contains(err.Error(), "does not require example.com/dep v1.0.0") {
+		t.Fatalf("ensure with a missing pin = %v", err)
+	}
+}
+
+func TestLockFileExclusive(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	path := filepath.Join(t.TempDir(), "x.lock")
+	unlock, err := lockFile(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second holder must wait; with the first one held, a short deadline expires.
+	short, cancel := context.WithTimeout(t.Context(), 600*time.Millisecond)
+	defer cancel()
+	if _, err := lockFile(short, path); err == nil {
+		t.Fatal("second lockFile succeeded while the first holds the lock")
+	}
+	got := make(chan error, 1)
+	go func() {
+		u, err := lockFile(t.Context(), path)
+		if err == nil {
+			u()
+		}
+		got <- err
+	}()
+	unlock()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("waiter did not get the lock after it was released")
+	}
+}
