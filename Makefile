@@ -15,7 +15,7 @@ TEST_TIMEOUT ?= 40m
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test vet unit bench fuzz demo image clean
+.PHONY: all build test vet bench fuzz demo load image clean
 
 all: build
 
@@ -30,8 +30,19 @@ vet:
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
+# The no-cluster demo: local exec backend + the real proxy binary.
+demo: build
+	bin/k8s-ws-proxy-demo
+
 bench:
-	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchmem -count=1 ./hmac/
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./hmac/ ./tests/bench/
+
+load:
+	$(GO) test -tags load -run TestLoad -count=1 -timeout 30m -v ./tests/bench/
+
+IMAGE ?= ghcr.io/k8s-ws-proxy/k8s-ws-proxy:$(VERSION)
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
 
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \

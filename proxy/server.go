@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +47,10 @@ const (
 	DefaultMaxMessageSize = 64 << 10
 	DefaultWriteTimeout   = 60 * time.Second
 	DefaultCloseTimeout   = 5 * time.Second
+	DefaultMaxSessions    = 512
+	DefaultMaxLifetime    = 8 * time.Hour
+	DefaultIdleTimeout    = 30 * time.Minute
+	DefaultPingInterval   = 30 * time.Second
 )
 
 // Config configures a Server. Verifier and Executor are required.
@@ -63,6 +69,23 @@ type Config struct {
 	MaxMessageSize int64
 	// WriteTimeout bounds one frame write to a client that stopped reading.
 	WriteTimeout time.Duration
+	// MaxSessions bounds concurrent sessions; more get 503 before the
+	// upgrade. Default DefaultMaxSessions.
+	MaxSessions int
+	// MaxLifetime ends a session after this long. Default
+	// DefaultMaxLifetime; negative disables.
+	MaxLifetime time.Duration
+	// IdleTimeout ends a session with no data either way for this long.
+	// Pings do not count. Default DefaultIdleTimeout; negative disables.
+	IdleTimeout time.Duration
+	// PingInterval is how often the server pings; a client that answers
+	// no ping (and sends nothing) for two intervals is closed. Default
+	// DefaultPingInterval; negative disables.
+	PingInterval time.Duration
+	// AllowedOrigins lists the Origin values accepted besides a missing
+	// Origin and one whose host equals the request's Host (guacd sends
+	// "http://{hostname}"). "*" accepts any.
+	AllowedOrigins []string
 	// Ready reports whether the proxy can authorise sessions (keys loaded).
 	Ready  func() bool
 	Logger *slog.Logger
@@ -97,6 +120,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.MaxLifetime == 0 {
+		cfg.MaxLifetime = DefaultMaxLifetime
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = DefaultPingInterval
 	}
 	if cfg.Ready == nil {
 		cfg.Ready = func() bool { return true }
@@ -167,10 +202,27 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 	s.mu.Lock()
 	for sess := range s.sessions {
-		sess.terminate(websocket.CloseGoingAway, "proxy shutting down")
+		sess.terminate("shutdown", websocket.CloseGoingAway, "session closed: the proxy is shutting down")
 	}
 	s.mu.Unlock()
 	<-done
+}
+
+// originAllowed applies the origin policy. Browsers always send Origin, so
+// without this check any web page could open sessions with a token it got
+// hold of; non-browser clients (client-go) send none.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
 }
 
 // newSessionID returns a random id for requests whose token carries no sid,

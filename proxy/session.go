@@ -38,6 +38,10 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		refuse(reject(http.StatusServiceUnavailable, "draining", "the proxy is shutting down; retry on another instance"))
 		return
 	}
+	if !s.originAllowed(r) {
+		refuse(reject(http.StatusForbidden, "origin_not_allowed", "Origin %q is not allowed", r.Header.Get("Origin")))
+		return
+	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		refuse(reject(http.StatusBadRequest, "not_websocket", "this endpoint only serves WebSocket upgrades (Kubernetes channel protocol)"))
 		return
@@ -85,8 +89,10 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		payload: 0,
 	}
 	sess.payload = sess.proto.maxPayload(s.cfg.MaxFrameSize)
-	if !s.register(sess) {
-		refuse(reject(http.StatusServiceUnavailable, "draining", "the proxy is shutting down; retry on another instance"))
+	sess.ctx, sess.cancel = context.WithCancel(context.Background())
+	defer sess.cancel()
+	if rej := s.register(sess); rej != nil {
+		refuse(rej)
 		return
 	}
 	defer s.unregister(sess)
@@ -101,19 +107,24 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
 		return
 	}
+	sess.wmu.Lock()
 	sess.conn = conn
+	sess.wmu.Unlock()
 	sess.run()
 }
 
-func (s *Server) register(sess *session) bool {
+func (s *Server) register(sess *session) *rejection {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining.Load() {
-		return false
+		return reject(http.StatusServiceUnavailable, "draining", "the proxy is shutting down; retry on another instance")
+	}
+	if len(s.sessions) >= s.cfg.MaxSessions {
+		return reject(http.StatusServiceUnavailable, "too_many_sessions", "the proxy is at its limit of %d concurrent sessions", s.cfg.MaxSessions)
 	}
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
-	return true
+	return nil
 }
 
 func (s *Server) unregister(sess *session) {
@@ -150,6 +161,8 @@ type session struct {
 	bytesOut  atomic.Int64
 	endReason atomic.Pointer[string]
 	warned    sync.Map // warning kinds already logged for this session
+
+	lastActivity atomic.Int64 // unix nanoseconds of the last data frame either way
 }
 
 func (ss *session) logger() *slog.Logger {
@@ -160,10 +173,11 @@ func (ss *session) logger() *slog.Logger {
 func (ss *session) setEndReason(r string) { ss.endReason.CompareAndSwap(nil, &r) }
 
 func (ss *session) run() {
-	ss.ctx, ss.cancel = context.WithCancel(context.Background())
-	defer ss.cancel()
 	c := ss.claims
 	ss.conn.SetReadLimit(ss.srv.cfg.MaxMessageSize)
+	ss.touch()
+	stopTimers := ss.startTimers()
+	defer stopTimers()
 
 	target := exec.Target{
 		Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Command: c.Command,
@@ -292,16 +306,30 @@ func (ss *session) sendStatusAndClose(st *metav1.Status, closeCode int, closeTex
 	ss.closed = true
 }
 
-// terminate ends a live session from the proxy's side (drain, limits): the
-// user reads why on channel 3, then the connection closes with code.
-func (ss *session) terminate(code int, why string) {
-	ss.setEndReason(why)
-	st := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonServiceUnavailable, Message: why}
-	if ss.conn != nil {
-		ss.sendStatusAndClose(st, code, why)
+// terminate ends a live session from the proxy's side (drain, limits). The
+// user reads why in the terminal (guacd shows only stdout and stderr) and on
+// channel 3, then the connection closes with code.
+func (ss *session) terminate(reason string, code int, message string) {
+	ss.setEndReason(reason)
+	st := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonServiceUnavailable, Message: message}
+	ss.wmu.Lock()
+	live := ss.conn != nil
+	ss.wmu.Unlock()
+	if live {
+		ss.sendNotice("\r\n[k8s-ws-proxy] " + message + "\r\n")
+		ss.sendStatusAndClose(st, code, message)
 	}
-	if ss.cancel != nil {
-		ss.cancel()
+	ss.cancel()
+}
+
+// sendNotice writes a line for the user on the terminal's own stream:
+// stdout with a tty, stderr without one (never into a program's stdout).
+func (ss *session) sendNotice(text string) {
+	switch {
+	case ss.claims.TTY:
+		_ = ss.writeFrame(chanStdout, []byte(text))
+	case ss.stderr:
+		_ = ss.writeFrame(chanStderr, []byte(text))
 	}
 }
 
@@ -349,6 +377,7 @@ func (fw *frameWriter) Write(p []byte) (int, error) {
 			return written, err
 		}
 		fw.ss.bytesOut.Add(int64(n))
+		fw.ss.touch()
 		written += n
 		p = p[n:]
 	}
@@ -378,6 +407,8 @@ func (ss *session) readLoop() {
 			ss.clientEnded(err)
 			return
 		}
+		ss.touch()
+		ss.extendReadDeadline()
 		if (mt == websocket.TextMessage) != ss.proto.base64 {
 			want := "binary"
 			if ss.proto.base64 {
@@ -456,6 +487,8 @@ func (ss *session) clientEnded(err error) {
 		ss.setEndReason(fmt.Sprintf("client_closed_%d", ce.Code))
 	case errors.Is(err, websocket.ErrReadLimit):
 		ss.setEndReason("message_too_big")
+	case isTimeout(err):
+		ss.setEndReason("ping_timeout")
 	default:
 		ss.setEndReason("client_gone")
 	}

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
@@ -45,6 +43,12 @@ type serveOptions struct {
 	maxFrameSize   int
 	maxMessageSize int64
 	shutdownGrace  time.Duration
+	maxSessions    int
+	maxLifetime    time.Duration
+	idleTimeout    time.Duration
+	pingInterval   time.Duration
+	allowedOrigins string
+	readHeaderTO   time.Duration
 	logLevel       string
 	logFormat      string
 }
@@ -64,6 +68,12 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.maxFrameSize, "max-frame-size", proxy.DefaultMaxFrameSize, "largest frame sent to clients, channel byte included (guacd needs 4096 or less)")
 	fs.Int64Var(&o.maxMessageSize, "max-message-size", proxy.DefaultMaxMessageSize, "largest message accepted from clients; larger ones close the session with 1009")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long live sessions may run on before they are closed")
+	fs.IntVar(&o.maxSessions, "max-sessions", proxy.DefaultMaxSessions, "most concurrent sessions; more get 503 before the upgrade")
+	fs.DurationVar(&o.maxLifetime, "max-session-lifetime", proxy.DefaultMaxLifetime, "sessions are closed after this long; 0 disables")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "sessions with no input or output for this long are closed; 0 disables")
+	fs.DurationVar(&o.pingInterval, "ping-interval", proxy.DefaultPingInterval, "server ping period; a client silent for two periods is closed; 0 disables")
+	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated Origin values accepted besides none and one matching the Host header; * accepts any")
+	fs.DurationVar(&o.readHeaderTO, "read-header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris guard)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	return fs
@@ -124,17 +134,6 @@ func runServe(args []string) int {
 	return 0
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("no --kubeconfig given and not running in a cluster: %w", err)
-	}
-	return cfg, nil
-}
-
 // serve runs the proxy until ctx is cancelled, then drains.
 func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	transport, err := exec.ParseTransport(o.execTransport)
@@ -166,6 +165,11 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		NodeName:       o.nodeName,
 		MaxFrameSize:   o.maxFrameSize,
 		MaxMessageSize: o.maxMessageSize,
+		MaxSessions:    o.maxSessions,
+		MaxLifetime:    disabledIfZero(o.maxLifetime),
+		IdleTimeout:    disabledIfZero(o.idleTimeout),
+		PingInterval:   disabledIfZero(o.pingInterval),
+		AllowedOrigins: splitList(o.allowedOrigins),
 		Ready:          keyring.Ready,
 		Logger:         log,
 	})
@@ -182,7 +186,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: o.readHeaderTO, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 2)
 	go func() { errc <- httpSrv.Serve(ln) }()
 
@@ -231,4 +235,23 @@ func healthMux(srv *proxy.Server) http.Handler {
 	mux.Handle("GET /healthz", srv)
 	mux.Handle("GET /readyz", srv)
 	return mux
+}
+
+// disabledIfZero maps the command line's "0 disables" to the proxy
+// package's convention, where zero means the default and negative disables.
+func disabledIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

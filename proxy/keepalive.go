@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Close code for sessions ended by a limit: the client did nothing wrong
+// on the wire, but policy ends the session.
+const closePolicy = websocket.ClosePolicyViolation
+
+// touch records data traffic either way; pings do not count.
+func (ss *session) touch() { ss.lastActivity.Store(time.Now().UnixNano()) }
+
+// extendReadDeadline gives the client two ping periods to show life.
+func (ss *session) extendReadDeadline() {
+	if p := ss.srv.cfg.PingInterval; p > 0 {
+		_ = ss.conn.SetReadDeadline(time.Now().Add(2 * p))
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// startTimers arms the session's lifetime, idle and ping timers. They run
+// as timers, not goroutines, so an idle session costs no stack.
+func (ss *session) startTimers() (stop func()) {
+	cfg := ss.srv.cfg
+	var timers []*time.Timer
+	if cfg.MaxLifetime > 0 {
+		timers = append(timers, time.AfterFunc(cfg.MaxLifetime, func() {
+			ss.terminate("max_lifetime", closePolicy, fmt.Sprintf("session closed: it reached the maximum lifetime of %v", cfg.MaxLifetime))
+		}))
+	}
+	if cfg.IdleTimeout > 0 {
+		var idle *time.Timer
+		idle = time.AfterFunc(cfg.IdleTimeout, func() {
+			quiet := time.Since(time.Unix(0, ss.lastActivity.Load()))
+			if quiet >= cfg.IdleTimeout {
+				ss.terminate("idle_timeout", closePolicy, fmt.Sprintf("session closed: no input or output for %v", cfg.IdleTimeout))
+				return
+			}
+			idle.Reset(cfg.IdleTimeout - quiet)
+		})
+		timers = append(timers, idle)
+	}
+	if cfg.PingInterval > 0 {
+		ss.extendReadDeadline()
+		ss.conn.SetPongHandler(func(string) error { ss.extendReadDeadline(); return nil })
+		ss.conn.SetPingHandler(func(data string) error {
+			ss.extendReadDeadline()
+			err := ss.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteTimeout))
+			if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
+				return err
+			}
+			return nil
+		})
+		var ping *time.Timer
+		ping = time.AfterFunc(cfg.PingInterval, func() {
+			if ss.ctx.Err() != nil {
+				return
+			}
+			if err := ss.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				return
+			}
+			ping.Reset(cfg.PingInterval)
+		})
+		timers = append(timers, ping)
+	}
+	return func() {
+		for _, t := range timers {
+			t.Stop()
+		}
+	}
+}
