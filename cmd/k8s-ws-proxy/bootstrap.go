@@ -1,12 +1,113 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/bootstrap"
 )
 
-// runBootstrapSecret is a placeholder until its owner lands it.
+// runBootstrapSecret is the Helm hook's entry point: create the HMAC key
+// Secret if it is absent, leave it alone if present. Exit codes: 0 done
+// (exists, created, or created by a concurrent writer), 1 failure, 2 usage.
 func runBootstrapSecret(args []string) int {
-	fmt.Fprintln(os.Stderr, "not implemented yet")
-	return 1
+	return bootstrapSecret(args, os.Stderr, os.Getenv)
+}
+
+func bootstrapSecret(args []string, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("bootstrap-secret", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	namespace := fs.String("namespace", getenv("POD_NAMESPACE"), "namespace of the Secret (default from POD_NAMESPACE)")
+	secretName := fs.String("secret-name", bootstrap.DefaultSecretName, "name of the HMAC key Secret")
+	keyName := fs.String("key-name", bootstrap.DefaultKeyName, "data key holding the HMAC key inside the Secret")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (empty: in-cluster ServiceAccount credentials)")
+	timeout := fs.Duration("timeout", 2*time.Minute, "overall deadline for the whole run")
+	attempts := fs.Int("attempts", 5, "tries per API call while the API server is unreachable or answers 429/5xx")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: k8s-ws-proxy bootstrap-secret --namespace NS [--secret-name NAME] [--key-name key] [--kubeconfig PATH]
+
+Creates the HMAC key Secret with 32 random bytes if it does not exist; an
+existing Secret is left untouched. The key is never printed.
+
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bootstrap-secret: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "bootstrap-secret: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})).
+		With("component", "bootstrap-secret", "version", version)
+
+	if *namespace == "" {
+		log.Error("no namespace: pass --namespace or set POD_NAMESPACE")
+		return 2
+	}
+
+	cfg, err := restConfig(*kubeconfig)
+	if err != nil {
+		log.Error("cannot load Kubernetes client configuration", "error", err.Error())
+		return 1
+	}
+	cfg.UserAgent = "k8s-ws-proxy-bootstrap/" + version
+	// Each request is bounded by the bootstrap package; keep client-go's own
+	// rate limiter out of the way for a handful of calls.
+	cfg.QPS, cfg.Burst = 5, 10
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		log.Error("cannot build Kubernetes client", "error", err.Error())
+		return 1
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	out, err := bootstrap.EnsureSecret(ctx, client, bootstrap.Options{
+		Namespace:  *namespace,
+		SecretName: *secretName,
+		KeyName:    *keyName,
+		Attempts:   *attempts,
+		Logger:     log,
+		APIServer:  cfg.Host,
+	})
+	if err != nil {
+		log.Error(err.Error(), "kind", string(bootstrap.KindOf(err)))
+		return 1
+	}
+	log.Debug("done", "outcome", string(out))
+	return 0
+}
+
+// restConfig uses the pod's ServiceAccount unless a kubeconfig is named, the
+// way the proxy itself does.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("not running in a pod and no --kubeconfig given: %w", err)
+		}
+		return cfg, nil
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
 }
