@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,6 +91,9 @@ type Config struct {
 	// Ready reports whether the proxy can authorise sessions (keys loaded).
 	Ready  func() bool
 	Logger *slog.Logger
+	// MeterProvider and TracerProvider default to the OpenTelemetry globals.
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the proxy's HTTP handler and session registry.
@@ -97,6 +102,7 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
+	tel      *telemetry
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -139,9 +145,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	tel, err := newTelemetry(cfg.MeterProvider, cfg.TracerProvider)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: telemetry: %w", err)
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
+		tel:      tel,
 		sessions: make(map[*session]struct{}),
 	}
 	s.upgrader = websocket.Upgrader{

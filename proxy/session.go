@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilexec "k8s.io/client-go/util/exec"
@@ -25,13 +28,20 @@ import (
 // session until it ends. Every refusal happens before the upgrade.
 func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach bool) {
 	start := time.Now()
+	ctx, span := s.tel.tracer.Start(r.Context(), "k8s_ws_proxy.session", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
 	sid := ""
+	authFailure := false
 	refuse := func(rej *rejection) {
 		if sid == "" {
 			sid = newSessionID()
 		}
 		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "status", rej.status,
 			"reason", rej.reason, "detail", rej.message, "remote", r.RemoteAddr)
+		s.tel.rejected(ctx, rej.reason, rej.status, authFailure)
+		span.SetAttributes(attribute.String("k8s_ws_proxy.sid", sid), attribute.String("k8s_ws_proxy.rejection", rej.reason),
+			attribute.Int("http.response.status_code", rej.status))
+		span.SetStatus(codes.Error, rej.reason)
 		writeRejection(w, rej)
 	}
 	if s.draining.Load() {
@@ -51,11 +61,17 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		refuse(rej)
 		return
 	}
+	_, verifySpan := s.tel.tracer.Start(ctx, "k8s_ws_proxy.token.verify")
 	claims, err := s.cfg.Verifier.Verify(req.token)
 	if err != nil {
+		verifySpan.SetStatus(codes.Error, string(hmac.ReasonOf(err)))
+		verifySpan.End()
+		authFailure = true
 		refuse(tokenRejection(err))
+		authFailure = false
 		return
 	}
+	verifySpan.End()
 	sid = claims.SID
 	if sid == "" || len(sid) > 64 {
 		sid = newSessionID()
@@ -74,7 +90,9 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		refuse(rej)
 		return
 	}
-	if rej := s.checkPod(r.Context(), claims); rej != nil {
+	span.SetAttributes(attribute.String("k8s_ws_proxy.sid", sid), attribute.String("k8s.namespace.name", claims.Namespace),
+		attribute.String("k8s.pod.name", claims.Pod), attribute.String("k8s.container.name", claims.Container))
+	if rej := s.checkPod(ctx, claims); rej != nil {
 		refuse(rej)
 		return
 	}
@@ -110,6 +128,9 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	sess.wmu.Lock()
 	sess.conn = conn
 	sess.wmu.Unlock()
+	sess.traceCtx = ctx
+	s.tel.active.Add(ctx, 1)
+	defer s.tel.active.Add(ctx, -1)
 	sess.run()
 }
 
@@ -163,6 +184,11 @@ type session struct {
 	warned    sync.Map // warning kinds already logged for this session
 
 	lastActivity atomic.Int64 // unix nanoseconds of the last data frame either way
+
+	traceCtx  context.Context
+	dialSpan  trace.Span
+	dialStart time.Time
+	dialDone  atomic.Bool
 }
 
 func (ss *session) logger() *slog.Logger {
@@ -205,7 +231,10 @@ func (ss *session) run() {
 		ss.readLoop()
 	}()
 
+	ss.dialStart = time.Now()
+	_, ss.dialSpan = ss.srv.tel.tracer.Start(ss.traceCtx, "k8s_ws_proxy.exec.dial")
 	res, err := ss.srv.cfg.Executor.Stream(ss.ctx, target, streams)
+	ss.execDialed()
 
 	// Unblock a reader stuck handing stdin to an exec that is gone.
 	if ss.stdinR != nil {
@@ -235,6 +264,23 @@ func (ss *session) run() {
 		attrs = append(attrs, "error", err.Error())
 	}
 	ss.logger().Info("session closed", attrs...)
+	ss.srv.tel.ended(ss.traceCtx, reason, ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start))
+	span := trace.SpanFromContext(ss.traceCtx)
+	span.SetAttributes(attribute.String("k8s_ws_proxy.transport", string(res.Transport)),
+		attribute.Int("k8s_ws_proxy.exit_code", exitCode), attribute.String("k8s_ws_proxy.close_reason", reason))
+	if reason == "exec_failed" {
+		span.SetStatus(codes.Error, reason)
+	}
+}
+
+// execDialed records, once, that the exec is up: its first output byte,
+// or its end for a command that printed nothing.
+func (ss *session) execDialed() {
+	if ss.dialDone.Swap(true) {
+		return
+	}
+	ss.srv.tel.execDial.Record(ss.traceCtx, time.Since(ss.dialStart).Seconds())
+	ss.dialSpan.End()
 }
 
 // finish sends the exec's outcome and a close frame, unless the client is
@@ -378,6 +424,7 @@ func (fw *frameWriter) Write(p []byte) (int, error) {
 		}
 		fw.ss.bytesOut.Add(int64(n))
 		fw.ss.touch()
+		fw.ss.execDialed()
 		written += n
 		p = p[n:]
 	}

@@ -158,7 +158,18 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("verifier: %w", err)
 	}
+	tel, err := newTelemetry(ctx, keyring)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.shutdown(shutdownCtx)
+	}()
 	srv, err := proxy.New(proxy.Config{
+		MeterProvider:  tel.meters,
+		TracerProvider: tel.tracers,
 		Verifier:       verifier,
 		Executor:       dialer,
 		Pods:           dialer,
@@ -199,7 +210,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 			return fmt.Errorf("listen %s: %w", o.healthListen, err)
 		}
 		healthAddr = hln.Addr().String()
-		healthSrv = &http.Server{Handler: healthMux(srv), ReadHeaderTimeout: 10 * time.Second}
+		healthSrv = &http.Server{Handler: healthMux(srv, tel.metricsHandler), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- healthSrv.Serve(hln) }()
 	}
 	// Operators and the chart read liveness from this line: log it only
@@ -228,12 +239,13 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	return nil
 }
 
-// healthMux serves probes (and later metrics) on their own plain-HTTP
-// port, so they work even when the session port requires client certificates.
-func healthMux(srv *proxy.Server) http.Handler {
+// healthMux serves probes and metrics on their own plain-HTTP port, so
+// they work even when the session port requires client certificates.
+func healthMux(srv *proxy.Server, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /healthz", srv)
 	mux.Handle("GET /readyz", srv)
+	mux.Handle("GET /metrics", metrics)
 	return mux
 }
 
