@@ -73,11 +73,17 @@ type env struct {
 	cmd       *osexec.Cmd
 	exited    chan struct{}
 	exitState *os.ProcessState
+	cutter    *cutter
 }
 
 type envOptions struct {
 	transport string
 	extraArgs []string
+	// backendAddr points the proxy's kubeconfig somewhere else than the
+	// backend (an unreachable API server).
+	backendAddr string
+	// viaCutter puts a cuttable TCP forwarder between proxy and backend.
+	viaCutter bool
 }
 
 func startEnv(t *testing.T, o envOptions) *env {
@@ -105,7 +111,15 @@ func startEnv(t *testing.T, o envOptions) *env {
 
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	writeKubeconfig(t, kubeconfig, "http://"+ln.Addr().String())
+	apiAddr := ln.Addr().String()
+	switch {
+	case o.backendAddr != "":
+		apiAddr = o.backendAddr
+	case o.viaCutter:
+		e.cutter = newCutter(t, apiAddr)
+		apiAddr = e.cutter.ln.Addr().String()
+	}
+	writeKubeconfig(t, kubeconfig, "http://"+apiAddr)
 	e.keyDir = filepath.Join(dir, "keys")
 	e.key = bytes.Repeat([]byte("k"), 32)
 	copy(e.key, []byte(t.Name()))

@@ -145,6 +145,46 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 		{"two different tokens", func() upgradeRequest {
 			return upgradeRequest{path: base + "/exec?command=sh&token=" + e.mint(e.claims("sh")), header: bearer(e.mint(e.claims("sh"))), protocols: v4}
 		}, 400, "conflicting_tokens"},
+		{"alg none", func() upgradeRequest {
+			return upgradeRequest{path: base + "/exec?command=sh", header: bearer(e.algNone(e.claims("sh"))), protocols: v4}
+		}, 401, "bad_algorithm"},
+		{"tampered payload", func() upgradeRequest {
+			parts := strings.Split(e.mint(e.claims("sh")), ".")
+			other := strings.Split(e.mint(e.claims("rm")), ".")
+			return upgradeRequest{path: base + "/exec?command=rm", header: bearer(parts[0] + "." + other[1] + "." + parts[2]), protocols: v4}
+		}, 401, "bad_signature"},
+		{"not yet valid", func() upgradeRequest {
+			tok := mintWith(func(c *hmac.Claims) {
+				c.NotBefore = jwt.NewNumericDate(time.Now().Add(2 * time.Minute))
+				c.IssuedAt = jwt.NewNumericDate(time.Now())
+				c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(3 * time.Minute))
+			})
+			return upgradeRequest{path: base + "/exec?command=sh", header: bearer(tok), protocols: v4}
+		}, 401, "not_yet_valid"},
+		{"lifetime above max ttl", func() upgradeRequest {
+			tok := mintWith(func(c *hmac.Claims) { c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(time.Hour)) })
+			return upgradeRequest{path: base + "/exec?command=sh", header: bearer(tok), protocols: v4}
+		}, 401, "ttl_too_long"},
+		{"path traversal in pod segment", func() upgradeRequest {
+			return upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/%2e%2e/exec?command=sh", header: bearer(e.mint(e.claims("sh"))), protocols: v4}
+		}, 403, "scope_mismatch"},
+		{"percent-encoded slash in pod segment", func() upgradeRequest {
+			return upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "%2Fexec/exec?command=sh", header: bearer(e.mint(e.claims("sh"))), protocols: v4}
+		}, 403, "scope_mismatch"},
+		{"percent-encoded namespace", func() upgradeRequest {
+			return upgradeRequest{path: "/api/v1/namespaces/team%2Da%2F../pods/" + testPod + "/exec?command=sh", header: bearer(e.mint(e.claims("sh"))), protocols: v4}
+		}, 403, "scope_mismatch"},
+		{"foreign origin", func() upgradeRequest {
+			h := bearer(e.mint(e.claims("sh")))
+			h.Set("Origin", "https://evil.example")
+			return upgradeRequest{path: base + "/exec?command=sh", header: h, protocols: v4}
+		}, 403, "origin_not_allowed"},
+		{"bearer subprotocol not base64url", func() upgradeRequest {
+			return upgradeRequest{path: base + "/exec?command=sh", protocols: append(v4, "base64url.bearer.authorization.k8s.io.%%%")}
+		}, 400, "bad_subprotocol"},
+		{"stdin the token does not grant", func() upgradeRequest {
+			return upgradeRequest{path: base + "/exec?command=sh&stdin=true", header: bearer(e.mint(e.claims("sh"))), protocols: v4}
+		}, 403, "scope_mismatch"},
 		{"unknown subprotocol", func() upgradeRequest {
 			return upgradeRequest{path: base + "/exec?command=sh", header: bearer(e.mint(e.claims("sh"))), protocols: []string{"v3.channel.k8s.io"}}
 		}, 400, "unsupported_subprotocol"},
@@ -187,6 +227,27 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 			t.Fatal("a token appears in the proxy's log")
 		}
 	}
+}
+
+// algNone forges a token with alg "none" and no signature.
+func (e *env) algNone(c hmac.Claims) string {
+	header, _ := json.Marshal(map[string]string{"alg": "none", "kid": hmac.KeyID(e.key), "typ": "JWT"})
+	payload, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload) + "."
+}
+
+// TestNotAnUpgrade: plain HTTP to a session path gets 400 with a reason.
+func TestNotAnUpgrade(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	resp, err := http.Get("http://" + e.addr + "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400", resp.StatusCode)
+	}
+	e.waitLog(10*time.Second, "session rejected", func(m map[string]any) bool { return m["reason"] == "not_websocket" })
 }
 
 // TestTokenPlacements: the four places a token may ride all work.

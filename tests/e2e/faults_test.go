@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+)
+
+// goroutines reads the proxy's goroutine count from its /metrics.
+func (e *env) goroutines(t *testing.T) int {
+	t.Helper()
+	resp, err := http.Get("http://" + e.health + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatal("no go_goroutines in /metrics")
+	return 0
+}
+
+// expectNoLeak waits for the proxy's goroutines to come back to base: a
+// session's goroutines end shortly after it does.
+func (e *env) expectNoLeak(t *testing.T, base int) {
+	t.Helper()
+	var n int
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if n = e.goroutines(t); n <= base {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy goroutines %d, %d before the sessions: leak", n, base)
+		}
+		time.Sleep(50 * time.Millisecond) // polling another process's gauge
+	}
+}
+
+// cutter is a TCP forwarder between the proxy and the backend that a test
+// can cut, as a node losing its API server connection would.
+type cutter struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newCutter(t *testing.T, target string) *cutter {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, in, out)
+			c.mu.Unlock()
+			go func() { io.Copy(out, in); out.Close() }()
+			go func() { io.Copy(in, out); in.Close() }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); c.cut() })
+	return c
+}
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, x := range c.conns {
+		x.Close()
+	}
+	c.conns = nil
+}
+
+func TestFaultBackendUnreachable(t *testing.T) {
+	e := startEnv(t, envOptions{backendAddr: "127.0.0.1:1"})
+	c := e.claims("sh")
+	start := time.Now()
+	status, body, ws := e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=sh",
+		header: bearer(e.mint(c)), protocols: []string{"v4.channel.k8s.io"}})
+	if ws != nil {
+		ws.Close()
+		t.Fatal("upgraded although the API server is unreachable")
+	}
+	if status != http.StatusBadGateway || !strings.Contains(body, "looking up pod") {
+		t.Fatalf("status %d body %s, want 502 naming the pod lookup", status, body)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("refusal took %v", d)
+	}
+}
+
+func TestFaultBackendKilledMidStream(t *testing.T) {
+	e := startEnv(t, envOptions{viaCutter: true})
+	base := e.goroutines(t)
+	r := e.openCat(t, "v5.channel.k8s.io", false)
+	r.echo("before-cut")
+	e.cutter.cut()
+	code, status := r.closedWith()
+	if code != websocket.CloseInternalServerErr || !strings.Contains(status, `"status":"Failure"`) {
+		t.Fatalf("close %d status %q, want 1011 with a Failure status", code, status)
+	}
+	e.waitLog(10*time.Second, "session closed", func(m map[string]any) bool { return m["reason"] == "exec_failed" })
+	r.ws.Close()
+	e.expectNoLeak(t, base)
+}
+
+func TestFaultProcessKilledBySignal(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	status, _, ws := e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=sh&command=-c&command=kill+-9+%24%24",
+		header: bearer(e.mint(e.claims("sh", "-c", "kill -9 $$"))), protocols: []string{"v4.channel.k8s.io"}})
+	if ws == nil {
+		t.Fatalf("status %d", status)
+	}
+	r := &rawSession{t: t, ws: ws}
+	code, st := r.closedWith()
+	if code != websocket.CloseNormalClosure || !strings.Contains(st, `"reason":"NonZeroExitCode"`) || !strings.Contains(st, `"message":"137"`) {
+		t.Fatalf("close %d status %s; want exit code 137 (128+SIGKILL)", code, st)
+	}
+}
+
+func TestFaultClientVanishesMidBurst(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	base := e.goroutines(t)
+	status, _, ws := e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=seq&command=1&command=100000000",
+		header: bearer(e.mint(e.claims("seq", "1", "100000000"))), protocols: []string{"v4.channel.k8s.io"}})
+	if ws == nil {
+		t.Fatalf("status %d", status)
+	}
+	for range 10 {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws.NetConn().Close()
+	waitFor(t, 5*time.Second, "the burst's process is gone", func() bool { return len(e.backend.PIDs()) == 0 })
+	e.waitLog(10*time.Second, "session closed", func(m map[string]any) bool {
+		return m["reason"] == "client_gone" || m["reason"] == "client_write_failed"
+	})
+	e.expectNoLeak(t, base)
+	// The proxy is fine afterwards.
+	e.openCat(t, "v5.channel.k8s.io", false).echo("after-vanish")
+}
+
+func TestFaultKeyDirectoryChurn(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	live := e.openCat(t, "v5.channel.k8s.io", false)
+	live.echo("before")
+
+	// A corrupt (too short) key replaces the good one: refused and logged,
+	// the good key stays usable through its grace, the session goes on.
+	hmactest.SwapSecretDir(t, e.keyDir, map[string][]byte{"key": []byte("short")})
+	e.waitLog(10*time.Second, "key file refused", nil)
+	live.echo("after-corrupt-key")
+	e.openCat(t, "v5.channel.k8s.io", false).echo("old-key-in-grace")
+
+	// The directory disappears and comes back with a new key.
+	if err := os.RemoveAll(e.keyDir); err != nil {
+		t.Fatal(err)
+	}
+	live.echo("dir-gone")
+	newKey := bytes.Repeat([]byte("n"), 40)
+	hmactest.WriteSecretDir(t, e.keyDir, map[string][]byte{"key": newKey})
+	signer, err := hmac.NewSigner(newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new key becomes usable; retry with fresh tokens until it is.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		tok, _ := signer.Sign(e.claims("true"))
+		status, _, ws := e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=true",
+			header: bearer(tok), protocols: []string{"v5.channel.k8s.io"}})
+		if ws != nil {
+			ws.Close()
+			break
+		}
+		if status != http.StatusUnauthorized || time.Now().After(deadline) {
+			t.Fatalf("new key not usable: status %d", status)
+		}
+		time.Sleep(100 * time.Millisecond) // the proxy picks the directory up on its own schedule
+	}
+	live.echo("after-recreate")
+}
+
+func TestDrainOnSIGTERM(t *testing.T) {
+	raiseFileLimit(t, 4096)
+	e := startEnv(t, envOptions{extraArgs: []string{"--shutdown-grace", "3s"}})
+	var sessions []*rawSession
+	for range 50 {
+		sessions = append(sessions, e.openCat(t, "v4.channel.k8s.io", true))
+	}
+	sessions[0].echo("all-open")
+	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLog(10*time.Second, "draining", nil)
+	resp, err := http.Get("http://" + e.health + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d during drain, want 503", resp.StatusCode)
+	}
+	c := e.claims("cat")
+	status, _, ws := e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=cat",
+		header: bearer(e.mint(c)), protocols: []string{"v4.channel.k8s.io"}})
+	if ws != nil || status != http.StatusServiceUnavailable {
+		t.Fatalf("new upgrade during drain: status %d, want 503", status)
+	}
+	// Live sessions still work during the grace.
+	sessions[1].echo("during-grace")
+	for i, s := range sessions {
+		code, st := s.closedWith()
+		if code != websocket.CloseGoingAway || !strings.Contains(st, "shutting down") {
+			t.Fatalf("session %d: close %d status %q", i, code, st)
+		}
+	}
+	select {
+	case <-e.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("proxy did not exit after the drain")
+	}
+	if code := e.exitState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	if n := len(e.logLines("session closed")); n < 50 {
+		t.Fatalf("%d sessions logged as closed, want 50", n)
+	}
+}
