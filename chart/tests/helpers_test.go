@@ -132,6 +132,13 @@ func (h helm) template(t *testing.T, release, namespace string, args ...string) 
 // mustRender renders and parses, failing the test on any error.
 func (h helm) mustRender(t *testing.T, release, namespace string, args ...string) manifests {
 	t.Helper()
+	_, ms := h.mustRenderRaw(t, release, namespace, args...)
+	return ms
+}
+
+// mustRenderRaw also returns helm's output verbatim.
+func (h helm) mustRenderRaw(t *testing.T, release, namespace string, args ...string) (string, manifests) {
+	t.Helper()
 	out, stderr, err := h.template(t, release, namespace, args...)
 	if err != nil {
 		t.Fatalf("helm %s template %v: %v\n%s", h.version, args, err, stderr)
@@ -140,7 +147,7 @@ func (h helm) mustRender(t *testing.T, release, namespace string, args ...string
 	if err != nil {
 		t.Fatalf("parsing helm %s output: %v\n%s", h.version, err, out)
 	}
-	return ms
+	return out, ms
 }
 
 func testdata(name string) string { return filepath.Join("testdata", name) }

@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+#
+# k8s-ws-proxy image: a static binary on distroless, nothing else.
+#   docker build --build-arg VERSION=v0.1.0 --build-arg COMMIT=$(git rev-parse --short HEAD) -t <registry>/k8s-ws-proxy:v0.1.0 .
+# Every base image names its registry host: nothing resolves implicitly to
+# docker.io, so a mirror rewrite (or an outage of one registry) is visible here.
+
+FROM --platform=$BUILDPLATFORM docker.io/library/golang:1.26-bookworm AS build
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
+ARG VERSION=dev
+ARG COMMIT=unknown
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+# Static (no cgo, so no libc and no dynamic loader in the final image),
+# reproducible paths (-trimpath), version stamped for `k8s-ws-proxy version`.
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
+      -o /out/k8s-ws-proxy ./cmd/k8s-ws-proxy
+
+# distroless static, nonroot variant: uid/gid 65532, no shell, no package
+# manager. The chart's securityContext runs as the same numeric user.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/k8s-ws-proxy /k8s-ws-proxy
+USER 65532:65532
+ENTRYPOINT ["/k8s-ws-proxy"]
+CMD ["serve"]
