@@ -14,6 +14,7 @@
 package bootstrap
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -215,18 +216,20 @@ func EnsureSecret(ctx context.Context, client kubernetes.Interface, opts Options
 }
 
 // checkExisting leaves the Secret alone but refuses one the proxy could not
-// load, so the failure shows at install time instead of as a crash-looping
-// DaemonSet.
+// load (its keyring wants at least KeyBytes after trailing whitespace is
+// trimmed), so the failure shows at install time instead of as a DaemonSet
+// that never becomes ready.
 func checkExisting(s *corev1.Secret, opts Options, log *slog.Logger) error {
 	v, ok := s.Data[opts.KeyName]
-	if !ok || len(v) == 0 {
+	if !ok {
 		return &Error{Kind: Invalid, Msg: fmt.Sprintf(
-			"Secret %s/%s exists but has no data key %q; add it (32 random bytes) or delete the Secret so the hook creates one",
-			opts.Namespace, opts.SecretName, opts.KeyName)}
+			"Secret %s/%s exists but has no data key %q; add it (%d random bytes) or delete the Secret so the hook creates one",
+			opts.Namespace, opts.SecretName, opts.KeyName, KeyBytes)}
 	}
-	if len(v) < KeyBytes {
-		log.Warn("exists", "detail", "existing key is shorter than recommended; kept", "bytes", len(v), "recommended", KeyBytes)
-		return nil
+	if n := len(bytes.TrimRight(v, " \t\r\n")); n < KeyBytes {
+		return &Error{Kind: Invalid, Msg: fmt.Sprintf(
+			"Secret %s/%s exists but its key %q has %d bytes, fewer than the %d the proxy requires; replace it or delete the Secret so the hook creates one",
+			opts.Namespace, opts.SecretName, opts.KeyName, n, KeyBytes)}
 	}
 	log.Info("exists", "detail", "left untouched")
 	return nil

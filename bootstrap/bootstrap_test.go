@@ -175,22 +175,37 @@ func TestExistingIsUntouched(t *testing.T) {
 	assertNoKeyInLog(t, buf.String(), operatorKey)
 }
 
-func TestExistingShortKeyKeptWithWarning(t *testing.T) {
-	short := []byte("0123456789abcdef")
+func TestExistingShortKeyFailsUntouched(t *testing.T) {
+	for name, v := range map[string][]byte{
+		"empty":                 {},
+		"16 bytes":              []byte("0123456789abcdef"),
+		"31 bytes plus newline": []byte("0123456789abcdef0123456789abcde\n"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := fake.NewClientset(&corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: DefaultSecretName, Namespace: ns},
+				Data:       map[string][]byte{DefaultKeyName: v},
+			})
+			var buf bytes.Buffer
+			_, err := EnsureSecret(context.Background(), c, testOpts(&buf))
+			if KindOf(err) != Invalid || !strings.Contains(err.Error(), "fewer than the 32") {
+				t.Fatalf("err = %v; want invalid (short key)", err)
+			}
+			if !bytes.Equal(getSecret(t, c, DefaultSecretName).Data[DefaultKeyName], v) || countActions(c, "create") != 0 {
+				t.Fatal("short key replaced")
+			}
+			if len(v) > 0 {
+				assertNoKeyInLog(t, buf.String()+err.Error(), v)
+			}
+		})
+	}
+	// Exactly 32 bytes plus the trailing newline an operator's echo adds: fine.
 	c := fake.NewClientset(&corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: DefaultSecretName, Namespace: ns},
-		Data:       map[string][]byte{DefaultKeyName: short},
+		Data:       map[string][]byte{DefaultKeyName: []byte("0123456789abcdef0123456789abcdef\n")},
 	})
-	var buf bytes.Buffer
-	out, err := EnsureSecret(context.Background(), c, testOpts(&buf))
-	if err != nil || out != Exists {
+	if out, err := EnsureSecret(context.Background(), c, Options{Namespace: ns}); err != nil || out != Exists {
 		t.Fatalf("%q, %v", out, err)
-	}
-	if !strings.Contains(buf.String(), `"level":"WARN"`) {
-		t.Fatalf("no warning for a 16-byte key:\n%s", buf.String())
-	}
-	if !bytes.Equal(getSecret(t, c, DefaultSecretName).Data[DefaultKeyName], short) {
-		t.Fatal("short key replaced")
 	}
 }
 
