@@ -1,0 +1,101 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+)
+
+// TestHarness runs each kind of session the benchmarks and the load test
+// use once through both paths, and checks what the measurements rest on:
+// byte-exact output, the tty echo, and the proxy's RSS, descriptor and
+// goroutine readings, goroutines returning to their count once the
+// sessions are gone.
+func TestHarness(t *testing.T) {
+	pr := newPair(t)
+	t.Logf("direct transport: %s", pr.e.transport)
+	// The proxy keeps HTTP connections to the backend alive after its pod
+	// lookups (2 goroutines each): the baseline is taken once a warm-up
+	// as concurrent as the sessions below has filled that pool.
+	warm, err := openIdleSessions(pr.paths[1], 3, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closeIdleSessions(warm); err != nil {
+		t.Fatal(err)
+	}
+	g0, err := pr.p.settledGoroutines(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := seqOutput(20000)
+	for _, p := range pr.paths {
+		t.Run(p.name(), func(t *testing.T) {
+			var out bytes.Buffer
+			run, err := p.prepare(session{Command: []string{"seq", "1", "20000"}, Stdout: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Fatalf("seq output: %d bytes, want %d byte-exact", out.Len(), len(want))
+			}
+			if _, err := bulkOnce(p, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			if d, err := setupOnce(p); err != nil || d <= 0 {
+				t.Fatalf("setup: %v, %v", d, err)
+			}
+			echo, err := openEcho(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []byte("hi\x03") { // ^C too: raw mode passes it through
+				if _, err := echo.roundTrip(c); err != nil {
+					echo.close()
+					t.Fatal(err)
+				}
+			}
+			if err := echo.close(); err != nil {
+				t.Fatal(err)
+			}
+			idle, err := openIdleSessions(p, 3, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := closeIdleSessions(idle); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	rss, err := pr.p.rssKiB()
+	if err != nil || rss < 1024 {
+		t.Fatalf("proxy RSS %d KiB, %v: not a plausible Go process", rss, err)
+	}
+	if fds, err := pr.p.fds(); err != nil || fds < 3 {
+		t.Fatalf("proxy fds %d, %v", fds, err)
+	}
+	if g, err := pr.p.waitGoroutines(g0, 30*time.Second); err != nil || g > g0 {
+		t.Fatalf("proxy goroutines %d before the sessions, %d 30s after (%v)", g0, g, err)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 5}, {90, 9}, {99, 10}, {100, 10}, {1, 1}} {
+		if got := percentile(ds, c.p); got != c.want {
+			t.Errorf("p%v = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("p50 of nothing = %v", got)
+	}
+}
