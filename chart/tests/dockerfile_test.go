@@ -181,9 +181,10 @@ func staticELF(path string) error {
 	return nil
 }
 
-// The binary built exactly the Dockerfile's way is static, stripped of
-// build paths and stamped with its version.
-func TestDockerfileBinaryIsStatic(t *testing.T) {
+// buildLikeDockerfile builds ./cmd/k8s-ws-proxy with exactly the Dockerfile's
+// go build line (for the host's GOOS/GOARCH) into out.
+func buildLikeDockerfile(t *testing.T, out, version, commit string) {
+	t.Helper()
 	env, args := goBuildLine(t)
 	if env["CGO_ENABLED"] != "0" {
 		t.Fatalf("Dockerfile build has CGO_ENABLED=%q, want 0", env["CGO_ENABLED"])
@@ -194,14 +195,9 @@ func TestDockerfileBinaryIsStatic(t *testing.T) {
 			t.Fatalf("Dockerfile go build lacks %q: %s", want, joined)
 		}
 	}
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "k8s-ws-proxy")
 	buildArgs := []string{"build"}
 	for i := 0; i < len(args); i++ {
-		a := strings.NewReplacer("${VERSION}", "v9.9.9-statictest", "${COMMIT}", "c0ffee1").Replace(args[i])
+		a := strings.NewReplacer("${VERSION}", version, "${COMMIT}", commit).Replace(args[i])
 		if a == "-o" {
 			i++ // our own output path below
 			continue
@@ -212,7 +208,7 @@ func TestDockerfileBinaryIsStatic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", buildArgs...)
-	cmd.Dir = root
+	cmd.Dir = repoRoot(t)
 	cmd.Env = append(os.Environ(), "GOOS="+runtime.GOOS, "GOARCH="+runtime.GOARCH, "GOFLAGS=-buildvcs=false")
 	for k, v := range env {
 		if k != "GOOS" && k != "GOARCH" {
@@ -222,6 +218,22 @@ func TestDockerfileBinaryIsStatic(t *testing.T) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go %v: %v\n%s", buildArgs, err, b)
 	}
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// The binary built exactly the Dockerfile's way is static, stripped of
+// build paths and stamped with its version.
+func TestDockerfileBinaryIsStatic(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "k8s-ws-proxy")
+	buildLikeDockerfile(t, out, "v9.9.9-statictest", "c0ffee1")
 	if err := staticELF(out); err != nil {
 		t.Fatalf("binary built the Dockerfile's way is not static: %v", err)
 	}
@@ -229,10 +241,10 @@ func TestDockerfileBinaryIsStatic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(bin, []byte(root+"/")) {
+	if root := repoRoot(t); bytes.Contains(bin, []byte(root+"/")) {
 		t.Errorf("binary contains the build directory %s: -trimpath not effective", root)
 	}
-	v, err := exec.CommandContext(ctx, out, "version").CombinedOutput()
+	v, err := exec.Command(out, "version").CombinedOutput()
 	if err != nil || !strings.Contains(string(v), "v9.9.9-statictest") || !strings.Contains(string(v), "c0ffee1") {
 		t.Errorf("version output %q, %v: ldflags not applied", v, err)
 	}
