@@ -1,0 +1,246 @@
+// Package exec opens Kubernetes exec and attach sessions through the API
+// server with client-go's remotecommand executors: WebSocket
+// (v5.channel.k8s.io) first, SPDY when the WebSocket upgrade is refused, the
+// same choice kubectl makes (KEP-4006).
+//
+// Stream returns only after everything the process wrote has been handed to
+// the caller's writers, so a bridge that sends the status after Stream returns
+// never truncates output (kubernetes#124571).
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/streaming/pkg/httpstream"
+)
+
+// Transport selects the streaming transport toward the API server.
+type Transport string
+
+const (
+	// TransportAuto offers WebSocket v5 only and falls back to SPDY when that
+	// upgrade fails, as kubectl does. v5 is required for the WebSocket path
+	// because only v5 can half-close stdin; a v4-only peer (a kubelet behind
+	// an old API server, or localexec) therefore gets SPDY.
+	TransportAuto Transport = "auto"
+	// TransportWebSocket offers v5.channel.k8s.io and then v4.channel.k8s.io,
+	// never SPDY. Over v4 a stdin EOF cannot reach the process.
+	TransportWebSocket Transport = "websocket"
+	// TransportSPDY uses SPDY/3.1 only (protocols v4 down to v1).
+	TransportSPDY Transport = "spdy"
+)
+
+// ParseTransport parses a --exec-transport value (case-insensitive).
+func ParseTransport(s string) (Transport, error) {
+	switch t := Transport(strings.ToLower(strings.TrimSpace(s))); t {
+	case TransportAuto, TransportWebSocket, TransportSPDY:
+		return t, nil
+	}
+	return "", fmt.Errorf("unknown exec transport %q: want auto, websocket or spdy", s)
+}
+
+// Target is what to run and where. An empty Command means attach.
+type Target struct {
+	Namespace, Pod, Container  string
+	Command                    []string
+	TTY, Stdin, Stdout, Stderr bool
+}
+
+// Streams are the caller's ends of the session.
+type Streams struct {
+	// Stdin is read until EOF, which half-closes the process's stdin (SPDY
+	// and WebSocket v5). Required when Target.Stdin. client-go may still be
+	// blocked reading it after Stream returns: make it return (close the
+	// pipe) once Stream has returned.
+	Stdin io.Reader
+	// Stdout is required when Target.Stdout.
+	Stdout io.Writer
+	// Stderr is required when Target.Stderr without TTY, unused with TTY.
+	Stderr io.Writer
+	// Sizes feeds terminal sizes when TTY; nil sends none. client-go reads
+	// it from a goroutine until Next returns nil, which the caller must
+	// make happen once Stream has returned.
+	Sizes remotecommand.TerminalSizeQueue
+}
+
+// Result tells how a session was carried.
+type Result struct {
+	// Transport is TransportWebSocket or TransportSPDY: the transport of the
+	// last attempt (with auto, SPDY after a refused WebSocket upgrade).
+	Transport Transport
+}
+
+// Dialer opens sessions toward one API server.
+type Dialer struct {
+	cfg       *rest.Config
+	transport Transport
+	core      rest.Interface
+	clientset kubernetes.Interface
+}
+
+// NewDialer returns a Dialer for the API server in cfg.
+func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
+	if cfg == nil {
+		return nil, errors.New("exec: nil rest config")
+	}
+	if _, err := ParseTransport(string(t)); err != nil {
+		return nil, err
+	}
+	cfg = rest.CopyConfig(cfg)
+	// client-go's default of 5 QPS would queue pod lookups of concurrent
+	// sessions behind each other; streams are not rate limited at all.
+	if cfg.QPS == 0 && cfg.Burst == 0 && cfg.RateLimiter == nil {
+		cfg.QPS, cfg.Burst = 50, 100
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Dialer{cfg: cfg, transport: t, core: cs.CoreV1().RESTClient(), clientset: cs}, nil
+}
+
+// Transport returns the configured transport.
+func (d *Dialer) Transport() Transport { return d.transport }
+
+// GetPod reads a pod, so that a caller can check it exists, where it runs
+// and its containers before accepting a session for it.
+func (d *Dialer) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	return d.clientset.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// URL returns the API server URL of t's exec or attach subresource, with
+// the parameters client-go sends.
+func (d *Dialer) URL(t Target) *url.URL {
+	req := d.core.Post().Namespace(t.Namespace).Resource("pods").Name(t.Pod)
+	stderr := t.Stderr && !t.TTY
+	if len(t.Command) == 0 {
+		req = req.SubResource("attach").VersionedParams(&corev1.PodAttachOptions{
+			Container: t.Container, Stdin: t.Stdin, Stdout: t.Stdout, Stderr: stderr, TTY: t.TTY,
+		}, scheme.ParameterCodec)
+	} else {
+		req = req.SubResource("exec").VersionedParams(&corev1.PodExecOptions{
+			Container: t.Container, Command: t.Command, Stdin: t.Stdin, Stdout: t.Stdout, Stderr: stderr, TTY: t.TTY,
+		}, scheme.ParameterCodec)
+	}
+	return req.URL()
+}
+
+// Stream runs the exec or attach until it ends. It returns nil for exit
+// status 0, an error satisfying errors.As(err, &exec.CodeExitError{})
+// (k8s.io/client-go/util/exec) for a non-zero exit status, ctx.Err() when
+// ctx ended first (the connection is closed, which ends the process on a
+// kubelet), and other errors otherwise.
+func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error) {
+	if err := check(t, s); err != nil {
+		return Result{Transport: d.first()}, err
+	}
+	opts := remotecommand.StreamOptions{Tty: t.TTY}
+	if t.Stdin {
+		opts.Stdin = s.Stdin
+	}
+	if t.Stdout {
+		opts.Stdout = s.Stdout
+	}
+	if t.Stderr && !t.TTY {
+		opts.Stderr = s.Stderr
+	}
+	if t.TTY && s.Sizes != nil {
+		opts.TerminalSizeQueue = s.Sizes
+	}
+	u := d.URL(t)
+
+	switch d.transport {
+	case TransportSPDY:
+		ex, err := d.spdy(u)
+		if err != nil {
+			return Result{Transport: TransportSPDY}, err
+		}
+		return Result{Transport: TransportSPDY}, ex.StreamWithContext(ctx, opts)
+	case TransportWebSocket:
+		ex, err := remotecommand.NewWebSocketExecutorForProtocols(d.cfg, "GET", u.String(),
+			"v5.channel.k8s.io", "v4.channel.k8s.io")
+		if err != nil {
+			return Result{Transport: TransportWebSocket}, err
+		}
+		return Result{Transport: TransportWebSocket}, ex.StreamWithContext(ctx, opts)
+	default:
+		ws, err := remotecommand.NewWebSocketExecutor(d.cfg, "GET", u.String())
+		if err != nil {
+			return Result{Transport: TransportWebSocket}, err
+		}
+		sp, err := d.spdy(u)
+		if err != nil {
+			return Result{Transport: TransportWebSocket}, err
+		}
+		// The fallback executor does not say which executor ran; the
+		// secondary records it. Both run in this goroutine.
+		res := Result{Transport: TransportWebSocket}
+		fb, err := remotecommand.NewFallbackExecutor(ws, &marking{Executor: sp, used: &res.Transport}, shouldFallback)
+		if err != nil {
+			return res, err
+		}
+		err = fb.StreamWithContext(ctx, opts)
+		return res, err
+	}
+}
+
+func (d *Dialer) first() Transport {
+	if d.transport == TransportSPDY {
+		return TransportSPDY
+	}
+	return TransportWebSocket
+}
+
+func (d *Dialer) spdy(u *url.URL) (remotecommand.Executor, error) {
+	return remotecommand.NewSPDYExecutor(d.cfg, "POST", u)
+}
+
+// shouldFallback is kubectl's condition. It must be k8s.io/streaming's
+// httpstream: client-go v0.37 returns that package's UpgradeFailureError,
+// which apimachinery's IsUpgradeFailure never matches.
+func shouldFallback(err error) bool {
+	return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+}
+
+// marking records that the fallback executor reached its secondary.
+type marking struct {
+	remotecommand.Executor
+	used *Transport
+}
+
+func (m *marking) StreamWithContext(ctx context.Context, o remotecommand.StreamOptions) error {
+	*m.used = TransportSPDY
+	return m.Executor.StreamWithContext(ctx, o)
+}
+
+func check(t Target, s Streams) error {
+	switch {
+	case t.Namespace == "" || t.Pod == "":
+		return errors.New("exec: namespace and pod are required")
+	case !t.Stdin && !t.Stdout && !(t.Stderr && !t.TTY):
+		return errors.New("exec: at least one of stdin, stdout, stderr is required")
+	case t.Stdin && s.Stdin == nil:
+		return errors.New("exec: Target.Stdin without Streams.Stdin")
+	case t.Stdout && s.Stdout == nil:
+		return errors.New("exec: Target.Stdout without Streams.Stdout")
+	case t.Stderr && !t.TTY && s.Stderr == nil:
+		return errors.New("exec: Target.Stderr without Streams.Stderr")
+	}
+	for _, a := range t.Command {
+		if strings.IndexByte(a, 0) >= 0 {
+			return errors.New("exec: NUL byte in command")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,453 @@
+package exec
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
+)
+
+func TestParseTransport(t *testing.T) {
+	for in, want := range map[string]Transport{
+		"auto": TransportAuto, "websocket": TransportWebSocket, "spdy": TransportSPDY,
+		" SPDY ": TransportSPDY, "WebSocket": TransportWebSocket,
+	} {
+		got, err := ParseTransport(in)
+		if err != nil || got != want {
+			t.Errorf("ParseTransport(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "ws", "http", "auto,spdy", "spdy2"} {
+		if got, err := ParseTransport(in); err == nil {
+			t.Errorf("ParseTransport(%q) = %q, want an error", in, got)
+		}
+	}
+	if _, err := NewDialer(nil, TransportAuto); err == nil {
+		t.Error("NewDialer(nil) succeeded")
+	}
+}
+
+func FuzzParseTransport(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		tr, err := ParseTransport(s)
+		if err != nil {
+			if tr != "" {
+				t.Fatalf("error with a value %q", tr)
+			}
+			return
+		}
+		if tr != TransportAuto && tr != TransportWebSocket && tr != TransportSPDY {
+			t.Fatalf("ParseTransport(%q) = %q", s, tr)
+		}
+		if again, err := ParseTransport(string(tr)); err != nil || again != tr {
+			t.Fatalf("not idempotent: %q -> %q, %v", tr, again, err)
+		}
+	})
+}
+
+func TestStdoutStderrSplit(t *testing.T) {
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			var out, errb bytes.Buffer
+			res, err := dialer(t, cfg, tr).Stream(ctx, Target{
+				Namespace: "default", Pod: "demo", Container: "shell",
+				Command: []string{"sh", "-c", "echo out; echo err >&2; echo out2"},
+				Stdout:  true, Stderr: true,
+			}, Streams{Stdout: &out, Stderr: &errb})
+			if err != nil {
+				t.Fatalf("Stream: %v", err)
+			}
+			if res.Transport != expectTransport(tr) {
+				t.Errorf("transport %q, want %q", res.Transport, expectTransport(tr))
+			}
+			if out.String() != "out\nout2\n" || errb.String() != "err\n" {
+				t.Errorf("stdout %q stderr %q", out.String(), errb.String())
+			}
+		})
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			var out bytes.Buffer
+			res, err := dialer(t, cfg, tr).Stream(ctx, Target{
+				Namespace: "default", Pod: "demo",
+				Command: []string{"sh", "-c", "echo bye; exit 3"}, Stdout: true,
+			}, Streams{Stdout: &out})
+			var ce utilexec.CodeExitError
+			if !errors.As(err, &ce) || ce.Code != 3 || ce.ExitStatus() != 3 {
+				t.Fatalf("err = %v (%T), want exit code 3", err, err)
+			}
+			if out.String() != "bye\n" {
+				t.Errorf("stdout %q", out.String())
+			}
+			if res.Transport != expectTransport(tr) {
+				t.Errorf("transport %q", res.Transport)
+			}
+		})
+	}
+}
+
+// A process killed by a signal reports 128+signal, as container runtimes do.
+func TestSignalExitCode(t *testing.T) {
+	cfg, _ := backend(t)
+	ctx := testCtx(t, 30*time.Second)
+	var out bytes.Buffer
+	_, err := dialer(t, cfg, TransportSPDY).Stream(ctx, Target{
+		Namespace: "default", Pod: "demo", Command: []string{"sh", "-c", "kill -TERM $$"}, Stdout: true,
+	}, Streams{Stdout: &out})
+	var ce utilexec.CodeExitError
+	if !errors.As(err, &ce) || ce.Code != 128+15 {
+		t.Fatalf("err = %v, want exit code 143", err)
+	}
+}
+
+func TestTTYEcho(t *testing.T) {
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			inR, inW := io.Pipe()
+			defer inR.Close()
+			sizes := newSizeQueue(remotecommand.TerminalSize{Width: 80, Height: 24})
+			defer sizes.Close()
+			out := newSyncBuf()
+			type result struct {
+				res Result
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				res, err := dialer(t, cfg, tr).Stream(ctx, Target{
+					Namespace: "default", Pod: "demo",
+					Command: []string{"sh", "-c", "read line; echo got:$line"},
+					TTY:     true, Stdin: true, Stdout: true, Stderr: true,
+				}, Streams{Stdin: inR, Stdout: out, Sizes: sizes})
+				done <- result{res, err}
+			}()
+			go inW.Write([]byte("hello\r")) // fails once the session is over
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("Stream: %v (output %q)", r.err, out.String())
+			}
+			// The terminal echoes the line (with the tty's CRLF), then the
+			// process answers.
+			if got := out.String(); got != "hello\r\ngot:hello\r\n" {
+				t.Errorf("output %q", got)
+			}
+			if r.res.Transport != expectTransport(tr) {
+				t.Errorf("transport %q", r.res.Transport)
+			}
+		})
+	}
+}
+
+// The first size must be the one the process starts with (stty size runs
+// before anything else), and later sizes must reach it too.
+func TestResize(t *testing.T) {
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			sizes := newSizeQueue(remotecommand.TerminalSize{Width: 123, Height: 45})
+			defer sizes.Close()
+			out := newSyncBuf()
+			done := make(chan error, 1)
+			go func() {
+				_, err := dialer(t, cfg, tr).Stream(ctx, Target{
+					Namespace: "default", Pod: "demo",
+					Command: []string{"sh", "-c", `stty size; while [ "$(stty size)" = "45 123" ]; do sleep 0.05; done; stty size`},
+					TTY:     true, Stdout: true,
+				}, Streams{Stdout: out, Sizes: sizes})
+				done <- err
+			}()
+			if got, err := out.waitFor(ctx, func(s string) bool { return strings.Contains(s, "\n") }); err != nil || got != "45 123\r\n" {
+				t.Fatalf("first stty size %q, %v", got, err)
+			}
+			sizes.ch <- remotecommand.TerminalSize{Width: 100, Height: 30}
+			if err := <-done; err != nil {
+				t.Fatalf("Stream: %v", err)
+			}
+			if got := out.String(); got != "45 123\r\n30 100\r\n" {
+				t.Errorf("output %q", got)
+			}
+		})
+	}
+}
+
+// Closing stdin half-closes the process's stdin: cat sees EOF and exits.
+// WebSocket v4 (what the forced websocket transport gets from a kubelet
+// server) has no half-close, so there only the data is checked, with a
+// process that stops reading by itself.
+func TestStdin(t *testing.T) {
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			cmd := []string{"cat"}
+			if tr == TransportWebSocket {
+				cmd = []string{"head", "-c", "11"}
+			}
+			var out bytes.Buffer
+			in := strings.NewReader("line 1\nline")
+			inR, inW := io.Pipe()
+			go func() {
+				io.Copy(inW, in)
+				inW.Close()
+			}()
+			defer inR.Close()
+			_, err := dialer(t, cfg, tr).Stream(ctx, Target{
+				Namespace: "default", Pod: "demo", Command: cmd, Stdin: true, Stdout: true,
+			}, Streams{Stdin: inR, Stdout: &out})
+			if err != nil {
+				t.Fatalf("Stream: %v", err)
+			}
+			want := "line 1\nline"
+			if tr == TransportWebSocket {
+				want = "line 1\nline"[:11]
+			}
+			if out.String() != want {
+				t.Errorf("stdout %q, want %q", out.String(), want)
+			}
+		})
+	}
+}
+
+// seqWriter hashes what it is given; seq output is checked by length and
+// digest against the same bytes generated here.
+type seqWriter struct {
+	h hash.Hash
+	n int64
+}
+
+func (w *seqWriter) Write(p []byte) (int, error) {
+	w.n += int64(len(p))
+	return w.h.Write(p)
+}
+
+func seqExpected(n int) (int64, []byte) {
+	h := sha256.New()
+	var size int64
+	var buf []byte
+	for i := 1; i <= n; i++ {
+		buf = strconv.AppendInt(buf[:0], int64(i), 10)
+		buf = append(buf, '\n')
+		h.Write(buf)
+		size += int64(len(buf))
+	}
+	return size, h.Sum(nil)
+}
+
+// kubernetes#124571: with the process exiting right after its last write,
+// every byte must still arrive before Stream returns.
+func TestSeqByteExact(t *testing.T) {
+	const n = 2000000
+	runs := 5
+	if testing.Short() {
+		runs = 1
+	}
+	wantN, wantSum := seqExpected(n)
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			d := dialer(t, cfg, tr)
+			for i := range runs {
+				ctx := testCtx(t, 60*time.Second)
+				w := &seqWriter{h: sha256.New()}
+				start := time.Now()
+				_, err := d.Stream(ctx, Target{
+					Namespace: "default", Pod: "demo", Command: []string{"seq", "1", strconv.Itoa(n)}, Stdout: true,
+				}, Streams{Stdout: w})
+				if err != nil {
+					t.Fatalf("run %d: %v", i, err)
+				}
+				if w.n != wantN || !bytes.Equal(w.h.Sum(nil), wantSum) {
+					t.Fatalf("run %d: got %d bytes (want %d), digest match %v", i, w.n, wantN, bytes.Equal(w.h.Sum(nil), wantSum))
+				}
+				t.Logf("run %d: %d bytes in %v (%.0f MiB/s)", i, w.n, time.Since(start), float64(w.n)/time.Since(start).Seconds()/(1<<20))
+			}
+		})
+	}
+}
+
+// Cancelling ctx ends Stream promptly and the whole process tree dies,
+// background children included.
+func TestCancelKillsProcess(t *testing.T) {
+	cfg, srv := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+			out := newSyncBuf()
+			done := make(chan error, 1)
+			go func() {
+				_, err := dialer(t, cfg, tr).Stream(ctx, Target{
+					Namespace: "default", Pod: "demo",
+					Command: []string{"sh", "-c", "sleep 600 & echo $$ $!; wait"}, Stdout: true,
+				}, Streams{Stdout: out})
+				done <- err
+			}()
+			line, err := out.waitFor(ctx, func(s string) bool { return strings.HasSuffix(s, "\n") })
+			if err != nil {
+				t.Fatalf("no pids: %q %v", line, err)
+			}
+			var shPID, sleepPID int
+			if _, err := fmt.Sscan(line, &shPID, &sleepPID); err != nil {
+				t.Fatalf("pids %q: %v", line, err)
+			}
+			if !alive(shPID) || !alive(sleepPID) {
+				t.Fatalf("processes not running before the cancel")
+			}
+			cancelled := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Stream returned %v, want context.Canceled", err)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("Stream did not return within 2s of the cancel")
+			}
+			waitGone(t, 2*time.Second, shPID, sleepPID)
+			t.Logf("process tree gone %v after the cancel", time.Since(cancelled))
+			deadline := time.Now().Add(2 * time.Second)
+			for len(srv.PIDs()) > 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond) // the backend's bookkeeping, not synchronisation of the test's own work
+			}
+			if p := srv.PIDs(); len(p) > 0 {
+				t.Errorf("backend still tracks %v", p)
+			}
+		})
+	}
+}
+
+// Attach starts the container's entrypoint; stdin reaches it, and closing
+// stdin ends it (SPDY). Over WebSocket v4 there is no half-close, so that
+// session is ended by cancelling it.
+func TestAttach(t *testing.T) {
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+			defer cancel()
+			out := newSyncBuf()
+			inR, inW := io.Pipe()
+			defer inR.Close()
+			done := make(chan error, 1)
+			go func() {
+				_, err := dialer(t, cfg, tr).Stream(ctx, Target{
+					Namespace: "team", Pod: "two", Container: "app", Stdin: true, Stdout: true,
+				}, Streams{Stdin: inR, Stdout: out})
+				done <- err
+			}()
+			if _, err := out.waitFor(ctx, func(s string) bool { return s == "attached to app\n" }); err != nil {
+				t.Fatalf("attach output %q: %v", out.String(), err)
+			}
+			io.WriteString(inW, "ping\n")
+			if _, err := out.waitFor(ctx, func(s string) bool { return s == "attached to app\nping\n" }); err != nil {
+				t.Fatalf("attach output %q: %v", out.String(), err)
+			}
+			want := error(nil)
+			if tr == TransportWebSocket {
+				cancel()
+				want = context.Canceled
+			} else {
+				inW.Close()
+			}
+			if err := <-done; !errors.Is(err, want) {
+				t.Fatalf("Stream: %v, want %v", err, want)
+			}
+		})
+	}
+}
+
+func TestContainerEnvAndDefault(t *testing.T) {
+	cfg, _ := backend(t)
+	d := dialer(t, cfg, TransportAuto)
+	ctx := testCtx(t, 30*time.Second)
+	var out bytes.Buffer
+	// A single-container pod needs no container name.
+	if _, err := d.Stream(ctx, Target{Namespace: "default", Pod: "demo", Command: []string{"sh", "-c", "echo $HOSTNAME"}, Stdout: true}, Streams{Stdout: &out}); err != nil || out.String() != "demo\n" {
+		t.Fatalf("default container: %q, %v", out.String(), err)
+	}
+	out.Reset()
+	if _, err := d.Stream(ctx, Target{Namespace: "team", Pod: "two", Container: "side", Command: []string{"sh", "-c", "echo $GREETING"}, Stdout: true}, Streams{Stdout: &out}); err != nil || out.String() != "hi from side\n" {
+		t.Fatalf("env: %q, %v", out.String(), err)
+	}
+	// Two containers and none named: refused.
+	if _, err := d.Stream(ctx, Target{Namespace: "team", Pod: "two", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out}); err == nil || !strings.Contains(err.Error(), "container name must be specified") {
+		t.Fatalf("no container on a two-container pod: %v", err)
+	}
+}
+
+func TestNotFound(t *testing.T) {
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			d := dialer(t, cfg, tr)
+			var out bytes.Buffer
+			_, err := d.Stream(ctx, Target{Namespace: "default", Pod: "nope", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out})
+			if err == nil || !strings.Contains(err.Error(), `pods "nope" not found`) {
+				t.Errorf("unknown pod: %v", err)
+			}
+			_, err = d.Stream(ctx, Target{Namespace: "default", Pod: "demo", Container: "nope", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out})
+			if err == nil || !strings.Contains(err.Error(), "container nope is not valid for pod demo") {
+				t.Errorf("unknown container: %v", err)
+			}
+		})
+	}
+}
+
+func TestGetPod(t *testing.T) {
+	cfg, _ := backend(t)
+	d := dialer(t, cfg, TransportAuto)
+	ctx := testCtx(t, 30*time.Second)
+	pod, err := d.GetPod(ctx, "team", "two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Namespace != "team" || pod.Name != "two" || pod.Spec.NodeName != "node-b" ||
+		len(pod.Spec.Containers) != 2 || pod.Spec.Containers[1].Name != "side" || pod.Status.Phase != "Running" || pod.UID == "" {
+		t.Errorf("pod %+v", pod)
+	}
+	if _, err := d.GetPod(ctx, "team", "missing"); !apierrors.IsNotFound(err) {
+		t.Errorf("missing pod: %v, want NotFound", err)
+	}
+}
+
+func TestStreamChecks(t *testing.T) {
+	cfg, _ := backend(t)
+	d := dialer(t, cfg, TransportAuto)
+	ctx := testCtx(t, 30*time.Second)
+	var out bytes.Buffer
+	for name, c := range map[string]struct {
+		t Target
+		s Streams
+	}{
+		"no pod":            {Target{Namespace: "default", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out}},
+		"no streams":        {Target{Namespace: "default", Pod: "demo", Command: []string{"true"}}, Streams{}},
+		"stdin without src": {Target{Namespace: "default", Pod: "demo", Command: []string{"cat"}, Stdin: true, Stdout: true}, Streams{Stdout: &out}},
+		"stdout without w":  {Target{Namespace: "default", Pod: "demo", Command: []string{"true"}, Stdout: true}, Streams{}},
+		"stderr without w":  {Target{Namespace: "default", Pod: "demo", Command: []string{"true"}, Stderr: true}, Streams{}},
+	} {
+		if _, err := d.Stream(ctx, c.t, c.s); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}

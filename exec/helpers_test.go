@@ -1,0 +1,195 @@
+package exec
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// klog starts its flush daemon in init; it lives for the process.
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+		// client-go's WebSocket ping loop stops on a close frame or at its
+		// first failed ping, up to one ping period (5 s) after a connection
+		// that ended without a close frame (the cancel tests).
+		goleak.IgnoreTopFunction("k8s.io/client-go/tools/remotecommand.(*heartbeat).start"),
+	)
+}
+
+// backend starts a localexec server on loopback and returns a rest.Config
+// pointing at it, as a kubeconfig would point at an API server.
+func backend(t *testing.T) (*rest.Config, *localexec.Server) {
+	t.Helper()
+	srv, err := localexec.NewServer(localexec.Config{
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Pods: []localexec.Pod{
+			{Namespace: "default", Name: "demo", NodeName: "node-a", Containers: []localexec.Container{{Name: "shell"}}},
+			{Namespace: "team", Name: "two", NodeName: "node-b", Containers: []localexec.Container{
+				{Name: "app", Entrypoint: []string{"/bin/sh", "-c", "echo attached to app; cat"}},
+				{Name: "side", Env: []string{"GREETING=hi from side"}},
+			}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		srv.Close()
+		hs.Close()
+	})
+	return &rest.Config{Host: hs.URL}, srv
+}
+
+func dialer(t *testing.T, cfg *rest.Config, tr Transport) *Dialer {
+	t.Helper()
+	d, err := NewDialer(cfg, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// testCtx bounds a test so that a hang fails instead of eating the suite's
+// timeout.
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// expectTransport is what carries a session to localexec: it has no v5,
+// so auto's v5-only WebSocket upgrade is refused and it falls back to SPDY,
+// while the forced WebSocket transport negotiates v4.
+func expectTransport(tr Transport) Transport {
+	if tr == TransportAuto {
+		return TransportSPDY
+	}
+	return tr
+}
+
+var allTransports = []Transport{TransportWebSocket, TransportSPDY, TransportAuto}
+
+// syncBuf is a goroutine-safe buffer whose waiters wake on every write.
+type syncBuf struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{}
+}
+
+func newSyncBuf() *syncBuf { return &syncBuf{changed: make(chan struct{})} }
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Write(p)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return len(p), nil
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor waits until the content satisfies ok, returning the content.
+func (s *syncBuf) waitFor(ctx context.Context, ok func(string) bool) (string, error) {
+	for {
+		s.mu.Lock()
+		str, ch := s.b.String(), s.changed
+		s.mu.Unlock()
+		if ok(str) {
+			return str, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return str, ctx.Err()
+		}
+	}
+}
+
+// sizeQueue hands sizes to client-go until closed.
+type sizeQueue struct {
+	ch   chan remotecommand.TerminalSize
+	done chan struct{}
+	once sync.Once
+}
+
+func newSizeQueue(initial ...remotecommand.TerminalSize) *sizeQueue {
+	q := &sizeQueue{ch: make(chan remotecommand.TerminalSize, 8), done: make(chan struct{})}
+	for _, s := range initial {
+		q.ch <- s
+	}
+	return q
+}
+
+func (q *sizeQueue) Next() *remotecommand.TerminalSize {
+	select {
+	case s := <-q.ch:
+		return &s
+	case <-q.done:
+		return nil
+	}
+}
+
+func (q *sizeQueue) Close() { q.once.Do(func() { close(q.done) }) }
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return false
+	}
+	return s[i+2] != 'Z'
+}
+
+// waitGone polls (the process belongs to the backend, not to the test) until
+// every pid is gone or the deadline passes.
+func waitGone(t *testing.T, d time.Duration, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var left []int
+		for _, p := range pids {
+			if alive(p) {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, p := range left {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+			t.Fatalf("processes %v still alive %v after the session ended", left, d)
+		}
+		<-tick.C
+	}
+}
