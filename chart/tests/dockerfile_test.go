@@ -47,25 +47,28 @@ func shellWords(s string) ([]string, error) {
 	var words []string
 	var cur strings.Builder
 	inWord := false
-	var quote rune
-	for _, r := range s {
+	var quote byte
+	// Bytes, not runes: every separator and quote is ASCII, and other bytes
+	// (even invalid UTF-8) pass through unchanged.
+	for i := 0; i < len(s); i++ {
+		b := s[i]
 		switch {
 		case quote != 0:
-			if r == quote {
+			if b == quote {
 				quote = 0
 			} else {
-				cur.WriteRune(r)
+				cur.WriteByte(b)
 			}
-		case r == '"' || r == '\'':
-			quote, inWord = r, true
-		case r == ' ' || r == '\t':
+		case b == '"' || b == '\'':
+			quote, inWord = b, true
+		case b == ' ' || b == '\t':
 			if inWord {
 				words = append(words, cur.String())
 				cur.Reset()
 				inWord = false
 			}
 		default:
-			cur.WriteRune(r)
+			cur.WriteByte(b)
 			inWord = true
 		}
 	}
@@ -273,4 +276,24 @@ func TestShellWords(t *testing.T) {
 	if _, err := shellWords(`"open`); err == nil {
 		t.Fatal("unterminated quote accepted")
 	}
+}
+
+// FuzzShellWords: the RUN-line splitter never panics, agrees with
+// strings.Fields on unquoted input, and never returns a word containing the
+// separator unless a quote put it there.
+func FuzzShellWords(f *testing.F) {
+	f.Add(`CGO_ENABLED=0 go build -ldflags "-s -w" ./c`)
+	f.Add(`a 'b c' "d 'e'" f`)
+	f.Add(`"unterminated`)
+	f.Fuzz(func(t *testing.T, s string) {
+		words, err := shellWords(s)
+		if err != nil {
+			return
+		}
+		if !strings.ContainsAny(s, `"'`) {
+			if strings.Join(words, "\x00") != strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '\t' }), "\x00") {
+				t.Fatalf("shellWords(%q) = %q", s, words)
+			}
+		}
+	})
 }
