@@ -568,4 +568,3 @@ func TestKubeletTLS(t *testing.T) {
 		t.Errorf("TLSConfig without CAs: %+v", c)
 	}
 }
-
