@@ -527,20 +527,23 @@ func (ss *session) terminateProtocol(code int, why string) {
 // leaves with a bare EOF, and its user's shell must not outlive it.
 func (ss *session) clientEnded(err error) {
 	var ce *websocket.CloseError
+	closeFrame := errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
 	switch {
-	case errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig:
+	case closeFrame && ce.Code == websocket.CloseMessageTooBig, errors.Is(err, websocket.ErrReadLimit):
 		ss.setEndReason("message_too_big")
-	case errors.As(err, &ce):
+	case closeFrame:
 		ss.setEndReason(fmt.Sprintf("client_closed_%d", ce.Code))
-	case errors.Is(err, websocket.ErrReadLimit):
-		ss.setEndReason("message_too_big")
 	case isTimeout(err):
 		ss.setEndReason("ping_timeout")
 	default:
+		// EOF without a close frame (gorilla reports it as 1006): guacd's
+		// way of leaving.
 		ss.setEndReason("client_gone")
 	}
-	ss.wmu.Lock()
-	ss.closed = ss.closed || !errors.As(err, &ce)
-	ss.wmu.Unlock()
+	if !closeFrame {
+		ss.wmu.Lock()
+		ss.closed = true // nothing can be written to a vanished client
+		ss.wmu.Unlock()
+	}
 	ss.cancel()
 }

@@ -9,6 +9,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -93,7 +95,7 @@ func startEnv(t *testing.T, o envOptions) *env {
 	}
 	e := &env{t: t, logs: &lockedBuffer{}, exited: make(chan struct{})}
 
-	backend, err := localexec.NewServer(localexec.Config{Pods: []localexec.Pod{{
+	backend, err := localexec.NewServer(localexec.Config{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Pods: []localexec.Pod{{
 		Namespace: testNamespace, Name: testPod, NodeName: testNode,
 		Containers: []localexec.Container{{Name: testContainer}, {Name: "sidecar"}},
 	}}})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
@@ -23,7 +24,9 @@ import (
 // goroutines reads the proxy's goroutine count from its /metrics.
 func (e *env) goroutines(t *testing.T) int {
 	t.Helper()
-	resp, err := http.Get("http://" + e.health + "/metrics")
+	// No keep-alive: an idle connection of ours would count as the proxy's.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + e.health + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,9 +125,28 @@ func TestFaultBackendUnreachable(t *testing.T) {
 	}
 }
 
+// baseline warms the proxy up with one session (its connection pool to the
+// API server then holds an idle keep-alive connection, which is not a
+// leak) and returns its goroutine count.
+func (e *env) baseline(t *testing.T) int {
+	t.Helper()
+	var out bytes.Buffer
+	if err := e.clientGoExec(testCtx(t, 30*time.Second), protocolSets["v5"], e.claims("echo", "warm-up"),
+		remotecommand.StreamOptions{Stdout: &out, Stderr: io.Discard}); err != nil || out.String() != "warm-up\n" {
+		t.Fatalf("warm-up session: %v, output %q", err, out.String())
+	}
+	e.waitLog(10*time.Second, "session closed", nil)
+	return e.goroutines(t)
+}
+
+// TestFaultBackendKilledMidStream cuts the connection to the API server
+// under a live session. Over WebSocket the cut surfaces as an error and the
+// client gets a Failure status and 1011. (Over SPDY, client-go reports a
+// cut connection as a clean end: an empty error stream reads as success.
+// The API server speaks WebSocket v5, so SPDY is only a fallback.)
 func TestFaultBackendKilledMidStream(t *testing.T) {
-	e := startEnv(t, envOptions{viaCutter: true})
-	base := e.goroutines(t)
+	e := startEnv(t, envOptions{viaCutter: true, transport: "websocket"})
+	base := e.baseline(t)
 	r := e.openCat(t, "v5.channel.k8s.io", false)
 	r.echo("before-cut")
 	e.cutter.cut()
@@ -153,7 +175,7 @@ func TestFaultProcessKilledBySignal(t *testing.T) {
 
 func TestFaultClientVanishesMidBurst(t *testing.T) {
 	e := startEnv(t, envOptions{})
-	base := e.goroutines(t)
+	base := e.baseline(t)
 	status, _, ws := e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=seq&command=1&command=100000000",
 		header: bearer(e.mint(e.claims("seq", "1", "100000000"))), protocols: []string{"v4.channel.k8s.io"}})
 	if ws == nil {

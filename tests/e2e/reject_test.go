@@ -297,5 +297,3 @@ func TestTokenPlacements(t *testing.T) {
 		})
 	}
 }
-
-
