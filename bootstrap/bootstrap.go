@@ -14,7 +14,6 @@
 package bootstrap
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -28,11 +27,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
 
 // KeyBytes is the size of a generated key: RFC 2104 advises an HMAC key at
-// least as long as the hash output, 32 bytes for SHA-256.
-const KeyBytes = 32
+// least as long as the hash output, 32 bytes for SHA-256 (hmac.MinKeyLen).
+const KeyBytes = hmac.MinKeyLen
 
 // Defaults shared with the chart and the proxy's --key-dir layout.
 const (
@@ -174,9 +175,9 @@ func EnsureSecret(ctx context.Context, client kubernetes.Interface, opts Options
 		return "", explain(err, "get", opts)
 	}
 
-	key := make([]byte, KeyBytes)
-	if _, err := io.ReadFull(opts.Rand, key); err != nil {
-		return "", &Error{Kind: Failed, Msg: "reading random bytes for the key", Err: err}
+	key, err := newKey(opts.Rand)
+	if err != nil {
+		return "", err
 	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -215,6 +216,25 @@ func EnsureSecret(ctx context.Context, client kubernetes.Interface, opts Options
 	}
 }
 
+// newKey draws KeyBytes from r until the proxy's keyring would load them
+// unchanged: it trims trailing ASCII whitespace from key files, so a raw key
+// ending in such a byte (about 2% of draws) would lose bytes in the proxy but
+// not in a control plane that reads the Secret, and the MACs would differ.
+// Redrawing the whole key keeps it uniform over the accepted keys.
+func newKey(r io.Reader) ([]byte, error) {
+	key := make([]byte, KeyBytes)
+	for range 64 {
+		if _, err := io.ReadFull(r, key); err != nil {
+			return nil, &Error{Kind: Failed, Msg: "reading random bytes for the key", Err: err}
+		}
+		if parsed, err := hmac.ParseKey(key); err == nil && len(parsed) == len(key) {
+			return key, nil
+		}
+	}
+	// 64 rejections in a row mean the source is not random.
+	return nil, &Error{Kind: Failed, Msg: "the random source keeps producing keys the proxy would trim; refusing to store one"}
+}
+
 // checkExisting leaves the Secret alone but refuses one the proxy could not
 // load (its keyring wants at least KeyBytes after trailing whitespace is
 // trimmed), so the failure shows at install time instead of as a DaemonSet
@@ -226,10 +246,11 @@ func checkExisting(s *corev1.Secret, opts Options, log *slog.Logger) error {
 			"Secret %s/%s exists but has no data key %q; add it (%d random bytes) or delete the Secret so the hook creates one",
 			opts.Namespace, opts.SecretName, opts.KeyName, KeyBytes)}
 	}
-	if n := len(bytes.TrimRight(v, " \t\r\n")); n < KeyBytes {
-		return &Error{Kind: Invalid, Msg: fmt.Sprintf(
-			"Secret %s/%s exists but its key %q has %d bytes, fewer than the %d the proxy requires; replace it or delete the Secret so the hook creates one",
-			opts.Namespace, opts.SecretName, opts.KeyName, n, KeyBytes)}
+	if _, err := hmac.ParseKey(v); err != nil {
+		// ParseKey's error names lengths, never key material.
+		return &Error{Kind: Invalid, Err: err, Msg: fmt.Sprintf(
+			"Secret %s/%s exists but the proxy cannot load its key %q; replace it (at least %d random bytes) or delete the Secret so the hook creates one",
+			opts.Namespace, opts.SecretName, opts.KeyName, hmac.MinKeyLen)}
 	}
 	log.Info("exists", "detail", "left untouched")
 	return nil

@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"log/slog"
@@ -23,6 +24,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
 
 func TestMain(m *testing.M) {
@@ -188,7 +191,7 @@ func TestExistingShortKeyFailsUntouched(t *testing.T) {
 			})
 			var buf bytes.Buffer
 			_, err := EnsureSecret(context.Background(), c, testOpts(&buf))
-			if KindOf(err) != Invalid || !strings.Contains(err.Error(), "fewer than the 32") {
+			if KindOf(err) != Invalid || !strings.Contains(err.Error(), "cannot load its key") || !strings.Contains(err.Error(), "need at least 32") {
 				t.Fatalf("err = %v; want invalid (short key)", err)
 			}
 			if !bytes.Equal(getSecret(t, c, DefaultSecretName).Data[DefaultKeyName], v) || countActions(c, "create") != 0 {
@@ -382,6 +385,62 @@ func TestContextCancelStopsRetries(t *testing.T) {
 	}
 	if n := countActions(c, "get"); n != 1 {
 		t.Fatalf("%d gets after cancel", n)
+	}
+}
+
+// seqReader serves the given chunks in order, then fails.
+type seqReader struct{ chunks [][]byte }
+
+func (r *seqReader) Read(p []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, errors.New("no more chunks")
+	}
+	n := copy(p, r.chunks[0])
+	r.chunks[0] = r.chunks[0][n:]
+	if len(r.chunks[0]) == 0 {
+		r.chunks = r.chunks[1:]
+	}
+	return n, nil
+}
+
+// A raw key ending in ASCII whitespace would be trimmed by the proxy's
+// keyring (and differ from what a control plane reads): it is redrawn.
+func TestKeyTheKeyringWouldTrimIsRedrawn(t *testing.T) {
+	trimmed := append(bytes.Repeat([]byte{0xA5}, KeyBytes-1), '\n')
+	spaced := append(bytes.Repeat([]byte{0x5A}, KeyBytes-1), ' ')
+	good := append(bytes.Repeat([]byte{0x3C}, KeyBytes-1), 0x80)
+	c := fake.NewClientset()
+	o := testOpts(new(bytes.Buffer))
+	o.Rand = &seqReader{chunks: [][]byte{trimmed, spaced, good}}
+	if out, err := EnsureSecret(context.Background(), c, o); err != nil || out != Created {
+		t.Fatalf("%q, %v", out, err)
+	}
+	got := getSecret(t, c, DefaultSecretName).Data[DefaultKeyName]
+	if !bytes.Equal(got, good) {
+		t.Fatalf("stored key %x, want the third draw %x", got, good)
+	}
+	parsed, err := hmac.ParseKey(got)
+	if err != nil || !bytes.Equal(parsed, got) {
+		t.Fatalf("the keyring would load %x (%v), not the stored key", parsed, err)
+	}
+
+	// A source that never yields a usable key is refused, not looped on.
+	o.Rand = bytes.NewReader(bytes.Repeat(trimmed, 64))
+	if _, err := EnsureSecret(context.Background(), fake.NewClientset(), o); KindOf(err) != Failed {
+		t.Fatalf("err = %v; want failed", err)
+	}
+}
+
+// Every generated key loads unchanged in the proxy's keyring rules.
+func TestGeneratedKeysLoadUnchanged(t *testing.T) {
+	for range 200 {
+		k, err := newKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := hmac.ParseKey(k); err != nil || !bytes.Equal(p, k) {
+			t.Fatalf("key %x parses to %x, %v", k, p, err)
+		}
 	}
 }
 
