@@ -73,6 +73,9 @@ func TestRefusals(t *testing.T) {
 			"terminationGracePeriodSeconds (25) must be larger than proxy.shutdownGraceSeconds (25)"},
 		{"network policy without guacd selector", append(slices.Clone(minimalArgs), "--set", "networkPolicy.enabled=true"),
 			"networkPolicy.guacd.podSelector is empty"},
+		// WebSocket exec needs create on pods/exec from 1.35; older clusters are refused.
+		{"kubernetes too old", append(slices.Clone(minimalArgs), "--kube-version", "1.34.3"),
+			"requires kubeVersion: >=1.35.0-0"},
 		{"cert-manager without issuer", append(slices.Clone(minimalArgs), "--set", "tls.enabled=true", "--set", "tls.certManager.enabled=true", "--api-versions", "cert-manager.io/v1"),
 			"tls.certManager.issuerRef.name is empty"},
 	}
