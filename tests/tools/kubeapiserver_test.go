@@ -41,6 +41,16 @@ require (
 			t.Errorf("goModRequires(%q) = %v, want %v", tc.pinned, got, tc.want)
 		}
 	}
+	// Mentions that are not requirements do not count.
+	for _, other := range []string{
+		"// require k8s.io/kubernetes v1.37.2\n",
+		"replace k8s.io/kubernetes => k8s.io/kubernetes v1.37.2\n",
+		"exclude k8s.io/kubernetes v1.37.2\n",
+	} {
+		if goModRequires([]byte(other), "k8s.io/kubernetes v1.37.2") {
+			t.Errorf("goModRequires found a requirement in %q", other)
+		}
+	}
 }
 
 // TestKubeAPIServerModulePinned keeps the tools module in step with
@@ -253,4 +263,31 @@ func TestLockFileExclusive(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("waiter did not get the lock after it was released")
 	}
+}
+
+// FuzzGoModRequires checks the go.mod line matcher on arbitrary input: it
+// never panics, it finds a pin that is appended as a require line, and it
+// never reports a pin whose module path does not occur in the file.
+func FuzzGoModRequires(f *testing.F) {
+	f.Add([]byte("module x\n\nrequire k8s.io/kubernetes v1.37.2\n"), "k8s.io/kubernetes", "v1.37.2")
+	f.Add([]byte("require (\n\tgo.etcd.io/etcd/server/v3 v3.6.16 // indirect\n)\n"), "go.etcd.io/etcd/server/v3", "v3.6.16")
+	f.Add([]byte("replace k8s.io/api => k8s.io/api v0.37.2\n"), "k8s.io/api", "v0.37.2")
+	f.Add([]byte("// require a v1\n"), "a", "v1")
+	f.Add([]byte{}, "", "")
+	f.Fuzz(func(t *testing.T, gomod []byte, mod, version string) {
+		pinned := mod + " " + version
+		got := goModRequires(gomod, pinned)
+		if got && !strings.Contains(string(gomod), mod) {
+			t.Fatalf("reported %q in a go.mod that does not mention %q", pinned, mod)
+		}
+		// A well-formed pin appended as its own require line is found.
+		if len(strings.Fields(mod)) == 1 && strings.Fields(mod)[0] == mod &&
+			len(strings.Fields(version)) == 1 && strings.Fields(version)[0] == version &&
+			!strings.Contains(pinned, "//") && mod != "require" {
+			withPin := append(append(append([]byte(nil), gomod...), '\n'), "require "+pinned+"\n"...)
+			if !goModRequires(withPin, pinned) {
+				t.Fatalf("did not find appended pin %q", pinned)
+			}
+		}
+	})
 }
