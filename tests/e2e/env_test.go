@@ -180,6 +180,12 @@ func startEnv(t *testing.T, o envOptions) *env {
 }
 
 func (e *env) stop() {
+	defer func() {
+		// The binary is built with -race: a race it found is a failure.
+		if strings.Contains(e.logs.String(), "WARNING: DATA RACE") {
+			e.t.Errorf("the proxy reported a data race:\n%s", e.logs.String())
+		}
+	}()
 	select {
 	case <-e.exited:
 		return

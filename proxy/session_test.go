@@ -1,0 +1,218 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+	"k8s.io/client-go/rest"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// klog's flush daemon lives for the process, started by client-go.
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+		// Idle keep-alive connections of the shared HTTP transports.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
+}
+
+// harness runs the proxy in-process in front of the real local exec
+// backend (the kubelet streaming server running real processes).
+type harness struct {
+	t      *testing.T
+	srv    *Server
+	url    string
+	signer *hmac.Signer
+}
+
+func newHarness(t *testing.T, mod func(*Config)) *harness {
+	t.Helper()
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	backend, err := localexec.NewServer(localexec.Config{Logger: quiet, Pods: []localexec.Pod{{
+		Namespace: "ns", Name: "pod", NodeName: "node",
+		Containers: []localexec.Container{{Name: "c"}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := httptest.NewServer(backend)
+	t.Cleanup(func() { bs.Close(); backend.Close() })
+	dialer, err := exec.NewDialer(&rest.Config{Host: bs.URL}, exec.TransportAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := bytes.Repeat([]byte{7}, 32)
+	v, err := hmac.NewVerifier(hmac.VerifierOptions{Keys: hmac.StaticKeys(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Verifier: v, Executor: dialer, Pods: dialer, NodeName: "node", Logger: quiet}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := httptest.NewServer(srv)
+	t.Cleanup(ps.Close)
+	signer, err := hmac.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, srv: srv, url: ps.URL, signer: signer}
+}
+
+func (h *harness) dial(protocol string, command ...string) *websocket.Conn {
+	h.t.Helper()
+	now := time.Now()
+	tok, err := h.signer.Sign(hmac.Claims{
+		RegisteredClaims: jwt.RegisteredClaims{IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))},
+		Namespace:        "ns", Pod: "pod", Container: "c", Command: command, Stdin: true,
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	d := websocket.Dialer{Subprotocols: []string{protocol}}
+	ws, resp, err := d.Dial("ws"+strings.TrimPrefix(h.url, "http")+"/api/v1/namespaces/ns/pods/pod/exec",
+		http.Header{"Authorization": {"Bearer " + tok}})
+	if err != nil {
+		h.t.Fatalf("dial: %v (%v)", err, resp)
+	}
+	h.t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+// readAll collects every frame until the close, checking each against the
+// frame size limit.
+func readAll(t *testing.T, ws *websocket.Conn, limit int, decode func(int, []byte) (byte, []byte)) (stdout []byte, status string) {
+	t.Helper()
+	ws.SetReadDeadline(time.Now().Add(60 * time.Second))
+	for {
+		mt, msg, err := ws.ReadMessage()
+		if err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				t.Fatalf("ended with %v", err)
+			}
+			return stdout, status
+		}
+		if len(msg) == 0 || len(msg) > limit {
+			t.Fatalf("frame of %d bytes; limit %d, never empty", len(msg), limit)
+		}
+		ch, payload := decode(mt, msg)
+		switch ch {
+		case 1:
+			stdout = append(stdout, payload...)
+		case 3:
+			status = string(payload)
+		}
+	}
+}
+
+func binaryFrame(_ int, msg []byte) (byte, []byte) { return msg[0], msg[1:] }
+
+func TestSessionFramesRespectLimit(t *testing.T) {
+	const limit = 100
+	h := newHarness(t, func(c *Config) { c.MaxFrameSize = limit })
+	ws := h.dial(ProtocolV5, "seq", "1", "20000")
+	ws.WriteMessage(websocket.BinaryMessage, []byte{chanClose, chanStdin})
+	out, status := readAll(t, ws, limit, binaryFrame)
+	var want bytes.Buffer
+	for i := 1; i <= 20000; i++ {
+		want.WriteString(strconv.Itoa(i) + "\n")
+	}
+	if !bytes.Equal(out, want.Bytes()) {
+		t.Fatalf("got %d bytes of output, want %d", len(out), want.Len())
+	}
+	if status != `{"metadata":{},"status":"Success"}` {
+		t.Fatalf("status %q", status)
+	}
+}
+
+func TestSessionBase64Protocol(t *testing.T) {
+	h := newHarness(t, nil)
+	ws := h.dial(ProtocolV4Base64, "sh", "-c", "printf '\\000\\001\\377'; exit 4")
+	out, status := readAll(t, ws, DefaultMaxFrameSize, func(mt int, msg []byte) (byte, []byte) {
+		if mt != websocket.TextMessage {
+			t.Fatalf("base64 protocol sent message type %d", mt)
+		}
+		b, err := base64.StdEncoding.DecodeString(string(msg[1:]))
+		if err != nil {
+			t.Fatalf("invalid base64 frame %q", msg)
+		}
+		return msg[0] - '0', b
+	})
+	if !bytes.Equal(out, []byte{0, 1, 255}) {
+		t.Fatalf("stdout %v", out)
+	}
+	if !strings.Contains(status, `"causes":[{"reason":"ExitCode","message":"4"}]`) {
+		t.Fatalf("status %s", status)
+	}
+}
+
+func TestSessionV1ErrorText(t *testing.T) {
+	h := newHarness(t, nil)
+	ws := h.dial(ProtocolV1, "sh", "-c", "exit 2")
+	_, status := readAll(t, ws, DefaultMaxFrameSize, binaryFrame)
+	if !strings.Contains(status, "command terminated with non-zero exit code") || strings.HasPrefix(status, "{") {
+		t.Fatalf("channel.k8s.io status should be bare error text, got %q", status)
+	}
+}
+
+func TestDrainTerminatesSessions(t *testing.T) {
+	h := newHarness(t, nil)
+	ws := h.dial(ProtocolV4, "cat")
+	ws.WriteMessage(websocket.BinaryMessage, []byte("\x00hi\n"))
+	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "\x01hi\n" {
+		t.Fatalf("echo: %q %v", msg, err)
+	}
+	expired, cancel := contextWithTimeout(0)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { h.srv.Drain(expired); close(done) }()
+	var status string
+	for {
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+				t.Fatalf("closed with %v, want 1001", err)
+			}
+			break
+		}
+		if msg[0] == chanError {
+			status = string(msg[1:])
+		}
+	}
+	<-done
+	if !strings.Contains(status, "shutting down") {
+		t.Fatalf("status %q", status)
+	}
+	if h.srv.Ready() {
+		t.Fatal("ready while drained")
+	}
+	if n := h.srv.ActiveSessions(); n != 0 {
+		t.Fatalf("%d sessions after drain", n)
+	}
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
