@@ -228,3 +228,29 @@ func seqOutput(n int) []byte {
 	}
 	return b.Bytes()
 }
+
+// TestForcedTransports runs sessions with each exec transport forced on
+// the proxy's side (the local backend, like a kubelet, speaks WebSocket
+// v4 and SPDY; auto is covered by every other test).
+func TestForcedTransports(t *testing.T) {
+	for _, transport := range []string{"websocket", "spdy"} {
+		t.Run(transport, func(t *testing.T) {
+			e := startEnv(t, envOptions{transport: transport})
+			ctx := testCtx(t, 60*time.Second)
+			var stdout bytes.Buffer
+			err := e.clientGoExec(ctx, protocolSets["v5"], e.claims("sh", "-c", "seq 1 100000; exit 3"),
+				remotecommand.StreamOptions{Stdout: &stdout, Stderr: io.Discard})
+			var codeErr utilexec.CodeExitError
+			if !errors.As(err, &codeErr) || codeErr.ExitStatus() != 3 {
+				t.Fatalf("err = %v, want exit code 3", err)
+			}
+			if !bytes.Equal(stdout.Bytes(), seqOutput(100000)) {
+				t.Fatalf("got %d bytes, want %d", stdout.Len(), len(seqOutput(100000)))
+			}
+			closed := e.waitLog(10*time.Second, "session closed", nil)
+			if closed["transport"] != transport {
+				t.Fatalf("session carried by %v, want %s", closed["transport"], transport)
+			}
+		})
+	}
+}
