@@ -21,6 +21,22 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
 )
 
+// metrics returns the proxy's /metrics text.
+func (e *env) metrics(t *testing.T) string {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + e.health + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // goroutines reads the proxy's goroutine count from its /metrics.
 func (e *env) goroutines(t *testing.T) int {
 	t.Helper()

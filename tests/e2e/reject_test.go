@@ -220,11 +220,18 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 	}
 	echo("after\n")
 
-	// No token may appear anywhere in the log.
-	logs := e.logs.String()
-	for _, tok := range []string{replayed} {
-		if strings.Contains(logs, tok) || strings.Contains(logs, strings.Split(tok, ".")[2]) {
-			t.Fatal("a token appears in the proxy's log")
+	// No token may appear anywhere in the log or the metrics, and the
+	// metrics count the refusals by reason.
+	metrics := e.metrics(t)
+	for where, text := range map[string]string{"log": e.logs.String(), "metrics": metrics} {
+		if strings.Contains(text, replayed) || strings.Contains(text, strings.Split(replayed, ".")[2]) {
+			t.Fatalf("a token appears in the proxy's %s", where)
+		}
+	}
+	for _, want := range []string{`k8s_ws_proxy_auth_failures_total{`, `reason="expired"`, `reason="replayed"`,
+		`k8s_ws_proxy_rejections_total{`, `reason="scope_mismatch"`, `k8s_ws_proxy_sessions_active{`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 }
