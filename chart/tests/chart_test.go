@@ -266,6 +266,23 @@ func TestRBACRules(t *testing.T) {
 	})
 }
 
+// Attach needs pods/attach through the API server: granted only on request.
+func TestRBACAllowAttach(t *testing.T) {
+	forEachHelm(t, func(t *testing.T, h helm) {
+		ms := h.mustRender(t, "proxy", ns, append(slices.Clone(minimalArgs), "--set", "rbac.allowAttach=true")...)
+		var cr rbacv1.ClusterRole
+		ms.get(t, "ClusterRole", "k8s-ws-proxy").decode(t, &cr)
+		want := []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create", "get"}},
+			{APIGroups: []string{""}, Resources: []string{"pods/attach"}, Verbs: []string{"create", "get"}},
+		}
+		if !reflect.DeepEqual(cr.Rules, want) {
+			t.Errorf("ClusterRole rules with allowAttach:\n got %+v\nwant %+v", cr.Rules, want)
+		}
+	})
+}
+
 // Gate 6: the names do not depend on the release name.
 func TestCanonicalNamesAcrossReleases(t *testing.T) {
 	forEachHelm(t, func(t *testing.T, h helm) {
