@@ -347,6 +347,12 @@ var metricsClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: t
 
 // goroutines reads go_goroutines from the proxy's /metrics.
 func (p *proxyProc) goroutines() (int, error) {
+	v, err := p.metric("go_goroutines")
+	return int(v), err
+}
+
+// metric reads one unlabelled sample from the proxy's /metrics.
+func (p *proxyProc) metric(name string) (float64, error) {
 	resp, err := metricsClient.Get("http://" + p.health + "/metrics")
 	if err != nil {
 		return 0, err
@@ -358,28 +364,41 @@ func (p *proxyProc) goroutines() (int, error) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(f), err
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 0, errors.New("/metrics has no go_goroutines")
+	return 0, fmt.Errorf("/metrics has no %s", name)
 }
 
 // waitGoroutines polls the proxy until it runs at most want goroutines:
 // sessions end asynchronously in another process, so there is no event to
-// wait on. It returns the last count seen.
+// wait on. A /metrics request that fails meanwhile (a proxy tearing down a
+// thousand sessions on a busy machine can take seconds to answer) is
+// retried until the deadline. It returns the last count read.
 func (p *proxyProc) waitGoroutines(want int, within time.Duration) (int, error) {
 	deadline := time.Now().Add(within)
+	last, lastErr := -1, error(nil)
 	for {
 		n, err := p.goroutines()
-		if err != nil || n <= want || time.Now().After(deadline) {
-			return n, err
+		if err == nil {
+			last, lastErr = n, nil
+			if n <= want {
+				return n, nil
+			}
+		} else {
+			lastErr = err
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			if last < 0 {
+				return 0, lastErr
+			}
+			return last, nil
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -1,0 +1,263 @@
+//go:build load
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var (
+	loadDuration = flag.Duration("load.duration", 5*time.Minute, "how long new sessions keep being started")
+	loadSessions = flag.Int("load.sessions", 1000, "concurrent sessions: each worker runs one session after another")
+	loadHold     = flag.Duration("load.hold", 5*time.Second, "mean time a session stays open after its first echo (uniform in [0, 2x))")
+	loadMaxSeq   = flag.Int("load.maxseq", 5000, "each session ends with `seq 1 N`, N uniform in [1, maxseq]")
+	loadRamp     = flag.Duration("load.ramp", 10*time.Second, "workers start spread over this long")
+)
+
+// TestLoad runs -load.sessions concurrent sessions through the proxy for
+// -load.duration, each worker starting a new session as soon as its last
+// one ended (churn). Every session is `cat && exec seq 1 N`: it echoes a
+// random nonce, stays open for a random time, then gets stdin EOF (v5
+// CLOSE, half-closed toward the backend) and prints seq's output; the
+// client checks its whole output byte for byte. It reports sessions/s, the
+// setup-to-first-byte latencies, and the proxy's RSS, descriptors and
+// goroutines; it fails on any session error or output mismatch, or when
+// the proxy's goroutines do not come back to their count at the start.
+//
+// Build-tagged (go test -tags load -run TestLoad ./tests/bench/, or make
+// load): it is not part of make test.
+func TestLoad(t *testing.T) {
+	e := newEnv(t)
+	n := *loadSessions
+	p := e.startProxy(t, e.transport, "--max-sessions", strconv.Itoa(n+64))
+	pp := p.path(e)
+
+	// Warm-up as concurrent as the ramp will be at first: the proxy keeps
+	// HTTP connections to the backend alive after its pod lookups, and the
+	// pool they fill belongs to the baseline, not to a leak.
+	warmN := min(n, 64)
+	warm, err := openIdleSessions(pp, warmN, warmN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closeIdleSessions(warm); err != nil {
+		t.Fatal(err)
+	}
+	g0, err := p.settledGoroutines(60 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss0, _ := p.rssKiB()
+	fd0, _ := p.fds()
+
+	var (
+		mu        sync.Mutex
+		setups    []time.Duration
+		failures  []string
+		failed    atomic.Int64
+		completed atomic.Int64
+		inFlight  atomic.Int64
+		outBytes  atomic.Int64
+	)
+	fail := func(err error) {
+		failed.Add(1)
+		mu.Lock()
+		if len(failures) < 20 {
+			failures = append(failures, err.Error())
+		}
+		mu.Unlock()
+	}
+
+	// The monitor samples the proxy once a second: peaks and the
+	// concurrency actually reached.
+	stopMon := make(chan struct{})
+	monDone := make(chan struct{})
+	var rssPeak int64
+	var fdPeak, gPeak, inFlightPeak int
+	var inFlightSum, monSamples int64
+	go func() {
+		defer close(monDone)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopMon:
+				return
+			case <-tick.C:
+			}
+			if v, err := p.rssKiB(); err == nil {
+				rssPeak = max(rssPeak, v)
+			}
+			if v, err := p.fds(); err == nil {
+				fdPeak = max(fdPeak, v)
+			}
+			if v, err := p.goroutines(); err == nil {
+				gPeak = max(gPeak, v)
+			}
+			f := int(inFlight.Load())
+			inFlightPeak = max(inFlightPeak, f)
+			inFlightSum += int64(f)
+			monSamples++
+		}
+	}()
+
+	start := time.Now()
+	deadline := start.Add(*loadDuration)
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Go(func() {
+			// Pacing the start of workers (not synchronisation): a
+			// thundering herd of n dials would measure the herd.
+			if d := time.Duration(int64(*loadRamp) * int64(w) / int64(n)); d > 0 {
+				<-time.After(d)
+			}
+			for time.Now().Before(deadline) {
+				inFlight.Add(1)
+				setup, nbytes, err := loadSession(pp)
+				inFlight.Add(-1)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				completed.Add(1)
+				outBytes.Add(int64(nbytes))
+				mu.Lock()
+				setups = append(setups, setup)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopMon)
+	<-monDone
+
+	rss1, _ := p.rssKiB()
+	g1, gerr := p.waitGoroutines(g0, 60*time.Second)
+	fd1, _ := p.fds()
+	procsLeft := len(e.backend.PIDs())
+
+	done := completed.Load()
+	var avgInFlight float64
+	if monSamples > 0 {
+		avgInFlight = float64(inFlightSum) / float64(monSamples)
+	}
+	report := fmt.Sprintf(`
+k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d), proxy --exec-transport=%s
+  sessions completed      %d (%.1f/s), failed %d, %.1f MB of checked output
+  concurrent sessions     mean %.0f, peak %d (sampled each second)
+  setup to first byte     p50 %s, p99 %s, max %s
+  proxy RSS               start %d KiB, peak %d KiB, end %d KiB
+  proxy fds               start %d, peak %d, end %d
+  proxy goroutines        start %d, peak %d, end %d
+  backend processes left  %d
+`, n, *loadDuration, *loadRamp, *loadHold, *loadMaxSeq, e.transport,
+		done, float64(done)/elapsed.Seconds(), failed.Load(), float64(outBytes.Load())/1e6,
+		avgInFlight, inFlightPeak,
+		ms(percentile(setups, 50)), ms(percentile(setups, 99)), ms(percentile(setups, 100)),
+		rss0, rssPeak, rss1, fd0, fdPeak, fd1, g0, gPeak, g1, procsLeft)
+	fmt.Fprint(os.Stdout, report)
+	if localexecNeededConversion {
+		fmt.Fprintln(os.Stdout, "  NOTE: tests/bench registered localexec's missing url.Values->PodExecOptions conversion (conversion_test.go)")
+	}
+
+	if failed.Load() > 0 {
+		t.Errorf("%d sessions failed; first errors:\n%s", failed.Load(), joinLines(failures))
+	}
+	if done == 0 {
+		t.Error("no session completed")
+	}
+	if gerr != nil {
+		t.Errorf("reading proxy goroutines: %v", gerr)
+	} else if g1 > g0 {
+		t.Errorf("proxy goroutines: %d at the start, still %d 60s after the last session", g0, g1)
+	}
+}
+
+// loadSession runs one session of the load test and checks its output.
+// It returns the time from dial to the first byte (the nonce's echo).
+func loadSession(pp path) (time.Duration, int, error) {
+	var nb [8]byte
+	rand.Read(nb[:])
+	nonce := hex.EncodeToString(nb[:]) + "\n"
+	n := 1 + mrand.IntN(*loadMaxSeq)
+	hold := time.Duration(mrand.Int64N(int64(2*(*loadHold)) + 1))
+	want := append([]byte(nonce), seqOutput(n)...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+2*(*loadHold))
+	defer cancel()
+	stdinR, stdinW := io.Pipe()
+	out := &waitWriter{want: []byte(nonce), seen: make(chan struct{})}
+	fb := newFirstByte()
+	run, err := pp.prepare(session{
+		Command: []string{"sh", "-c", fmt.Sprintf("cat && exec seq 1 %d", n)},
+		Stdin:   stdinR, Stdout: io.MultiWriter(fb, out),
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		err := run(ctx)
+		stdinW.Close()
+		done <- err
+	}()
+	go stdinW.Write([]byte(nonce))
+	select {
+	case <-out.seen:
+	case err := <-done:
+		return 0, 0, fmt.Errorf("session ended before its echo: %v", err)
+	}
+	at, _ := fb.result()
+	setup := at.Sub(start)
+	if hold > 0 {
+		select {
+		case <-time.After(hold):
+		case err := <-done:
+			return 0, 0, fmt.Errorf("session ended while held open: %v", err)
+		}
+	}
+	// EOF: client-go sends v5 CLOSE for stdin; cat ends, seq runs.
+	stdinW.Close()
+	if err := <-done; err != nil {
+		return 0, 0, fmt.Errorf("seq 1 %d: %v", n, err)
+	}
+	_, got := fb.result()
+	if !bytes.Equal(got, want) {
+		return 0, 0, fmt.Errorf("seq 1 %d: %d bytes of output, want %d byte-exact (first diff at %d)", n, len(got), len(want), firstDiff(got, want))
+	}
+	return setup, len(got), nil
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func joinLines(s []string) string {
+	var b bytes.Buffer
+	for _, l := range s {
+		b.WriteString("  ")
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
