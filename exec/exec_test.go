@@ -451,3 +451,37 @@ func TestStreamChecks(t *testing.T) {
 		}
 	}
 }
+
+// The same through a pty: the master is read until the kernel reports the
+// terminal closed, and nothing buffered in it may be lost.
+func TestSeqTTYByteExact(t *testing.T) {
+	const n = 300000
+	h := sha256.New()
+	var wantN int64
+	var buf []byte
+	for i := 1; i <= n; i++ {
+		buf = strconv.AppendInt(buf[:0], int64(i), 10)
+		buf = append(buf, '\r', '\n') // the tty's onlcr
+		h.Write(buf)
+		wantN += int64(len(buf))
+	}
+	wantSum := h.Sum(nil)
+	cfg, _ := backend(t)
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx := testCtx(t, 60*time.Second)
+			sizes := newSizeQueue(remotecommand.TerminalSize{Width: 80, Height: 24})
+			defer sizes.Close()
+			w := &seqWriter{h: sha256.New()}
+			_, err := dialer(t, cfg, tr).Stream(ctx, Target{
+				Namespace: "default", Pod: "demo", Command: []string{"seq", "1", strconv.Itoa(n)}, TTY: true, Stdout: true,
+			}, Streams{Stdout: w, Sizes: sizes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.n != wantN || !bytes.Equal(w.h.Sum(nil), wantSum) {
+				t.Fatalf("got %d bytes (want %d), digest match %v", w.n, wantN, bytes.Equal(w.h.Sum(nil), wantSum))
+			}
+		})
+	}
+}
