@@ -351,7 +351,9 @@ func (p *proxyProc) goroutines() (int, error) {
 	return int(v), err
 }
 
-// metric reads one unlabelled sample from the proxy's /metrics.
+// metric reads a sample from the proxy's /metrics: the first series of
+// that name, whatever its labels (the OpenTelemetry exporter adds scope
+// labels to every series).
 func (p *proxyProc) metric(name string) (float64, error) {
 	resp, err := metricsClient.Get("http://" + p.health + "/metrics")
 	if err != nil {
@@ -364,8 +366,9 @@ func (p *proxyProc) metric(name string) (float64, error) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, name); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+			return strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		}
 	}
 	if err := sc.Err(); err != nil {

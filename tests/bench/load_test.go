@@ -86,8 +86,8 @@ func TestLoad(t *testing.T) {
 	stopMon := make(chan struct{})
 	monDone := make(chan struct{})
 	var rssPeak int64
-	var fdPeak, gPeak, inFlightPeak int
-	var inFlightSum, monSamples int64
+	var fdPeak, gPeak, inFlightPeak, activePeak int
+	var inFlightSum, activeSum, monSamples int64
 	go func() {
 		defer close(monDone)
 		tick := time.NewTicker(time.Second)
@@ -106,6 +106,10 @@ func TestLoad(t *testing.T) {
 			}
 			if v, err := p.goroutines(); err == nil {
 				gPeak = max(gPeak, v)
+			}
+			if v, err := p.metric("k8s_ws_proxy_sessions_active"); err == nil {
+				activePeak = max(activePeak, int(v))
+				activeSum += int64(v)
 			}
 			f := int(inFlight.Load())
 			inFlightPeak = max(inFlightPeak, f)
@@ -151,14 +155,16 @@ func TestLoad(t *testing.T) {
 	procsLeft := len(e.backend.PIDs())
 
 	done := completed.Load()
-	var avgInFlight float64
+	var avgInFlight, avgActive float64
 	if monSamples > 0 {
 		avgInFlight = float64(inFlightSum) / float64(monSamples)
+		avgActive = float64(activeSum) / float64(monSamples)
 	}
 	report := fmt.Sprintf(`
 k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d), proxy --exec-transport=%s
   sessions completed      %d (%.1f/s), failed %d, %.1f MB of checked output
-  concurrent sessions     mean %.0f, peak %d (sampled each second)
+  sessions in flight      mean %.0f, peak %d (client side, dialling included; sampled each second)
+  proxy active sessions   mean %.0f, peak %d (bridged, from /metrics)
   setup to first byte     p50 %s, p99 %s, max %s
   proxy RSS               start %d KiB, peak %d KiB, end %d KiB
   proxy fds               start %d, peak %d, end %d
@@ -166,7 +172,7 @@ k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d),
   backend processes left  %d
 `, n, *loadDuration, *loadRamp, *loadHold, *loadMaxSeq, e.transport,
 		done, float64(done)/elapsed.Seconds(), failed.Load(), float64(outBytes.Load())/1e6,
-		avgInFlight, inFlightPeak,
+		avgInFlight, inFlightPeak, avgActive, activePeak,
 		ms(percentile(setups, 50)), ms(percentile(setups, 99)), ms(percentile(setups, 100)),
 		rss0, rssPeak, rss1, fd0, fdPeak, fd1, g0, gPeak, g1, procsLeft)
 	fmt.Fprint(os.Stdout, report)
