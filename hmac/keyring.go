@@ -15,13 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/filewatch"
 )
 
 // DefaultPollInterval is the keyring's safety-net re-read, the same period
 // controller-runtime's certwatcher uses. fsnotify normally reacts within
 // milliseconds; the poll only matters if an event is lost.
-const DefaultPollInterval = 10 * time.Second
+const DefaultPollInterval = filewatch.DefaultPoll
 
 // KeyringOptions configures a Keyring.
 type KeyringOptions struct {
@@ -162,120 +162,28 @@ func (k *Keyring) Changed() <-chan struct{} {
 // Dir returns the absolute path of the watched directory.
 func (k *Keyring) Dir() string { return k.dir }
 
-// Run follows the directory until ctx is done: fsnotify on the directory
-// (which sees the kubelet's ..data swap) and on its parent (which sees the
-// directory itself deleted and recreated), plus the poll. If inotify is
-// unavailable it logs that and only polls. It returns nil when ctx is done,
-// after every goroutine it started has exited.
+// Run follows the directory until ctx is done, through package filewatch:
+// fsnotify on the directory (which sees the kubelet's ..data swap) and on
+// its parent (which sees the directory itself deleted and recreated), plus
+// the poll. If inotify is unavailable it logs that and only polls. It
+// returns nil when ctx is done, after every goroutine it started has
+// exited.
 func (k *Keyring) Run(ctx context.Context) error {
 	if !k.active.CompareAndSwap(false, true) {
 		return errors.New("hmac: Keyring.Run called twice")
 	}
 	defer k.active.Store(false)
 
-	w := &dirWatch{k: k, dir: k.dir, parent: filepath.Dir(k.dir)}
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	if fw, err := fsnotify.NewWatcher(); err != nil {
-		k.log.Warn("cannot watch the key directory; relying on polling alone",
-			"err", err, "poll_interval", k.poll)
-	} else {
-		defer fw.Close() // waits for fsnotify's reader goroutine
-		w.fw, events, errs = fw, fw.Events, fw.Errors
-	}
-	w.ensure()
-	k.reload()
-	if k.runStarted != nil {
-		k.runStarted()
-	}
-
-	tick := time.NewTicker(k.poll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if !w.relevant(ev) {
-				continue
-			}
-			// The kubelet's swap arrives as a burst of events; one reload
-			// after the burst sees its final state.
-			for more := true; more; {
-				select {
-				case _, ok := <-events:
-					more = ok
-				default:
-					more = false
-				}
-			}
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			// Typically an event queue overflow: events were lost, so re-read.
-			k.log.Warn("key directory watch error; re-reading", "err", err)
-		case <-tick.C:
-		}
-		w.ensure()
+	first := true
+	return filewatch.Run(ctx, filewatch.Options{Dirs: []string{k.dir}, Poll: k.poll, Logger: k.log}, func() {
 		k.reload()
-	}
-}
-
-// dirWatch keeps fsnotify watches on the directory and its parent pointed
-// at whatever is at those paths now. After a directory is deleted and
-// recreated its old watch is dead, and the new directory may even reuse the
-// old inode number, so nothing short of re-adding tells a live watch from a
-// dead one. Re-adding a live watch is a no-op in the kernel (the same watch
-// descriptor comes back), so every ensure simply adds both again.
-type dirWatch struct {
-	k           *Keyring
-	fw          *fsnotify.Watcher
-	dir, parent string
-	added       map[string]bool
-	lastErr     string
-}
-
-func (w *dirWatch) relevant(ev fsnotify.Event) bool {
-	return ev.Name == w.dir || filepath.Dir(ev.Name) == w.dir
-}
-
-func (w *dirWatch) ensure() {
-	if w.fw == nil {
-		return
-	}
-	if w.added == nil {
-		w.added = map[string]bool{}
-	}
-	var errs []string
-	// Parent first: a directory created right after this is then seen.
-	for _, path := range []string{w.parent, w.dir} {
-		if _, err := os.Stat(path); err != nil {
-			if w.added[path] {
-				_ = w.fw.Remove(path) // usually already gone with the inode
-				w.added[path] = false
+		if first {
+			first = false
+			if k.runStarted != nil {
+				k.runStarted()
 			}
-			continue
 		}
-		if err := w.fw.Add(path); err != nil {
-			errs = append(errs, err.Error())
-			w.added[path] = false
-			continue
-		}
-		w.added[path] = true
-	}
-	if msg := strings.Join(errs, "; "); msg != w.lastErr {
-		w.lastErr = msg
-		if msg != "" {
-			w.k.log.Warn("cannot watch the key directory; relying on polling until it works",
-				"err", msg, "poll_interval", w.k.poll)
-		}
-	}
+	})
 }
 
 // problem is a file that did not yield a key.

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
 )
 
@@ -377,63 +376,3 @@ func TestKeyringOptionsAndRunTwice(t *testing.T) {
 }
 
 func mkfifo(path string) error { return syscall.Mkfifo(path, 0o644) }
-
-// The watch mechanics, without Run's loop, so that no stray event can hide
-// a missing watch. Each step waits for an event only that step produces.
-func TestDirWatchFollowsRecreatedDirectory(t *testing.T) {
-	parent := t.TempDir()
-	dir := filepath.Join(parent, "keys")
-	k, _ := newTestKeyring(t, KeyringOptions{Dir: dir})
-	fw, err := fsnotify.NewWatcher()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fw.Close()
-	w := &dirWatch{k: k, fw: fw, dir: dir, parent: parent}
-	expect := func(name string, op fsnotify.Op) {
-		t.Helper()
-		timeout := time.After(usableWithin)
-		for {
-			select {
-			case ev := <-fw.Events:
-				if ev.Name == name && ev.Has(op) {
-					if !w.relevant(ev) {
-						t.Fatalf("%v not considered relevant", ev)
-					}
-					return
-				}
-			case err := <-fw.Errors:
-				t.Fatal(err)
-			case <-timeout:
-				t.Fatalf("no %v event for %s", op, name)
-			}
-		}
-	}
-	touch := func(name string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	w.ensure() // dir missing: only the parent is watched
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	expect(dir, fsnotify.Create) // through the parent's watch
-	w.ensure()
-	touch("marker-1")
-	expect(filepath.Join(dir, "marker-1"), fsnotify.Create)
-
-	// Deleted and recreated between two ensure calls: the watch must move
-	// to the new inode.
-	if err := os.RemoveAll(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	w.ensure()
-	touch("marker-2")
-	expect(filepath.Join(dir, "marker-2"), fsnotify.Create)
-}
