@@ -148,9 +148,6 @@ func newEnv(tb testing.TB) *env {
 		tb.Fatal(err)
 	}
 
-	if localexecNeededConversion {
-		results.note("NOTE: localexec could not decode exec query parameters on its own; tests/bench registered the missing url.Values->PodExecOptions conversion (conversion_test.go)")
-	}
 	cfg := &rest.Config{Host: e.backendURL}
 	auto, err := exec.NewDialer(cfg, exec.TransportAuto)
 	if err != nil {

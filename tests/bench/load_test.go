@@ -176,9 +176,6 @@ k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d),
 		ms(percentile(setups, 50)), ms(percentile(setups, 99)), ms(percentile(setups, 100)),
 		rss0, rssPeak, rss1, fd0, fdPeak, fd1, g0, gPeak, g1, procsLeft)
 	fmt.Fprint(os.Stdout, report)
-	if localexecNeededConversion {
-		fmt.Fprintln(os.Stdout, "  NOTE: tests/bench registered localexec's missing url.Values->PodExecOptions conversion (conversion_test.go)")
-	}
 
 	if failed.Load() > 0 {
 		t.Errorf("%d sessions failed; first errors:\n%s", failed.Load(), joinLines(failures))
