@@ -50,6 +50,7 @@ type serveOptions struct {
 	readHeaderTO   time.Duration
 	logLevel       string
 	logFormat      string
+	tls            tlsFlags
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -75,6 +76,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.readHeaderTO, "read-header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris guard)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	o.tls.register(fs)
 	return fs
 }
 
@@ -151,6 +153,10 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("keyring: %w", err)
 	}
+	tlsReloader, err := o.tls.reloader(log)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
 	verifier, err := hmac.NewVerifier(hmac.VerifierOptions{
 		Keys: keyring, Audience: o.audience, Leeway: o.leeway, MaxTTL: o.maxTTL, ReplayCapacity: o.replayCapacity,
 	})
@@ -191,11 +197,13 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	keyringDone := make(chan error, 1)
 	go func() { keyringDone <- keyring.Run(keyringCtx) }()
 	defer func() { stopKeyring(); <-keyringDone }()
+	defer runTLS(tlsReloader)()
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
+	ln = wrapTLS(ln, tlsReloader)
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: o.readHeaderTO, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 2)
 	go func() { errc <- httpSrv.Serve(ln) }()
