@@ -39,6 +39,8 @@ type serveOptions struct {
 	nodeName       string
 	execTransport  string
 	kubeconfig     string
+	kubeAPIQPS     float64
+	kubeAPIBurst   int
 	maxFrameSize   int
 	maxMessageSize int64
 	shutdownGrace  time.Duration
@@ -65,6 +67,8 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.nodeName, "node-name", "", "this node's name (downward API spec.nodeName); tokens' node claim and the target pod's node must match")
 	fs.StringVar(&o.execTransport, "exec-transport", "auto", "exec transport toward the API server: auto (WebSocket, SPDY fallback), websocket or spdy")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 500, "client-side rate limit of API requests (one pod lookup per session); negative disables")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 1000, "burst allowed above --kube-api-qps")
 	fs.IntVar(&o.maxFrameSize, "max-frame-size", proxy.DefaultMaxFrameSize, "largest frame sent to clients, channel byte included (guacd needs 4096 or less)")
 	fs.Int64Var(&o.maxMessageSize, "max-message-size", proxy.DefaultMaxMessageSize, "largest message accepted from clients; larger ones close the session with 1009")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long live sessions may run on before they are closed")
@@ -145,6 +149,10 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// One pod lookup per session start: client-go's default of 5 QPS (or
+	// the exec package's 50) would queue session starts behind each other;
+	// the API server's own priority and fairness protects it.
+	cfg.QPS, cfg.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
 	dialer, err := exec.NewDialer(cfg, transport)
 	if err != nil {
 		return fmt.Errorf("exec client: %w", err)
