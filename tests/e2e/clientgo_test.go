@@ -48,7 +48,11 @@ func (e *env) execURL(c hmac.Claims, stderr bool) string {
 // WebSocket executor, as kubectl would against an API server.
 func (e *env) clientGoExec(ctx context.Context, protocols []string, c hmac.Claims, opts remotecommand.StreamOptions) error {
 	e.t.Helper()
-	tok := e.mint(c)
+	return e.clientGoExecToken(ctx, protocols, c, e.mint(c), opts)
+}
+
+func (e *env) clientGoExecToken(ctx context.Context, protocols []string, c hmac.Claims, tok string, opts remotecommand.StreamOptions) error {
+	e.t.Helper()
 	cfg := &rest.Config{Host: "http://" + e.addr, BearerToken: tok}
 	ex, err := remotecommand.NewWebSocketExecutorForProtocols(cfg, "GET", e.execURL(c, opts.Stderr != nil), protocols...)
 	if err != nil {

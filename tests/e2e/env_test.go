@@ -86,6 +86,8 @@ type envOptions struct {
 	backendAddr string
 	// viaCutter puts a cuttable TCP forwarder between proxy and backend.
 	viaCutter bool
+	// env is added to the proxy's environment.
+	env []string
 }
 
 func startEnv(t *testing.T, o envOptions) *env {
@@ -138,6 +140,7 @@ func startEnv(t *testing.T, o envOptions) *env {
 		"--shutdown-grace", "5s",
 	}, o.extraArgs...)
 	e.cmd = osexec.Command(proxyBin, args...)
+	e.cmd.Env = append(os.Environ(), o.env...)
 	stderr, err := e.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
