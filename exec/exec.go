@@ -98,6 +98,7 @@ func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
 		return nil, err
 	}
 	cfg = rest.CopyConfig(cfg)
+	cfg.WrapTransport = observeDials(cfg.WrapTransport)
 	// client-go's default of 5 QPS would queue pod lookups of concurrent
 	// sessions behind each other; streams are not rate limited at all.
 	if cfg.QPS == 0 && cfg.Burst == 0 && cfg.RateLimiter == nil {

@@ -185,10 +185,7 @@ type session struct {
 
 	lastActivity atomic.Int64 // unix nanoseconds of the last data frame either way
 
-	traceCtx  context.Context
-	dialSpan  trace.Span
-	dialStart time.Time
-	dialDone  atomic.Bool
+	traceCtx context.Context
 }
 
 func (ss *session) logger() *slog.Logger {
@@ -231,10 +228,19 @@ func (ss *session) run() {
 		ss.readLoop()
 	}()
 
-	ss.dialStart = time.Now()
-	_, ss.dialSpan = ss.srv.tel.tracer.Start(ss.traceCtx, "k8s_ws_proxy.exec.dial")
-	res, err := ss.srv.cfg.Executor.Stream(ss.ctx, target, streams)
-	ss.execDialed()
+	_, dialSpan := ss.srv.tel.tracer.Start(ss.traceCtx, "k8s_ws_proxy.exec.dial")
+	var dialed atomic.Bool
+	execCtx := exec.WithDialObserver(ss.ctx, func(d time.Duration) {
+		if !dialed.Swap(true) {
+			ss.srv.tel.execDial.Record(ss.traceCtx, d.Seconds())
+			dialSpan.End()
+		}
+	})
+	res, err := ss.srv.cfg.Executor.Stream(execCtx, target, streams)
+	if !dialed.Load() {
+		dialSpan.SetStatus(codes.Error, "exec dial failed")
+		dialSpan.End()
+	}
 
 	// Unblock a reader stuck handing stdin to an exec that is gone.
 	if ss.stdinR != nil {
@@ -271,16 +277,6 @@ func (ss *session) run() {
 	if reason == "exec_failed" {
 		span.SetStatus(codes.Error, reason)
 	}
-}
-
-// execDialed records, once, that the exec is up: its first output byte,
-// or its end for a command that printed nothing.
-func (ss *session) execDialed() {
-	if ss.dialDone.Swap(true) {
-		return
-	}
-	ss.srv.tel.execDial.Record(ss.traceCtx, time.Since(ss.dialStart).Seconds())
-	ss.dialSpan.End()
 }
 
 // finish sends the exec's outcome and a close frame, unless the client is
@@ -424,7 +420,6 @@ func (fw *frameWriter) Write(p []byte) (int, error) {
 		}
 		fw.ss.bytesOut.Add(int64(n))
 		fw.ss.touch()
-		fw.ss.execDialed()
 		written += n
 		p = p[n:]
 	}

@@ -56,7 +56,7 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) (*telemetry,
 		return nil, err
 	}
 	if t.execDial, err = m.Float64Histogram("k8s_ws_proxy.exec.dial.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time from starting the exec toward the API server to its first output byte or its end."),
+		metric.WithDescription("Time to open the exec toward the API server: connection, TLS and the accepted upgrade."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)); err != nil {
 		return nil, err
 	}

@@ -44,7 +44,7 @@ func newTelemetry(ctx context.Context, keyring *hmac.Keyring) (*telemetry, error
 	}
 	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res))
 	m := meters.Meter("github.com/k8s-ws-proxy/k8s-ws-proxy/hmac")
-	reloads, err := m.Int64ObservableCounter("k8s_ws_proxy.keyring.reloads", metric.WithDescription("Key directory reloads."))
+	reloads, err := m.Int64ObservableCounter("k8s_ws_proxy.keyring.reloads", metric.WithDescription("Changes of the loaded HMAC key set."))
 	if err != nil {
 		return nil, err
 	}

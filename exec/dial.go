@@ -1,0 +1,46 @@
+package exec
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+type dialObserverKey struct{}
+
+// WithDialObserver returns a context under which Stream calls observe once
+// the API server has accepted the upgrade, with how long the dial took
+// (connection, TLS and the upgrade round trip). A refused WebSocket attempt
+// before an SPDY fallback is not reported; the fallback's dial is, timed on
+// its own.
+func WithDialObserver(ctx context.Context, observe func(time.Duration)) context.Context {
+	return context.WithValue(ctx, dialObserverKey{}, observe)
+}
+
+// observingTransport times upgrade round trips for requests whose context
+// carries a dial observer. client-go builds every exec round tripper
+// (WebSocket and SPDY) through rest.Config.WrapTransport, so this is the
+// one place that sees the dial of both.
+type observingTransport struct{ next http.RoundTripper }
+
+func (o observingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	observe, _ := req.Context().Value(dialObserverKey{}).(func(time.Duration))
+	if observe == nil {
+		return o.next.RoundTrip(req)
+	}
+	start := time.Now()
+	resp, err := o.next.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		observe(time.Since(start))
+	}
+	return resp, err
+}
+
+func observeDials(prev func(http.RoundTripper) http.RoundTripper) func(http.RoundTripper) http.RoundTripper {
+	return func(rt http.RoundTripper) http.RoundTripper {
+		if prev != nil {
+			rt = prev(rt)
+		}
+		return observingTransport{next: rt}
+	}
+}
