@@ -20,6 +20,7 @@ type rejection struct {
 	status  int
 	reason  string
 	message string
+	auth    bool // the token itself was refused (counted as an auth failure)
 }
 
 func (r *rejection) Error() string { return r.message }

@@ -291,7 +291,7 @@ func tokenRejection(err error) *rejection {
 	if reason == "replay_cache_full" {
 		status = http.StatusServiceUnavailable
 	}
-	return &rejection{status: status, reason: string(reason), message: "session token rejected: " + string(reason)}
+	return &rejection{status: status, reason: string(reason), message: "session token rejected: " + string(reason), auth: true}
 }
 
 // checkPod refuses a target that does not exist, runs elsewhere or lacks the

@@ -31,14 +31,13 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	ctx, span := s.tel.tracer.Start(r.Context(), "k8s_ws_proxy.session", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 	sid := ""
-	authFailure := false
 	refuse := func(rej *rejection) {
 		if sid == "" {
 			sid = newSessionID()
 		}
 		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "status", rej.status,
 			"reason", rej.reason, "detail", rej.message, "remote", r.RemoteAddr)
-		s.tel.rejected(ctx, rej.reason, rej.status, authFailure)
+		s.tel.rejected(ctx, rej.reason, rej.status, rej.auth)
 		span.SetAttributes(attribute.String("k8s_ws_proxy.sid", sid), attribute.String("k8s_ws_proxy.rejection", rej.reason),
 			attribute.Int("http.response.status_code", rej.status))
 		span.SetStatus(codes.Error, rej.reason)
@@ -66,9 +65,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	if err != nil {
 		verifySpan.SetStatus(codes.Error, string(hmac.ReasonOf(err)))
 		verifySpan.End()
-		authFailure = true
 		refuse(tokenRejection(err))
-		authFailure = false
 		return
 	}
 	verifySpan.End()
@@ -98,13 +95,12 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	}
 
 	sess := &session{
-		srv:     s,
-		id:      sid,
-		claims:  claims,
-		proto:   protocolFor(protoName),
-		start:   start,
-		stderr:  stderr,
-		payload: 0,
+		srv:    s,
+		id:     sid,
+		claims: claims,
+		proto:  protocolFor(protoName),
+		start:  start,
+		stderr: stderr,
 	}
 	sess.payload = sess.proto.maxPayload(s.cfg.MaxFrameSize)
 	sess.ctx, sess.cancel = context.WithCancel(context.Background())

@@ -4,12 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -25,103 +21,8 @@ import (
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
 )
-
-// tlsCA is a throwaway certificate authority (ECDSA P-256).
-type tlsCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-var tlsSerial struct {
-	sync.Mutex
-	n int64
-}
-
-func nextSerial() *big.Int {
-	tlsSerial.Lock()
-	defer tlsSerial.Unlock()
-	tlsSerial.n++
-	return big.NewInt(1000 + tlsSerial.n)
-}
-
-func newTLSCA(t *testing.T, name string) *tlsCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          nextSerial(),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tlsCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a leaf's certificate and key PEM.
-func (ca *tlsCA) issue(t *testing.T, cn string, dns []string, ips []net.IP, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte, serial *big.Int) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     dns,
-		IPAddresses:  ips,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), tmpl.SerialNumber
-}
-
-// serving issues a serving certificate for 127.0.0.1.
-func (ca *tlsCA) serving(t *testing.T) (certPEM, keyPEM []byte, serial *big.Int) {
-	return ca.issue(t, "k8s-ws-proxy", []string{"k8s-ws-proxy.test"}, []net.IP{net.IPv4(127, 0, 0, 1)}, x509.ExtKeyUsageServerAuth)
-}
-
-// client issues a client certificate usable by tls.Config.Certificates.
-func (ca *tlsCA) client(t *testing.T, cn string, dns ...string) tls.Certificate {
-	t.Helper()
-	c, k, _ := ca.issue(t, cn, dns, nil, x509.ExtKeyUsageClientAuth)
-	pair, err := tls.X509KeyPair(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair
-}
-
-func (ca *tlsCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
 
 // tlsLogBuffer is a goroutine-safe log sink.
 type tlsLogBuffer struct {
@@ -335,16 +236,16 @@ func (c *tlsClient) serial() *big.Int {
 }
 
 func TestTLSServesAndFollowsCertificateRotation(t *testing.T) {
-	ca := newTLSCA(t, "serving-ca")
+	ca := testenv.NewCA(t, "serving-ca")
 	f := newTLSFiles(t)
-	c1, k1, s1 := ca.serving(t)
+	c1, k1, s1 := ca.Serving(t)
 	f.writePair(t, c1, k1)
 	opts := f.opts()
 	opts.PollInterval = time.Hour // only inotify can make the reload below
 	r, logs := newTestTLSReloader(t, f, opts)
 	runTLSReloader(t, r)
 	srv := startTLSEcho(t, r.Config())
-	client := &tls.Config{RootCAs: ca.pool(), NextProtos: []string{"http/1.1"}}
+	client := &tls.Config{RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}
 
 	old, err := srv.dial(t, client)
 	if err != nil {
@@ -360,7 +261,7 @@ func TestTLSServesAndFollowsCertificateRotation(t *testing.T) {
 
 	for i := range 3 {
 		changed := r.Changed()
-		c2, k2, s2 := ca.serving(t)
+		c2, k2, s2 := ca.Serving(t)
 		switched := f.writePair(t, c2, k2)
 		waitTLSChange(t, changed)
 		t.Logf("rotation %d: new certificate in use %v after the ..data rename", i, time.Since(switched))
@@ -388,20 +289,20 @@ func TestTLSServesAndFollowsCertificateRotation(t *testing.T) {
 }
 
 func TestTLSMinimumVersion(t *testing.T) {
-	ca := newTLSCA(t, "serving-ca")
+	ca := testenv.NewCA(t, "serving-ca")
 	f := newTLSFiles(t)
-	c, k, _ := ca.serving(t)
+	c, k, _ := ca.Serving(t)
 	f.writePair(t, c, k)
 	r, _ := newTestTLSReloader(t, f, f.opts())
 	srv := startTLSEcho(t, r.Config())
 
-	if _, err := srv.dial(t, &tls.Config{RootCAs: ca.pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}); err == nil {
+	if _, err := srv.dial(t, &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}); err == nil {
 		t.Fatal("a TLS 1.1 client was served")
 	}
 	if err := srv.result(t); err == nil || !strings.Contains(err.Error(), "version") {
 		t.Errorf("server-side error %v, want a protocol version error", err)
 	}
-	tc, err := srv.dial(t, &tls.Config{RootCAs: ca.pool(), MaxVersion: tls.VersionTLS12})
+	tc, err := srv.dial(t, &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS12})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,15 +315,15 @@ func TestTLSMinimumVersion(t *testing.T) {
 }
 
 func TestTLSBadUpdateKeepsServing(t *testing.T) {
-	ca := newTLSCA(t, "serving-ca")
+	ca := testenv.NewCA(t, "serving-ca")
 	f := newTLSFiles(t)
-	c1, k1, s1 := ca.serving(t)
+	c1, k1, s1 := ca.Serving(t)
 	f.writePair(t, c1, k1)
 	r, logs := newTestTLSReloader(t, f, f.opts())
 	srv := startTLSEcho(t, r.Config())
-	client := &tls.Config{RootCAs: ca.pool()}
+	client := &tls.Config{RootCAs: ca.Pool()}
 
-	c2, k2, s2 := ca.serving(t)
+	c2, k2, s2 := ca.Serving(t)
 	bad := map[string][2][]byte{
 		"mismatched key": {c2, k1},
 		"garbage cert":   {[]byte("not a certificate"), k2},
@@ -477,10 +378,10 @@ func TestTLSBadUpdateKeepsServing(t *testing.T) {
 }
 
 func TestTLSStartupErrors(t *testing.T) {
-	ca := newTLSCA(t, "serving-ca")
+	ca := testenv.NewCA(t, "serving-ca")
 	f := newTLSFiles(t)
-	c1, k1, _ := ca.serving(t)
-	_, k2, _ := ca.serving(t)
+	c1, k1, _ := ca.Serving(t)
+	_, k2, _ := ca.Serving(t)
 	f.writePair(t, c1, k1)
 	good := f.opts()
 	write := func(name string, data []byte) string {
@@ -490,14 +391,14 @@ func TestTLSStartupErrors(t *testing.T) {
 		}
 		return p
 	}
-	caWithBadBlock := append(append([]byte{}, ca.pem...), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})...)
+	caWithBadBlock := append(append([]byte{}, ca.PEM...), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})...)
 	cases := map[string]TLSOptions{
 		"no key file":           {CertFile: good.CertFile},
 		"no cert file":          {KeyFile: good.KeyFile},
 		"missing cert":          {CertFile: good.CertFile + ".nope", KeyFile: good.KeyFile},
 		"mismatched key":        {CertFile: good.CertFile, KeyFile: write("other.key", k2)},
 		"subjects without CA":   {CertFile: good.CertFile, KeyFile: good.KeyFile, AllowedSubjects: []string{"guacd"}},
-		"empty subject":         {CertFile: good.CertFile, KeyFile: good.KeyFile, ClientCAFile: write("ca.crt", ca.pem), AllowedSubjects: []string{"guacd", " "}},
+		"empty subject":         {CertFile: good.CertFile, KeyFile: good.KeyFile, ClientCAFile: write("ca.crt", ca.PEM), AllowedSubjects: []string{"guacd", " "}},
 		"missing CA":            {CertFile: good.CertFile, KeyFile: good.KeyFile, ClientCAFile: good.CertFile + ".nope"},
 		"CA file without certs": {CertFile: good.CertFile, KeyFile: good.KeyFile, ClientCAFile: write("ca.crt", k1)},
 		"CA file with bad cert": {CertFile: good.CertFile, KeyFile: good.KeyFile, ClientCAFile: write("ca.crt", caWithBadBlock)},
@@ -519,21 +420,21 @@ func TestTLSStartupErrors(t *testing.T) {
 }
 
 // mtlsSetup is a serving pair plus a client CA in its own volume.
-func mtlsSetup(t *testing.T, allowed ...string) (*TLSReloader, *tlsLogBuffer, *tlsFiles, *tlsEchoServer, *tlsCA, *tls.Config) {
+func mtlsSetup(t *testing.T, allowed ...string) (*TLSReloader, *tlsLogBuffer, *tlsFiles, *tlsEchoServer, *testenv.CA, *tls.Config) {
 	t.Helper()
-	serving := newTLSCA(t, "serving-ca")
-	clients := newTLSCA(t, "client-ca")
+	serving := testenv.NewCA(t, "serving-ca")
+	clients := testenv.NewCA(t, "client-ca")
 	f := newTLSFiles(t)
-	c, k, _ := serving.serving(t)
+	c, k, _ := serving.Serving(t)
 	f.writePair(t, c, k)
-	f.writeCA(t, clients.pem)
+	f.writeCA(t, clients.PEM)
 	opts := f.opts()
 	opts.ClientCAFile = filepath.Join(f.caDir, "ca.crt")
 	opts.AllowedSubjects = allowed
 	opts.PollInterval = time.Hour
 	r, logs := newTestTLSReloader(t, f, opts)
 	srv := startTLSEcho(t, r.Config())
-	return r, logs, f, srv, clients, &tls.Config{RootCAs: serving.pool()}
+	return r, logs, f, srv, clients, &tls.Config{RootCAs: serving.Pool()}
 }
 
 // withCert presents c whatever CAs the server says it accepts (crypto/tls
@@ -549,9 +450,9 @@ func withCert(base *tls.Config, c ...tls.Certificate) *tls.Config {
 
 func TestMutualTLSAllowlist(t *testing.T) {
 	r, logs, _, srv, clients, base := mtlsSetup(t, "guacd", "guacd.guacamole.svc")
-	stranger := newTLSCA(t, "client-ca") // same name, different key
+	stranger := testenv.NewCA(t, "client-ca") // same name, different key
 
-	live, err := srv.dial(t, withCert(base, clients.client(t, "guacd")))
+	live, err := srv.dial(t, withCert(base, clients.Client(t, "guacd")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,10 +461,10 @@ func TestMutualTLSAllowlist(t *testing.T) {
 	}
 
 	accepted := map[string]tls.Certificate{
-		"CN on the list":         clients.client(t, "guacd"),
-		"DNS SAN on the list":    clients.client(t, "someone", "x.example", "guacd.guacamole.svc"),
-		"DNS SAN, other case":    clients.client(t, "", "GUACD.Guacamole.svc"),
-		"CN and SAN on the list": clients.client(t, "guacd.guacamole.svc", "guacd"),
+		"CN on the list":         clients.Client(t, "guacd"),
+		"DNS SAN on the list":    clients.Client(t, "someone", "x.example", "guacd.guacamole.svc"),
+		"DNS SAN, other case":    clients.Client(t, "", "GUACD.Guacamole.svc"),
+		"CN and SAN on the list": clients.Client(t, "guacd.guacamole.svc", "guacd"),
 	}
 	for name, cert := range accepted {
 		if _, err := srv.dial(t, withCert(base, cert)); err != nil {
@@ -576,7 +477,7 @@ func TestMutualTLSAllowlist(t *testing.T) {
 
 	// A server-auth-only certificate with an allowed CN: crypto/tls checks
 	// the extended key usage against the CA before the allowlist is asked.
-	sc, sk, _ := clients.issue(t, "guacd", nil, nil, x509.ExtKeyUsageServerAuth)
+	sc, sk, _ := clients.Issue(t, "guacd", nil, nil, x509.ExtKeyUsageServerAuth)
 	serverOnly, err := tls.X509KeyPair(sc, sk)
 	if err != nil {
 		t.Fatal(err)
@@ -587,12 +488,12 @@ func TestMutualTLSAllowlist(t *testing.T) {
 		serverErr  string
 		logSubject string // the refusal line names it; "" => refused by crypto/tls itself
 	}{
-		{"CN not on the list", []tls.Certificate{clients.client(t, "mallory")}, errSubjectRefused.Error(), "CN=mallory"},
-		{"SAN not on the list", []tls.Certificate{clients.client(t, "eve", "guacd.evil.example", "guacd.guacamole.svc.evil")}, errSubjectRefused.Error(), "CN=eve"},
-		{"CN as suffix", []tls.Certificate{clients.client(t, "xguacd")}, errSubjectRefused.Error(), "CN=xguacd"},
-		{"CN differs in case", []tls.Certificate{clients.client(t, "GUACD")}, errSubjectRefused.Error(), "CN=GUACD"},
+		{"CN not on the list", []tls.Certificate{clients.Client(t, "mallory")}, errSubjectRefused.Error(), "CN=mallory"},
+		{"SAN not on the list", []tls.Certificate{clients.Client(t, "eve", "guacd.evil.example", "guacd.guacamole.svc.evil")}, errSubjectRefused.Error(), "CN=eve"},
+		{"CN as suffix", []tls.Certificate{clients.Client(t, "xguacd")}, errSubjectRefused.Error(), "CN=xguacd"},
+		{"CN differs in case", []tls.Certificate{clients.Client(t, "GUACD")}, errSubjectRefused.Error(), "CN=GUACD"},
 		{"no client certificate", nil, "client didn't provide a certificate", ""},
-		{"other CA", []tls.Certificate{stranger.client(t, "guacd")}, "unknown authority", ""},
+		{"other CA", []tls.Certificate{stranger.Client(t, "guacd")}, "unknown authority", ""},
 		{"server-auth only", []tls.Certificate{serverOnly}, "incompatible key usage", ""},
 	}
 	for _, c := range refused {
@@ -625,13 +526,13 @@ func TestMutualTLSWithoutAllowlistAcceptsWhatTheCASigned(t *testing.T) {
 	if !strings.Contains(logs.String(), "without an allowlist") {
 		t.Errorf("no warning about the missing allowlist:\n%s", logs)
 	}
-	if _, err := srv.dial(t, withCert(base, clients.client(t, "anyone"))); err != nil {
+	if _, err := srv.dial(t, withCert(base, clients.Client(t, "anyone"))); err != nil {
 		t.Errorf("CA-signed certificate refused: %v", err)
 	}
 	if err := srv.result(t); err != nil {
 		t.Error(err)
 	}
-	if _, err := srv.dial(t, withCert(base, newTLSCA(t, "other").client(t, "anyone"))); err == nil {
+	if _, err := srv.dial(t, withCert(base, testenv.NewCA(t, "other").Client(t, "anyone"))); err == nil {
 		t.Error("certificate from another CA served")
 	}
 	if err := srv.result(t); err == nil {
@@ -648,7 +549,7 @@ func TestMutualTLSWithoutAllowlistAcceptsWhatTheCASigned(t *testing.T) {
 func TestMutualTLSFollowsCARotation(t *testing.T) {
 	r, _, f, srv, oldCA, base := mtlsSetup(t, "guacd")
 	runTLSReloader(t, r)
-	live, err := srv.dial(t, withCert(base, oldCA.client(t, "guacd")))
+	live, err := srv.dial(t, withCert(base, oldCA.Client(t, "guacd")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -656,18 +557,18 @@ func TestMutualTLSFollowsCARotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	newCA := newTLSCA(t, "client-ca-2")
+	newCA := testenv.NewCA(t, "client-ca-2")
 	changed := r.Changed()
-	f.writeCA(t, newCA.pem)
+	f.writeCA(t, newCA.PEM)
 	waitTLSChange(t, changed)
 
-	if _, err := srv.dial(t, withCert(base, oldCA.client(t, "guacd"))); err == nil {
+	if _, err := srv.dial(t, withCert(base, oldCA.Client(t, "guacd"))); err == nil {
 		t.Error("a certificate from the replaced CA was served")
 	}
 	if err := srv.result(t); err == nil || !strings.Contains(err.Error(), "unknown authority") {
 		t.Errorf("server-side: %v", err)
 	}
-	if _, err := srv.dial(t, withCert(base, newCA.client(t, "guacd"))); err != nil {
+	if _, err := srv.dial(t, withCert(base, newCA.Client(t, "guacd"))); err != nil {
 		t.Errorf("a certificate from the new CA was refused: %v", err)
 	}
 	if err := srv.result(t); err != nil {
@@ -679,11 +580,11 @@ func TestMutualTLSFollowsCARotation(t *testing.T) {
 
 	// A bundle of both CAs (the usual overlap during a CA rotation).
 	changed = r.Changed()
-	f.writeCA(t, append(append([]byte{}, oldCA.pem...), newCA.pem...))
+	f.writeCA(t, append(append([]byte{}, oldCA.PEM...), newCA.PEM...))
 	waitTLSChange(t, changed)
-	for _, ca := range []*tlsCA{oldCA, newCA} {
-		if _, err := srv.dial(t, withCert(base, ca.client(t, "guacd"))); err != nil {
-			t.Errorf("%s refused with a two-CA bundle: %v", ca.cert.Subject, err)
+	for _, ca := range []*testenv.CA{oldCA, newCA} {
+		if _, err := srv.dial(t, withCert(base, ca.Client(t, "guacd"))); err != nil {
+			t.Errorf("%s refused with a two-CA bundle: %v", ca.Cert.Subject, err)
 		}
 		if err := srv.result(t); err != nil {
 			t.Error(err)
@@ -713,24 +614,24 @@ func TestMutualTLSDisablesResumption(t *testing.T) {
 		return last
 	}
 	_, _, _, msrv, clients, base := mtlsSetup(t, "guacd")
-	if resumed(t, msrv, withCert(base, clients.client(t, "guacd"))) {
+	if resumed(t, msrv, withCert(base, clients.Client(t, "guacd"))) {
 		t.Error("a mutual-TLS session was resumed")
 	}
 
-	ca := newTLSCA(t, "serving-ca")
+	ca := testenv.NewCA(t, "serving-ca")
 	f := newTLSFiles(t)
-	c, k, _ := ca.serving(t)
+	c, k, _ := ca.Serving(t)
 	f.writePair(t, c, k)
 	r, _ := newTestTLSReloader(t, f, f.opts())
-	if !resumed(t, startTLSEcho(t, r.Config()), &tls.Config{RootCAs: ca.pool()}) {
+	if !resumed(t, startTLSEcho(t, r.Config()), &tls.Config{RootCAs: ca.Pool()}) {
 		t.Error("plain TLS did not resume: the mutual-TLS check above proves nothing")
 	}
 }
 
 func TestTLSReloaderRunTwice(t *testing.T) {
-	ca := newTLSCA(t, "serving-ca")
+	ca := testenv.NewCA(t, "serving-ca")
 	f := newTLSFiles(t)
-	c, k, _ := ca.serving(t)
+	c, k, _ := ca.Serving(t)
 	f.writePair(t, c, k)
 	r, _ := newTestTLSReloader(t, f, f.opts())
 	runTLSReloader(t, r)
