@@ -202,12 +202,12 @@ func idleMemory(b *testing.B, e *env, tr exec.Transport) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rss0, err := p.rssKiB()
+	rss0, err := p.RSSKiB()
 	if err != nil {
 		b.Fatal(err)
 	}
-	fd0, _ := p.fds()
-	heap0, _ := p.metric("go_memstats_heap_inuse_bytes")
+	fd0, _ := p.FDs()
+	heap0, _ := p.Metric("go_memstats_heap_inuse_bytes")
 	procs0 := len(e.backend.PIDs())
 
 	b.ResetTimer()
@@ -218,18 +218,18 @@ func idleMemory(b *testing.B, e *env, tr exec.Transport) {
 	}
 	opened := time.Since(start)
 	b.StopTimer()
-	rss1, err := p.rssKiB()
+	rss1, err := p.RSSKiB()
 	if err != nil {
 		b.Fatal(err)
 	}
-	g1, _ := p.goroutines()
-	fd1, _ := p.fds()
-	heap1, _ := p.metric("go_memstats_heap_inuse_bytes")
+	g1, _ := p.Goroutines()
+	fd1, _ := p.FDs()
+	heap1, _ := p.Metric("go_memstats_heap_inuse_bytes")
 	procs1 := len(e.backend.PIDs())
 	if err := closeIdleSessions(sessions); err != nil {
 		b.Fatalf("closing idle sessions: %v", err)
 	}
-	g2, err := p.waitGoroutines(g0, 2*time.Minute)
+	g2, err := p.WaitGoroutines(g0, 2*time.Minute)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func (p *proxyProc) settledGoroutines(within time.Duration) (int, error) {
 	last, same := -1, 0
 	var lastErr error
 	for {
-		n, err := p.goroutines()
+		n, err := p.Goroutines()
 		if err != nil {
 			n, lastErr = -1, err // a busy proxy answering late is retried until the deadline
 		}

@@ -1,27 +1,17 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
@@ -31,37 +21,27 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
 )
 
-// proxyBin is the k8s-ws-proxy binary measured, built once by TestMain.
+// proxyBin is the k8s-ws-proxy binary measured, built once by TestMain as
+// `make build` builds it, never with -race.
 var proxyBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "k8s-ws-proxy-bench-")
+	bin, remove, err := testenv.BuildProxy(testenv.BuildRelease)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	proxyBin = filepath.Join(dir, "k8s-ws-proxy")
-	// Never with -race, even when this test binary is: the numbers are
-	// about the product, and the race detector multiplies its CPU and
-	// memory. Built as `make build` builds it.
-	build := osexec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", proxyBin,
-		"github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building k8s-ws-proxy:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	proxyBin = bin
 	// client-go logs every stream a cancelled session leaves behind
 	// ("Copying stdin failed", ...); sessions here end that way by design,
 	// and failures reach the tests as errors.
 	klog.SetLogger(logr.Discard())
 	code := m.Run()
 	results.print(os.Stdout)
-	os.RemoveAll(dir)
+	remove()
 	if code == 0 {
 		if err := findLeaks(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -111,39 +91,19 @@ type env struct {
 
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	backend, err := localexec.NewServer(localexec.Config{
-		Logger: slog.New(slog.DiscardHandler),
-		Pods: []localexec.Pod{{
-			Namespace: benchNamespace, Name: benchPod, NodeName: benchNode,
-			Containers: []localexec.Container{{Name: benchContainer}},
-		}},
+	backend, backendURL := testenv.StartBackend(tb, localexec.Pod{
+		Namespace: benchNamespace, Name: benchPod, NodeName: benchNode,
+		Containers: []localexec.Container{{Name: benchContainer}},
 	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	hs := &http.Server{Handler: backend, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = hs.Serve(ln)
-	}()
-	tb.Cleanup(func() {
-		backend.Close()
-		hs.Close()
-		<-served
-	})
-	e := &env{backend: backend, backendURL: "http://" + ln.Addr().String()}
+	e := &env{backend: backend, backendURL: backendURL}
 
 	dir := tb.TempDir()
 	e.kubeconfig = filepath.Join(dir, "kubeconfig")
-	writeKubeconfig(tb, e.kubeconfig, e.backendURL)
+	testenv.WriteKubeconfig(tb, e.kubeconfig, e.backendURL)
 	e.keyDir = filepath.Join(dir, "keys")
 	key := hmactest.NewKey(tb)
 	hmactest.WriteSecretDir(tb, e.keyDir, map[string][]byte{"key": key})
+	var err error
 	if e.signer, err = hmac.NewSigner(key); err != nil {
 		tb.Fatal(err)
 	}
@@ -164,30 +124,6 @@ func newEnv(tb testing.TB) *env {
 		tb.Fatal(err)
 	}
 	return e
-}
-
-func writeKubeconfig(tb testing.TB, path, server string) {
-	tb.Helper()
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: %s
-contexts:
-- name: local
-  context:
-    cluster: local
-    user: proxy
-users:
-- name: proxy
-  user:
-    token: local-backend-ignores-this
-current-context: local
-`, server)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		tb.Fatal(err)
-	}
 }
 
 // session is one exec as a benchmark runs it; the same value runs on
@@ -234,172 +170,20 @@ func (d directPath) prepare(s session) (func(context.Context) error, error) {
 
 // proxyProc is one k8s-ws-proxy process in front of an env's backend.
 type proxyProc struct {
-	addr, health string
-	transport    exec.Transport
-	cmd          *osexec.Cmd
-	exited       chan struct{}
-	logTail      *tail
+	*testenv.Proxy
+	transport exec.Transport
 }
 
 // startProxy starts the binary toward e's backend with the given exec
 // transport and waits for its "listening" line.
 func (e *env) startProxy(tb testing.TB, transport exec.Transport, extraArgs ...string) *proxyProc {
 	tb.Helper()
-	p := &proxyProc{transport: transport, exited: make(chan struct{}), logTail: &tail{max: 40}}
-	args := append([]string{"serve",
-		"--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0",
-		"--key-dir", e.keyDir, "--kubeconfig", e.kubeconfig,
-		"--node-name", benchNode, "--exec-transport", string(transport),
-		"--shutdown-grace", "2s", "--max-sessions", "4096",
-	}, extraArgs...)
-	p.cmd = osexec.Command(proxyBin, args...)
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	listening := make(chan map[string]any, 1)
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		found := false
-		for sc.Scan() {
-			line := sc.Bytes()
-			// Only the last lines are kept: a load run logs two audit
-			// lines per session.
-			p.logTail.add(string(line))
-			if found {
-				continue
-			}
-			var m map[string]any
-			if json.Unmarshal(line, &m) == nil && m["msg"] == "listening" {
-				found = true
-				listening <- m
-			}
-		}
-	}()
-	go func() {
-		<-scanned // Wait must not close the pipe before it is drained
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-	tb.Cleanup(p.stop)
-	select {
-	case m := <-listening:
-		p.addr, _ = m["address"].(string)
-		p.health, _ = m["health_address"].(string)
-	case <-p.exited:
-		tb.Fatalf("proxy exited before listening; log:\n%s", p.logTail)
-	case <-time.After(60 * time.Second):
-		tb.Fatalf("proxy did not log 'listening' within 60s; log:\n%s", p.logTail)
-	}
-	if p.addr == "" || p.health == "" {
-		tb.Fatalf("listening line without address or health_address; log:\n%s", p.logTail)
-	}
-	return p
-}
-
-func (p *proxyProc) stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-// rssKiB is the proxy's resident set (VmRSS) in KiB.
-func (p *proxyProc) rssKiB() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		}
-	}
-	return 0, errors.New("no VmRSS line")
-}
-
-// fds is how many file descriptors the proxy holds open.
-func (p *proxyProc) fds() (int, error) {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
-	return len(ents), err
-}
-
-// metricsClient keeps no idle connection, so that polling leaves no
-// goroutine behind in this process.
-var metricsClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-
-// goroutines reads go_goroutines from the proxy's /metrics.
-func (p *proxyProc) goroutines() (int, error) {
-	v, err := p.metric("go_goroutines")
-	return int(v), err
-}
-
-// metric reads a sample from the proxy's /metrics: the first series of
-// that name, whatever its labels (the OpenTelemetry exporter adds scope
-// labels to every series).
-func (p *proxyProc) metric(name string) (float64, error) {
-	resp, err := metricsClient.Get("http://" + p.health + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("/metrics: %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, name); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
-			return strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("/metrics has no %s", name)
-}
-
-// waitGoroutines polls the proxy until it runs at most want goroutines:
-// sessions end asynchronously in another process, so there is no event to
-// wait on. A /metrics request that fails meanwhile (a proxy tearing down a
-// thousand sessions on a busy machine can take seconds to answer) is
-// retried until the deadline. It returns the last count read.
-func (p *proxyProc) waitGoroutines(want int, within time.Duration) (int, error) {
-	deadline := time.Now().Add(within)
-	last, lastErr := -1, error(nil)
-	for {
-		n, err := p.goroutines()
-		if err == nil {
-			last, lastErr = n, nil
-			if n <= want {
-				return n, nil
-			}
-		} else {
-			lastErr = err
-		}
-		if time.Now().After(deadline) {
-			if last < 0 {
-				return 0, lastErr
-			}
-			return last, nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	args := testenv.ServeArgs(e.keyDir, e.kubeconfig, benchNode, string(transport),
+		append([]string{"--shutdown-grace", "2s", "--max-sessions", "4096"}, extraArgs...)...)
+	// Only the last lines are kept: a load run logs two audit lines per
+	// session.
+	p := testenv.StartProxy(tb, testenv.ProxyOptions{Bin: proxyBin, Args: args, KeepLines: 40})
+	return &proxyProc{Proxy: p, transport: transport}
 }
 
 type proxyPath struct {
@@ -412,33 +196,15 @@ func (p *proxyProc) path(e *env) proxyPath { return proxyPath{e: e, p: p} }
 func (pp proxyPath) name() string { return "proxy" }
 
 func (pp proxyPath) prepare(s session) (func(context.Context) error, error) {
-	now := time.Now()
-	c := hmac.Claims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Audience:  jwt.ClaimStrings{hmac.DefaultAudience},
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute)),
-			ID:        hmac.NewID(),
-			Subject:   "bench@example.com",
-		},
-		Namespace: benchNamespace, Pod: benchPod, Container: benchContainer,
-		Command: s.Command, Node: benchNode, TTY: s.TTY, Stdin: s.Stdin != nil,
-	}
+	c := testenv.Claims(testenv.Target{Namespace: benchNamespace, Pod: benchPod, Container: benchContainer, Node: benchNode}, s.Command...)
+	c.Subject = "bench@example.com"
+	c.TTY, c.Stdin = s.TTY, s.Stdin != nil
 	tok, err := pp.e.signer.Sign(c)
 	if err != nil {
 		return nil, err
 	}
-	q := url.Values{}
-	for _, a := range s.Command {
-		q.Add("command", a)
-	}
-	q.Set("container", benchContainer)
-	q.Set("stdin", strconv.FormatBool(s.Stdin != nil))
-	q.Set("stdout", "true")
-	q.Set("stderr", strconv.FormatBool(!s.TTY))
-	q.Set("tty", strconv.FormatBool(s.TTY))
-	u := fmt.Sprintf("http://%s/api/v1/namespaces/%s/pods/%s/exec?%s", pp.p.addr, benchNamespace, benchPod, q.Encode())
-	ex, err := remotecommand.NewWebSocketExecutorForProtocols(&rest.Config{Host: "http://" + pp.p.addr, BearerToken: tok},
+	u := testenv.ExecURL(pp.p.Addr, c, !s.TTY)
+	ex, err := remotecommand.NewWebSocketExecutorForProtocols(&rest.Config{Host: "http://" + pp.p.Addr, BearerToken: tok},
 		"GET", u, "v5.channel.k8s.io", "v4.channel.k8s.io")
 	if err != nil {
 		return nil, err
@@ -451,28 +217,6 @@ func (pp proxyPath) prepare(s session) (func(context.Context) error, error) {
 		}
 	}
 	return func(ctx context.Context) error { return ex.StreamWithContext(ctx, opts) }, nil
-}
-
-// tail keeps the last lines of a log for failure messages.
-type tail struct {
-	mu    sync.Mutex
-	max   int
-	lines []string
-}
-
-func (t *tail) add(line string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.lines) == t.max {
-		t.lines = t.lines[1:]
-	}
-	t.lines = append(t.lines, line)
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.Join(t.lines, "\n")
 }
 
 // sizes is a TerminalSizeQueue that hands out one size, then blocks until

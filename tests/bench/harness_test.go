@@ -73,14 +73,14 @@ func TestHarness(t *testing.T) {
 			}
 		})
 	}
-	rss, err := pr.p.rssKiB()
+	rss, err := pr.p.RSSKiB()
 	if err != nil || rss < 1024 {
 		t.Fatalf("proxy RSS %d KiB, %v: not a plausible Go process", rss, err)
 	}
-	if fds, err := pr.p.fds(); err != nil || fds < 3 {
+	if fds, err := pr.p.FDs(); err != nil || fds < 3 {
 		t.Fatalf("proxy fds %d, %v", fds, err)
 	}
-	if g, err := pr.p.waitGoroutines(g0, 30*time.Second); err != nil || g > g0 {
+	if g, err := pr.p.WaitGoroutines(g0, 30*time.Second); err != nil || g > g0 {
 		t.Fatalf("proxy goroutines %d before the sessions, %d 30s after (%v)", g0, g, err)
 	}
 }

@@ -60,8 +60,8 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rss0, _ := p.rssKiB()
-	fd0, _ := p.fds()
+	rss0, _ := p.RSSKiB()
+	fd0, _ := p.FDs()
 
 	var (
 		mu        sync.Mutex
@@ -98,16 +98,16 @@ func TestLoad(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if v, err := p.rssKiB(); err == nil {
+			if v, err := p.RSSKiB(); err == nil {
 				rssPeak = max(rssPeak, v)
 			}
-			if v, err := p.fds(); err == nil {
+			if v, err := p.FDs(); err == nil {
 				fdPeak = max(fdPeak, v)
 			}
-			if v, err := p.goroutines(); err == nil {
+			if v, err := p.Goroutines(); err == nil {
 				gPeak = max(gPeak, v)
 			}
-			if v, err := p.metric("k8s_ws_proxy_sessions_active"); err == nil {
+			if v, err := p.Metric("k8s_ws_proxy_sessions_active"); err == nil {
 				activePeak = max(activePeak, int(v))
 				activeSum += int64(v)
 			}
@@ -149,9 +149,9 @@ func TestLoad(t *testing.T) {
 	close(stopMon)
 	<-monDone
 
-	rss1, _ := p.rssKiB()
-	g1, gerr := p.waitGoroutines(g0, 60*time.Second)
-	fd1, _ := p.fds()
+	rss1, _ := p.RSSKiB()
+	g1, gerr := p.WaitGoroutines(g0, 60*time.Second)
+	fd1, _ := p.FDs()
 	procsLeft := len(e.backend.PIDs())
 
 	done := completed.Load()

@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io"
-	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
 )
 
 // seqLines is the output size that made kubectl lose its tail
@@ -63,27 +62,12 @@ func (d *digestWriter) sum() [32]byte {
 	return s
 }
 
-// proxyExecURL is the API-server-shaped URL the proxy serves for claims c;
-// the token travels as the bearer token, as kubectl would send it.
-func proxyExecURL(p *proxyProc, c hmac.Claims, stderr bool) string {
-	q := url.Values{}
-	for _, a := range c.Command {
-		q.Add("command", a)
-	}
-	q.Set("container", c.Container)
-	q.Set("stdin", strconv.FormatBool(c.Stdin))
-	q.Set("stdout", "true")
-	q.Set("stderr", strconv.FormatBool(stderr))
-	q.Set("tty", strconv.FormatBool(c.TTY))
-	return fmt.Sprintf("http://%s/api/v1/namespaces/%s/pods/%s/exec?%s", p.addr, c.Namespace, c.Pod, q.Encode())
-}
-
 // clientGoExec runs a session through the proxy with client-go's WebSocket
 // executor (v5 first, as kubectl).
 func clientGoExec(ctx context.Context, t *testing.T, p *proxyProc, c hmac.Claims, opts remotecommand.StreamOptions) error {
 	t.Helper()
-	cfg := &rest.Config{Host: "http://" + p.addr, BearerToken: mint(t, p.signer, c)}
-	ex, err := remotecommand.NewWebSocketExecutor(cfg, "GET", proxyExecURL(p, c, opts.Stderr != nil))
+	cfg := &rest.Config{Host: "http://" + p.Addr, BearerToken: testenv.Mint(t, p.signer, c)}
+	ex, err := remotecommand.NewWebSocketExecutor(cfg, "GET", testenv.ExecURL(p.Addr, c, opts.Stderr != nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,56 +104,56 @@ func TestExecThroughRealAPIServer(t *testing.T) {
 			defer cancel()
 
 			t.Run("guacd-shell", func(t *testing.T) {
-				g, resp, err := dialGuacd(p.addr, workloadNamespace, mint(t, p.signer, p.claims(true, "/bin/sh")), workloadContainer, "/bin/sh")
+				g, resp, err := testenv.DialGuacd(p.Addr, workloadNamespace, testenv.Mint(t, p.signer, p.claims(true, "/bin/sh")), workloadContainer, "/bin/sh")
 				if err != nil {
 					t.Fatalf("guacd upgrade: %v (response %v)", err, resp)
 				}
-				if got := g.ws.Subprotocol(); got != "v4.channel.k8s.io" {
+				if got := g.Conn().Subprotocol(); got != "v4.channel.k8s.io" {
 					t.Errorf("negotiated %q, want v4.channel.k8s.io", got)
 				}
-				g.resize(t, 100, 30)
-				g.send(t, "stty size\r")
-				g.waitOutput(t, "30 100", time.Minute)
+				g.Resize(t, 100, 30)
+				g.Send(t, "stty size\r")
+				g.WaitOutput(t, "30 100", time.Minute)
 				// A line typed in pieces, as guacd forwards keystrokes.
-				g.send(t, "e")
-				g.send(t, "cho guacd-$((6*7))\r")
-				g.waitOutput(t, "guacd-42", time.Minute)
-				g.resize(t, 132, 43)
-				g.send(t, "stty size\r")
-				g.waitOutput(t, "43 132", time.Minute)
-				g.send(t, "exit 7\r")
-				err = g.waitEnd(t, time.Minute)
+				g.Send(t, "e")
+				g.Send(t, "cho guacd-$((6*7))\r")
+				g.WaitOutput(t, "guacd-42", time.Minute)
+				g.Resize(t, 132, 43)
+				g.Send(t, "stty size\r")
+				g.WaitOutput(t, "43 132", time.Minute)
+				g.Send(t, "exit 7\r")
+				err = g.WaitEnd(t, time.Minute)
 				var ce *websocket.CloseError
 				if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
 					t.Errorf("session end: %v, want a normal close frame", err)
 				}
-				if st := g.exitStatus(); !strings.Contains(st, `"reason":"NonZeroExitCode"`) || !strings.Contains(st, `"message":"7"`) {
+				if st := g.ExitStatus(); !strings.Contains(st, `"reason":"NonZeroExitCode"`) || !strings.Contains(st, `"message":"7"`) {
 					t.Errorf("status on channel 3: %s, want NonZeroExitCode with exit code 7", st)
 				}
-				if err := g.problems(); err != nil {
+				if err := g.Problems(); err != nil {
 					t.Error(err)
 				}
 			})
 
 			t.Run("guacd-seq", func(t *testing.T) {
 				cmd := "seq 1 " + strconv.Itoa(seqLines)
-				g, resp, err := dialGuacd(p.addr, workloadNamespace, mint(t, p.signer, p.claims(true, strings.Fields(cmd)...)), workloadContainer, cmd)
+				g, resp, err := testenv.DialGuacd(p.Addr, workloadNamespace, testenv.Mint(t, p.signer, p.claims(true, strings.Fields(cmd)...)), workloadContainer, cmd)
 				if err != nil {
 					t.Fatalf("guacd upgrade: %v (response %v)", err, resp)
 				}
-				g.resize(t, 80, 24)
-				err = g.waitEnd(t, 3*time.Minute)
+				g.Resize(t, 80, 24)
+				err = g.WaitEnd(t, 3*time.Minute)
 				var ce *websocket.CloseError
 				if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
 					t.Errorf("session end: %v, want a normal close frame after the output", err)
 				}
 				// A tty turns \n into \r\n.
 				want, wantLen := seqDigest(seqLines, "\r\n")
-				got := g.output()
+				got := g.Output()
 				if len(got) != wantLen || sha256.Sum256([]byte(got)) != want {
-					t.Errorf("guacd received %d bytes (ends %q), want %d bytes of seq output", len(got), tail(got, 40), wantLen)
+					t.Errorf("guacd received %d bytes (ends %q), want %d bytes of seq output", len(got), testenv.Tail(got, 40), wantLen)
 				}
-				if err := g.problems(); err != nil {
+				if err := g.Problems(); err != nil {
 					t.Error(err)
 				}
 			})
@@ -222,7 +206,7 @@ func TestExecThroughRealAPIServer(t *testing.T) {
 			// Every session went to the API server over the expected
 			// transport.
 			const sessions = 6 // guacd-shell, guacd-seq and four client-go runs
-			p.waitLog(t, time.Minute, "all sessions closed", func(map[string]any) bool { return len(p.sessionsClosed()) >= sessions })
+			p.WaitLog(time.Minute, "session closed", func(map[string]any) bool { return len(p.sessionsClosed()) >= sessions })
 			for _, s := range p.sessionsClosed() {
 				if s["transport"] != wantTransport {
 					t.Errorf("session %v used transport %v, want %s", s["command"], s["transport"], wantTransport)

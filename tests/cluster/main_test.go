@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	osexec "os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -13,13 +11,15 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/kubeapi"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
 )
 
 var (
 	// api is the one API server of this package's run: starting it costs a
 	// few seconds, and every test works in namespaces of its own.
 	api *kubeapi.Server
-	// proxyBin is the k8s-ws-proxy binary under test, built once.
+	// proxyBin is the k8s-ws-proxy binary under test, built once, with the
+	// race detector when the tests run with it.
 	proxyBin string
 
 	// teardown holds package-level fixtures' cleanups (the fake kubelet),
@@ -33,24 +33,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "k8s-ws-proxy-cluster-")
+	bin, remove, err := testenv.BuildProxy(testenv.BuildAsTested)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-
-	proxyBin = filepath.Join(dir, "k8s-ws-proxy")
-	args := []string{"build", "-o", proxyBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := osexec.Command("go", append(args, "github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building k8s-ws-proxy:", err)
-		return 1
-	}
+	defer remove()
+	proxyBin = bin
 
 	// A cold run builds kube-apiserver and etcd first (minutes); warm
 	// runs reuse .cache/bin.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools"
 )
 
@@ -66,15 +67,15 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 	claims := func(s *hmac.Signer, command string) string {
 		c := p.claims(true, command)
 		c.ExpiresAt.Time = c.IssuedAt.Add(rotationMaxTTL)
-		return mint(t, s, c)
+		return testenv.Mint(t, s, c)
 	}
 	// tryOpen opens a session (of a command that ends at once) and reports
 	// the HTTP status of the upgrade.
 	tryOpen := func(s *hmac.Signer) int {
 		t.Helper()
-		g, resp, err := dialGuacd(p.addr, workloadNamespace, claims(s, "true"), workloadContainer, "true")
+		g, resp, err := testenv.DialGuacd(p.Addr, workloadNamespace, claims(s, "true"), workloadContainer, "true")
 		if err == nil {
-			g.drop()
+			g.Drop()
 			return http.StatusSwitchingProtocols
 		}
 		if resp == nil {
@@ -93,14 +94,14 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 	}
 
 	// A long-lived session from before the rotation.
-	live, resp, err := dialGuacd(p.addr, workloadNamespace, claims(oldSigner, "/bin/sh"), workloadContainer, "/bin/sh")
+	live, resp, err := testenv.DialGuacd(p.Addr, workloadNamespace, claims(oldSigner, "/bin/sh"), workloadContainer, "/bin/sh")
 	if err != nil {
 		t.Fatalf("opening the long-lived session: %v (%v)", err, resp)
 	}
-	defer live.drop()
-	live.resize(t, 80, 24)
-	live.send(t, "echo before-$((1+1))\r")
-	live.waitOutput(t, "before-2", time.Minute)
+	defer live.Drop()
+	live.Resize(t, 80, 24)
+	live.Send(t, "echo before-$((1+1))\r")
+	live.WaitOutput(t, "before-2", time.Minute)
 
 	// Rotate as an operator: delete the Secret, run the hook again.
 	if err := secrets.Delete(ctx, secretName, metav1.DeleteOptions{}); err != nil {
@@ -164,9 +165,9 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 	}
 
 	// The session opened under the old key streams on.
-	live.send(t, "echo after-$((2+2))\r")
-	live.waitOutput(t, "after-4", time.Minute)
-	if err := live.problems(); err != nil {
+	live.Send(t, "echo after-$((2+2))\r")
+	live.WaitOutput(t, "after-4", time.Minute)
+	if err := live.Problems(); err != nil {
 		t.Error(err)
 	}
 }

@@ -209,7 +209,7 @@ func TestLimits(t *testing.T) {
 		if code != websocket.ClosePolicyViolation || !strings.Contains(status, "no input or output") {
 			t.Fatalf("close %d, status %q", code, status)
 		}
-		e.waitLog(10*time.Second, "session closed", func(m map[string]any) bool { return m["reason"] == "idle_timeout" })
+		e.WaitLog(10*time.Second, "session closed", func(m map[string]any) bool { return m["reason"] == "idle_timeout" })
 	})
 	t.Run("lifetime", func(t *testing.T) {
 		r := e.openCat(t, "v4.channel.k8s.io", true)
@@ -266,7 +266,7 @@ func TestSlowlorisHeaders(t *testing.T) {
 		}
 	}()
 	for i := range 1000 {
-		c, err := net.Dial("tcp", e.addr)
+		c, err := net.Dial("tcp", e.Addr)
 		if err != nil {
 			t.Fatalf("dial %d: %v", i, err)
 		}

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
 )
 
 // protocolSets are the offers client-go makes: v5 (its default) and a
@@ -24,24 +23,6 @@ import (
 var protocolSets = map[string][]string{
 	"v5": {"v5.channel.k8s.io", "v4.channel.k8s.io"},
 	"v4": {"v4.channel.k8s.io"},
-}
-
-// execURL is the API-server-shaped URL for the session c grants.
-func (e *env) execURL(c hmac.Claims, stderr bool) string {
-	verb := "exec"
-	if len(c.Command) == 0 {
-		verb = "attach"
-	}
-	q := url.Values{}
-	for _, a := range c.Command {
-		q.Add("command", a)
-	}
-	q.Set("container", c.Container)
-	q.Set("stdin", strconv.FormatBool(c.Stdin))
-	q.Set("stdout", "true")
-	q.Set("stderr", strconv.FormatBool(stderr))
-	q.Set("tty", strconv.FormatBool(c.TTY))
-	return fmt.Sprintf("http://%s/api/v1/namespaces/%s/pods/%s/%s?%s", e.addr, c.Namespace, c.Pod, verb, q.Encode())
 }
 
 // clientGoExec runs one session through the proxy with client-go's
@@ -53,8 +34,8 @@ func (e *env) clientGoExec(ctx context.Context, protocols []string, c hmac.Claim
 
 func (e *env) clientGoExecToken(ctx context.Context, protocols []string, c hmac.Claims, tok string, opts remotecommand.StreamOptions) error {
 	e.t.Helper()
-	cfg := &rest.Config{Host: "http://" + e.addr, BearerToken: tok}
-	ex, err := remotecommand.NewWebSocketExecutorForProtocols(cfg, "GET", e.execURL(c, opts.Stderr != nil), protocols...)
+	cfg := &rest.Config{Host: "http://" + e.Addr, BearerToken: tok}
+	ex, err := remotecommand.NewWebSocketExecutorForProtocols(cfg, "GET", testenv.ExecURL(e.Addr, c, opts.Stderr != nil), protocols...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -251,7 +232,7 @@ func TestForcedTransports(t *testing.T) {
 			if !bytes.Equal(stdout.Bytes(), seqOutput(100000)) {
 				t.Fatalf("got %d bytes, want %d", stdout.Len(), len(seqOutput(100000)))
 			}
-			closed := e.waitLog(10*time.Second, "session closed", nil)
+			closed := e.WaitLog(10*time.Second, "session closed", nil)
 			if closed["transport"] != transport {
 				t.Fatalf("session carried by %v, want %s", closed["transport"], transport)
 			}

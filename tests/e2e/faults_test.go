@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,41 +22,21 @@ import (
 // metrics returns the proxy's /metrics text.
 func (e *env) metrics(t *testing.T) string {
 	t.Helper()
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get("http://" + e.health + "/metrics")
+	text, err := e.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return text
 }
 
 // goroutines reads the proxy's goroutine count from its /metrics.
 func (e *env) goroutines(t *testing.T) int {
 	t.Helper()
-	// No keep-alive: an idle connection of ours would count as the proxy's.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get("http://" + e.health + "/metrics")
+	n, err := e.Goroutines()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return int(n)
-		}
-	}
-	t.Fatal("no go_goroutines in /metrics")
-	return 0
+	return n
 }
 
 // expectNoLeak waits for the proxy's goroutines to come back to base: a
@@ -151,7 +129,7 @@ func (e *env) baseline(t *testing.T) int {
 		remotecommand.StreamOptions{Stdout: &out, Stderr: io.Discard}); err != nil || out.String() != "warm-up\n" {
 		t.Fatalf("warm-up session: %v, output %q", err, out.String())
 	}
-	e.waitLog(10*time.Second, "session closed", nil)
+	e.WaitLog(10*time.Second, "session closed", nil)
 	return e.goroutines(t)
 }
 
@@ -170,7 +148,7 @@ func TestFaultBackendKilledMidStream(t *testing.T) {
 	if code != websocket.CloseInternalServerErr || !strings.Contains(status, `"status":"Failure"`) {
 		t.Fatalf("close %d status %q, want 1011 with a Failure status", code, status)
 	}
-	e.waitLog(10*time.Second, "session closed", func(m map[string]any) bool { return m["reason"] == "exec_failed" })
+	e.WaitLog(10*time.Second, "session closed", func(m map[string]any) bool { return m["reason"] == "exec_failed" })
 	r.ws.Close()
 	e.expectNoLeak(t, base)
 }
@@ -204,7 +182,7 @@ func TestFaultClientVanishesMidBurst(t *testing.T) {
 	}
 	ws.NetConn().Close()
 	waitFor(t, 5*time.Second, "the burst's process is gone", func() bool { return len(e.backend.PIDs()) == 0 })
-	e.waitLog(10*time.Second, "session closed", func(m map[string]any) bool {
+	e.WaitLog(10*time.Second, "session closed", func(m map[string]any) bool {
 		return m["reason"] == "client_gone" || m["reason"] == "client_write_failed"
 	})
 	e.expectNoLeak(t, base)
@@ -220,7 +198,7 @@ func TestFaultKeyDirectoryChurn(t *testing.T) {
 	// A corrupt (too short) key replaces the good one: refused and logged,
 	// the good key stays usable through its grace, the session goes on.
 	hmactest.SwapSecretDir(t, e.keyDir, map[string][]byte{"key": []byte("short")})
-	e.waitLog(10*time.Second, "key file refused", nil)
+	e.WaitLog(10*time.Second, "key file refused", nil)
 	live.echo("after-corrupt-key")
 	e.openCat(t, "v5.channel.k8s.io", false).echo("old-key-in-grace")
 
@@ -261,11 +239,11 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		sessions = append(sessions, e.openCat(t, "v4.channel.k8s.io", true))
 	}
 	sessions[0].echo("all-open")
-	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := e.Process().Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	e.waitLog(10*time.Second, "draining", nil)
-	resp, err := http.Get("http://" + e.health + "/readyz")
+	e.WaitLog(10*time.Second, "draining", nil)
+	resp, err := http.Get("http://" + e.Health + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,14 +266,14 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		}
 	}
 	select {
-	case <-e.exited:
+	case <-e.Exited():
 	case <-time.After(20 * time.Second):
 		t.Fatal("proxy did not exit after the drain")
 	}
-	if code := e.exitState.ExitCode(); code != 0 {
+	if code := e.ExitState().ExitCode(); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
 	}
-	if n := len(e.logLines("session closed")); n < 50 {
+	if n := len(e.LogLines("session closed")); n < 50 {
 		t.Fatalf("%d sessions logged as closed, want 50", n)
 	}
 }

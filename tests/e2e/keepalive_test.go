@@ -77,7 +77,7 @@ func idleMiddlebox(t *testing.T, target string, idle time.Duration) (addr string
 // connections idle for 2 s, and still works afterwards.
 func TestIdleSessionSurvivesMiddlebox(t *testing.T) {
 	e := startEnv(t, envOptions{extraArgs: []string{"--ping-interval", "1s"}})
-	addr, dropped := idleMiddlebox(t, e.addr, 2*time.Second)
+	addr, dropped := idleMiddlebox(t, e.Addr, 2*time.Second)
 	c := e.claims("cat")
 	c.Stdin = true
 	d := websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}}
@@ -102,7 +102,7 @@ func TestIdleSessionSurvivesMiddlebox(t *testing.T) {
 	if n := dropped.Load(); n != 0 {
 		t.Fatalf("the middlebox dropped %d idle connections", n)
 	}
-	if lines := e.logLines("session closed"); len(lines) != 0 {
+	if lines := e.LogLines("session closed"); len(lines) != 0 {
 		t.Fatalf("the session was closed during the idle period: %v", lines)
 	}
 }
@@ -113,12 +113,12 @@ func TestSilentClientIsClosed(t *testing.T) {
 	e := startEnv(t, envOptions{extraArgs: []string{"--ping-interval", "500ms"}})
 	c := e.claims("cat")
 	c.Stdin = true
-	conn, err := net.Dial("tcp", e.addr)
+	conn, err := net.Dial("tcp", e.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/namespaces/"+testNamespace+"/pods/"+testPod+"/exec?command=cat", nil)
+	req, _ := http.NewRequest("GET", "http://"+e.Addr+"/api/v1/namespaces/"+testNamespace+"/pods/"+testPod+"/exec?command=cat", nil)
 	req.Header.Set("Authorization", "Bearer "+e.mint(c))
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
@@ -128,7 +128,7 @@ func TestSilentClientIsClosed(t *testing.T) {
 	if err := req.Write(conn); err != nil {
 		t.Fatal(err)
 	}
-	closed := e.waitLog(10*time.Second, "session closed", nil)
+	closed := e.WaitLog(10*time.Second, "session closed", nil)
 	if closed["reason"] != "ping_timeout" {
 		t.Fatalf("close reason %v, want ping_timeout", closed["reason"])
 	}

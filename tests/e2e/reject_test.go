@@ -27,7 +27,7 @@ type upgradeRequest struct {
 func (e *env) tryUpgrade(t *testing.T, r upgradeRequest) (int, string, *websocket.Conn) {
 	t.Helper()
 	d := websocket.Dialer{Subprotocols: r.protocols, HandshakeTimeout: 10 * time.Second}
-	ws, resp, err := d.Dial("ws://"+e.addr+r.path, r.header)
+	ws, resp, err := d.Dial("ws://"+e.Addr+r.path, r.header)
 	if err == nil {
 		return resp.StatusCode, "", ws
 	}
@@ -212,7 +212,7 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 			if err := json.Unmarshal([]byte(body), &st); err != nil || st.Kind != "Status" || st.Code != c.status {
 				t.Errorf("body is not a Status with code %d: %s", c.status, body)
 			}
-			line := e.waitLog(10*time.Second, "session rejected", func(m map[string]any) bool { return m["reason"] == c.reason })
+			line := e.WaitLog(10*time.Second, "session rejected", func(m map[string]any) bool { return m["reason"] == c.reason })
 			if line["status"] != float64(c.status) || line["sid"] == "" {
 				t.Errorf("log line %v lacks status %d or sid", line, c.status)
 			}
@@ -223,7 +223,7 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 	// No token may appear anywhere in the log or the metrics, and the
 	// metrics count the refusals by reason.
 	metrics := e.metrics(t)
-	for where, text := range map[string]string{"log": e.logs.String(), "metrics": metrics} {
+	for where, text := range map[string]string{"log": e.LogText(), "metrics": metrics} {
 		if strings.Contains(text, replayed) || strings.Contains(text, strings.Split(replayed, ".")[2]) {
 			t.Fatalf("a token appears in the proxy's %s", where)
 		}
@@ -246,7 +246,7 @@ func (e *env) algNone(c hmac.Claims) string {
 // TestNotAnUpgrade: plain HTTP to a session path gets 400 with a reason.
 func TestNotAnUpgrade(t *testing.T) {
 	e := startEnv(t, envOptions{})
-	resp, err := http.Get("http://" + e.addr + "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=sh")
+	resp, err := http.Get("http://" + e.Addr + "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=sh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestNotAnUpgrade(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("status %d, want 400", resp.StatusCode)
 	}
-	e.waitLog(10*time.Second, "session rejected", func(m map[string]any) bool { return m["reason"] == "not_websocket" })
+	e.WaitLog(10*time.Second, "session rejected", func(m map[string]any) bool { return m["reason"] == "not_websocket" })
 }
 
 // TestTokenPlacements: the four places a token may ride all work.

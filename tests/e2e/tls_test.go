@@ -1,13 +1,7 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +11,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -25,87 +18,14 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
 )
-
-// e2eCA is a throwaway certificate authority (ECDSA P-256).
-type e2eCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-var e2eSerial atomic.Int64
-
-func newE2ECA(t *testing.T, name string) *e2eCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(5000 + e2eSerial.Add(1)),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &e2eCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a leaf's certificate PEM, key PEM and serial number.
-func (ca *e2eCA) issue(t *testing.T, cn string, dns []string, ips []net.IP, usage x509.ExtKeyUsage) ([]byte, []byte, *big.Int) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(5000 + e2eSerial.Add(1)),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     dns, IPAddresses: ips,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), tmpl.SerialNumber
-}
-
-func (ca *e2eCA) serving(t *testing.T) ([]byte, []byte, *big.Int) {
-	return ca.issue(t, "k8s-ws-proxy", []string{"k8s-ws-proxy.test"}, []net.IP{net.IPv4(127, 0, 0, 1)}, x509.ExtKeyUsageServerAuth)
-}
-
-func (ca *e2eCA) client(t *testing.T, cn string, dns ...string) tls.Certificate {
-	t.Helper()
-	c, k, _ := ca.issue(t, cn, dns, nil, x509.ExtKeyUsageClientAuth)
-	pair, err := tls.X509KeyPair(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair
-}
 
 // tlsEnv is a proxy serving TLS from kubelet-style Secret volumes.
 type tlsEnv struct {
 	*env
-	servingCA *e2eCA
-	clientCA  *e2eCA // nil without mutual TLS
+	servingCA *testenv.CA
+	clientCA  *testenv.CA // nil without mutual TLS
 	tlsDir    string
 	caDir     string
 	serial    *big.Int // of the serving certificate last written
@@ -116,12 +36,12 @@ type tlsEnv struct {
 func startTLSEnv(t *testing.T, allowed []string) *tlsEnv {
 	t.Helper()
 	root := t.TempDir()
-	te := &tlsEnv{servingCA: newE2ECA(t, "serving-ca"), tlsDir: filepath.Join(root, "tls"), caDir: filepath.Join(root, "client-ca")}
+	te := &tlsEnv{servingCA: testenv.NewCA(t, "serving-ca"), tlsDir: filepath.Join(root, "tls"), caDir: filepath.Join(root, "client-ca")}
 	te.rotate(t)
 	args := []string{"--tls-cert-file", filepath.Join(te.tlsDir, "tls.crt"), "--tls-key-file", filepath.Join(te.tlsDir, "tls.key")}
 	if allowed != nil {
-		te.clientCA = newE2ECA(t, "client-ca")
-		hmactest.WriteSecretDir(t, te.caDir, map[string][]byte{"ca.crt": te.clientCA.pem})
+		te.clientCA = testenv.NewCA(t, "client-ca")
+		hmactest.WriteSecretDir(t, te.caDir, map[string][]byte{"ca.crt": te.clientCA.PEM})
 		args = append(args, "--client-ca-file", filepath.Join(te.caDir, "ca.crt"),
 			"--client-allowed-subjects", strings.Join(allowed, ","))
 	}
@@ -133,7 +53,7 @@ func startTLSEnv(t *testing.T, allowed []string) *tlsEnv {
 // Secret volume and returns the moment of the switch.
 func (te *tlsEnv) rotate(t *testing.T) time.Time {
 	t.Helper()
-	c, k, serial := te.servingCA.serving(t)
+	c, k, serial := te.servingCA.Serving(t)
 	te.serial = serial
 	return hmactest.SwapSecretDir(t, te.tlsDir, map[string][]byte{"tls.crt": c, "tls.key": k})
 }
@@ -142,9 +62,7 @@ func (te *tlsEnv) rotate(t *testing.T) time.Time {
 // whatever CAs the server names (so the server's checks are what is
 // tested, not crypto/tls's client-side choice).
 func (te *tlsEnv) clientConfig(cert ...tls.Certificate) *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AddCert(te.servingCA.cert)
-	cfg := &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}} // as guacd offers
+	cfg := &tls.Config{RootCAs: te.servingCA.Pool(), NextProtos: []string{"http/1.1"}} // as guacd offers
 	if len(cert) > 0 {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert[0], nil }
 	}
@@ -161,7 +79,7 @@ func (te *tlsEnv) catRequest() (path string, hdr http.Header, tok string) {
 
 func (te *tlsEnv) dialWSS(cfg *tls.Config, path string, hdr http.Header) (*websocket.Conn, *http.Response, error) {
 	d := websocket.Dialer{Subprotocols: []string{"v5.channel.k8s.io"}, HandshakeTimeout: 10 * time.Second, TLSClientConfig: cfg}
-	return d.Dial("wss://"+te.addr+path, hdr)
+	return d.Dial("wss://"+te.Addr+path, hdr)
 }
 
 // openCatTLS opens a cat session over wss:// and proves it with an echo.
@@ -182,7 +100,7 @@ func (te *tlsEnv) openCatTLS(t *testing.T, cfg *tls.Config) *rawSession {
 // certificate the proxy presented.
 func (te *tlsEnv) handshakeSerial(t *testing.T) *big.Int {
 	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", te.addr, te.clientConfig())
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", te.Addr, te.clientConfig())
 	if err != nil {
 		t.Fatalf("TLS handshake: %v", err)
 	}
@@ -196,13 +114,13 @@ func (te *tlsEnv) handshakeSerial(t *testing.T) *big.Int {
 func (te *tlsEnv) plainHTTPToTLSPort(t *testing.T) (answer, tok string) {
 	t.Helper()
 	path, _, tok := te.catRequest()
-	c, err := net.DialTimeout("tcp", te.addr, 10*time.Second)
+	c, err := net.DialTimeout("tcp", te.Addr, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\nAuthorization: Bearer %s\r\n\r\n", path, te.addr, tok)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\nAuthorization: Bearer %s\r\n\r\n", path, te.Addr, tok)
 	// The server closes with the rest of the request unread, so the end
 	// is a reset rather than a FIN; the answer arrives before it.
 	b, err := io.ReadAll(c)
@@ -217,44 +135,19 @@ func (te *tlsEnv) plainHTTPToTLSPort(t *testing.T) (answer, tok string) {
 // so its token is never looked at.
 func (te *tlsEnv) checkPlainHTTPRefused(t *testing.T) {
 	t.Helper()
-	rejectedBefore := len(te.logLines("session rejected"))
-	mark := len(te.logs.String())
+	rejectedBefore := len(te.LogLines("session rejected"))
+	mark := te.LogMark()
 	answer, tok := te.plainHTTPToTLSPort(t)
 	want := "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 	if answer != want {
 		t.Errorf("plain HTTP to the TLS port answered %q, want %q", answer, want)
 	}
-	te.waitLogText(t, mark, "TLS handshake error from 127.0.0.1:", "client sent an HTTP request to an HTTPS server")
-	if n := len(te.logLines("session rejected")); n != rejectedBefore {
+	te.WaitLogText(10*time.Second, mark, "TLS handshake error from 127.0.0.1:", "client sent an HTTP request to an HTTPS server")
+	if n := len(te.LogLines("session rejected")); n != rejectedBefore {
 		t.Errorf("the HTTP layer saw the plaintext request (%d new rejections)", n-rejectedBefore)
 	}
-	if strings.Contains(te.logs.String(), tok[strings.LastIndexByte(tok, '.')+1:]) {
+	if strings.Contains(te.LogText(), tok[strings.LastIndexByte(tok, '.')+1:]) {
 		t.Error("the token of the plaintext request is in the log")
-	}
-}
-
-// waitLogText waits for a log line containing every one of parts, for
-// lines not written by the proxy's own code (net/http's error log).
-// Only the log written after byte offset since is searched.
-func (te *tlsEnv) waitLogText(t *testing.T, since int, parts ...string) string {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		changed := te.logs.wait()
-	lines:
-		for _, line := range strings.Split(te.logs.String()[since:], "\n") {
-			for _, p := range parts {
-				if !strings.Contains(line, p) {
-					continue lines
-				}
-			}
-			return line
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			t.Fatalf("no log line containing %q; log:\n%s", parts, te.logs.String())
-		}
 	}
 }
 
@@ -283,7 +176,7 @@ func TestTLSSessionAndCertRotation(t *testing.T) {
 	}
 	c11 := cfg.Clone()
 	c11.MinVersion, c11.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
-	if _, err := tls.Dial("tcp", te.addr, c11); err == nil || !strings.Contains(err.Error(), "version") {
+	if _, err := tls.Dial("tcp", te.Addr, c11); err == nil || !strings.Contains(err.Error(), "version") {
 		t.Errorf("TLS 1.1 client: %v, want a protocol version refusal", err)
 	}
 
@@ -302,7 +195,7 @@ func TestTLSSessionAndCertRotation(t *testing.T) {
 		}
 		t.Logf("rotation %d: new serving certificate on handshakes %v after the ..data rename", round, time.Since(switched))
 		want := te.serial.String()
-		te.waitLog(10*time.Second, "TLS certificate loaded", func(m map[string]any) bool { return m["serial"] == want })
+		te.WaitLog(10*time.Second, "TLS certificate loaded", func(m map[string]any) bool { return m["serial"] == want })
 
 		fresh := te.openCatTLS(t, cfg)
 		if got := serverState(fresh).PeerCertificates[0].SerialNumber; got.Cmp(te.serial) != 0 {
@@ -320,7 +213,7 @@ func TestTLSSessionAndCertRotation(t *testing.T) {
 	// A ws:// client pointed at the TLS port sees the same 400.
 	path, hdr, _ := te.catRequest()
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	if ws, resp, err := d.Dial("ws://"+te.addr+path, hdr); err == nil {
+	if ws, resp, err := d.Dial("ws://"+te.Addr+path, hdr); err == nil {
 		ws.Close()
 		t.Error("ws:// to the TLS port upgraded")
 	} else if resp == nil || resp.StatusCode != http.StatusBadRequest {
@@ -335,11 +228,11 @@ func TestTLSSessionAndCertRotation(t *testing.T) {
 // unaffected by each refusal and by a client CA rotation.
 func TestMutualTLS(t *testing.T) {
 	te := startTLSEnv(t, []string{"guacd", "guacd.guacamole.svc"})
-	guacd := te.clientConfig(te.clientCA.client(t, "guacd"))
+	guacd := te.clientConfig(te.clientCA.Client(t, "guacd"))
 	live := te.openCatTLS(t, guacd)
 
 	// Probes stay plain HTTP on the health port, without a certificate.
-	resp, err := http.Get("http://" + te.health + "/readyz")
+	resp, err := http.Get("http://" + te.Health + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,24 +240,24 @@ func TestMutualTLS(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/readyz on the health port: %d", resp.StatusCode)
 	}
-	te.openCatTLS(t, te.clientConfig(te.clientCA.client(t, "someone", "guacd.guacamole.svc"))).echo("allowed-by-dns-san")
+	te.openCatTLS(t, te.clientConfig(te.clientCA.Client(t, "someone", "guacd.guacamole.svc"))).echo("allowed-by-dns-san")
 
 	refused := []struct {
 		name     string
 		cfg      *tls.Config
 		logParts []string
 	}{
-		{"subject not on the allowlist", te.clientConfig(te.clientCA.client(t, "mallory", "mallory.example")),
+		{"subject not on the allowlist", te.clientConfig(te.clientCA.Client(t, "mallory", "mallory.example")),
 			[]string{`"msg":"TLS client refused"`, `"subject":"CN=mallory"`, `"reason":"subject not on the allowlist"`, `"remote":"127.0.0.1:`}},
 		{"no client certificate", te.clientConfig(),
 			[]string{"TLS handshake error from 127.0.0.1:", "client didn't provide a certificate"}},
-		{"certificate from another CA", te.clientConfig(newE2ECA(t, "client-ca").client(t, "guacd")),
+		{"certificate from another CA", te.clientConfig(testenv.NewCA(t, "client-ca").Client(t, "guacd")),
 			[]string{"TLS handshake error from 127.0.0.1:", "unknown authority"}},
 	}
 	for _, c := range refused {
 		t.Run(c.name, func(t *testing.T) {
-			rejectedBefore := len(te.logLines("session rejected"))
-			mark := len(te.logs.String())
+			rejectedBefore := len(te.LogLines("session rejected"))
+			mark := te.LogMark()
 			path, hdr, _ := te.catRequest()
 			ws, resp, err := te.dialWSS(c.cfg, path, hdr)
 			if err == nil {
@@ -378,8 +271,8 @@ func TestMutualTLS(t *testing.T) {
 				t.Errorf("client error %v, want a TLS alert", err)
 			}
 			t.Logf("client saw: %v", err)
-			te.waitLogText(t, mark, c.logParts...)
-			if n := len(te.logLines("session rejected")); n != rejectedBefore {
+			te.WaitLogText(10*time.Second, mark, c.logParts...)
+			if n := len(te.LogLines("session rejected")); n != rejectedBefore {
 				t.Errorf("the HTTP layer saw the request (%d new rejections)", n-rejectedBefore)
 			}
 			// The token is single-use, yet it still opens a session on an
@@ -399,15 +292,15 @@ func TestMutualTLS(t *testing.T) {
 	// The client CA rotates: certificates of the new CA are accepted from
 	// the next handshake on, the old CA's are refused, and the session
 	// opened with an old-CA certificate carries on.
-	loaded := len(te.logLines("TLS certificate loaded"))
-	newCA := newE2ECA(t, "client-ca-2")
-	hmactest.SwapSecretDir(t, te.caDir, map[string][]byte{"ca.crt": newCA.pem})
+	loaded := len(te.LogLines("TLS certificate loaded"))
+	newCA := testenv.NewCA(t, "client-ca-2")
+	hmactest.SwapSecretDir(t, te.caDir, map[string][]byte{"ca.crt": newCA.PEM})
 	waitFor(t, 10*time.Second, "the proxy reloads the client CA", func() bool {
-		return len(te.logLines("TLS certificate loaded")) > loaded
+		return len(te.LogLines("TLS certificate loaded")) > loaded
 	})
-	te.openCatTLS(t, te.clientConfig(newCA.client(t, "guacd"))).echo("new-ca")
+	te.openCatTLS(t, te.clientConfig(newCA.Client(t, "guacd"))).echo("new-ca")
 	path, hdr, _ := te.catRequest()
-	if ws, _, err := te.dialWSS(te.clientConfig(te.clientCA.client(t, "guacd")), path, hdr); err == nil {
+	if ws, _, err := te.dialWSS(te.clientConfig(te.clientCA.Client(t, "guacd")), path, hdr); err == nil {
 		ws.Close()
 		t.Error("a certificate of the replaced client CA was served")
 	}
@@ -420,7 +313,7 @@ func TestMutualTLS(t *testing.T) {
 // payload or signature part, appears anywhere in the proxy's log.
 func TestTLSNoTokenInOutput(t *testing.T) {
 	te := startTLSEnv(t, []string{"guacd"})
-	guacd := te.clientConfig(te.clientCA.client(t, "guacd"))
+	guacd := te.clientConfig(te.clientCA.Client(t, "guacd"))
 	var tokens []string
 
 	c := te.claims("/bin/sh", "-c", "read x; echo got-$x; exit 3")
@@ -433,7 +326,7 @@ func TestTLSNoTokenInOutput(t *testing.T) {
 	// As guacd: Host and Origin carry the hostname parameter alone, and
 	// SNI is that name even though it is an IP.
 	d := websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}, HandshakeTimeout: 10 * time.Second, TLSClientConfig: guacd,
-		NetDial: func(network, _ string) (net.Conn, error) { return net.Dial(network, te.addr) }}
+		NetDial: func(network, _ string) (net.Conn, error) { return net.Dial(network, te.Addr) }}
 	origin := http.Header{"Origin": {"http://127.0.0.1"}}
 	ws, resp, err := d.Dial("wss://127.0.0.1"+path, origin)
 	if err != nil {
@@ -472,7 +365,7 @@ func TestTLSNoTokenInOutput(t *testing.T) {
 	} else if resp == nil {
 		t.Errorf("replay: %v", err)
 	}
-	te.waitLog(10*time.Second, "session rejected", nil)
+	te.WaitLog(10*time.Second, "session rejected", nil)
 
 	// Refused before HTTP: plain HTTP, and no client certificate.
 	_, plainTok := te.plainHTTPToTLSPort(t)
@@ -484,10 +377,10 @@ func TestTLSNoTokenInOutput(t *testing.T) {
 		t.Error("served without a client certificate")
 	}
 
-	te.stop()
-	te.waitLog(10*time.Second, "stopped", nil)
-	log := te.logs.String()
-	if len(te.logLines("session closed")) != 1 || !strings.Contains(log, "TLS handshake error") {
+	te.Stop()
+	te.WaitLog(10*time.Second, "stopped", nil)
+	log := te.LogText()
+	if len(te.LogLines("session closed")) != 1 || !strings.Contains(log, "TLS handshake error") {
 		t.Fatalf("the log does not show the run it should:\n%s", log)
 	}
 	for i, tok := range tokens {

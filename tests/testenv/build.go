@@ -1,0 +1,57 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+)
+
+// BuildMode says how BuildProxy builds the binary.
+type BuildMode int
+
+const (
+	// BuildAsTested adds -race exactly when the test binary has it: a race
+	// in the proxy is then reported in its log, which Proxy checks.
+	BuildAsTested BuildMode = iota
+	// BuildRelease builds as `make build` does and never with -race, even
+	// when the test binary is: measurements are about the product, and the
+	// race detector multiplies its CPU and memory.
+	BuildRelease
+)
+
+const proxyPackage = "github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy"
+
+// BuildProxy builds cmd/k8s-ws-proxy into a new temporary directory. It is
+// meant for TestMain, once per package: remove removes the directory.
+// The go tool's output goes to this process's stderr.
+func BuildProxy(mode BuildMode) (bin string, remove func(), err error) {
+	dir, err := os.MkdirTemp("", "k8s-ws-proxy-test-")
+	if err != nil {
+		return "", nil, err
+	}
+	remove = func() { os.RemoveAll(dir) }
+	bin = filepath.Join(dir, "k8s-ws-proxy")
+	args := []string{"build", "-o", bin}
+	var env []string
+	switch mode {
+	case BuildAsTested:
+		if RaceEnabled {
+			args = append(args, "-race")
+		}
+	case BuildRelease:
+		args = append(args, "-trimpath", "-ldflags=-s -w")
+		env = append(os.Environ(), "CGO_ENABLED=0")
+	default:
+		remove()
+		return "", nil, fmt.Errorf("unknown build mode %d", mode)
+	}
+	build := osexec.Command("go", append(args, proxyPackage)...)
+	build.Env = env
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		remove()
+		return "", nil, fmt.Errorf("building k8s-ws-proxy: %w", err)
+	}
+	return bin, remove, nil
+}
