@@ -229,7 +229,8 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 		}
 	}
 	for _, want := range []string{`k8s_ws_proxy_auth_failures_total{`, `reason="expired"`, `reason="replayed"`,
-		`k8s_ws_proxy_rejections_total{`, `reason="scope_mismatch"`, `k8s_ws_proxy_sessions_active{`} {
+		`k8s_ws_proxy_rejections_total{`, `reason="scope_mismatch"`, `k8s_ws_proxy_sessions_active{`,
+		`k8s_ws_proxy_exec_dial_duration_seconds_count{`, `k8s_ws_proxy_keyring_keys{`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
