@@ -25,6 +25,9 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
+		// spdystream's shutdown holds a close error for up to its close
+		// timeout (at least 1 s) when nobody reads it, then exits.
+		goleak.IgnoreTopFunction("github.com/moby/spdystream.(*Connection).shutdown"),
 		// klog's flush daemon lives for the process, started by client-go.
 		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
 		// Idle keep-alive connections of the shared HTTP transports.
