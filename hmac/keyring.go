@@ -291,8 +291,17 @@ func (k *Keyring) report(now time.Time, all, found map[string]keyEntry, problems
 		}
 	}
 	slices.Sort(grace)
+	// A missing directory is one state however the syscall that found it
+	// words it (open vs readdirent while RemoveAll is under way).
+	dirState := ""
+	switch {
+	case errors.Is(dirErr, fs.ErrNotExist):
+		dirState = "missing"
+	case dirErr != nil:
+		dirState = dirErr.Error()
+	}
 	var fp strings.Builder
-	fmt.Fprintf(&fp, "%v|%v|%v|", dirErr, present, grace)
+	fmt.Fprintf(&fp, "%v|%v|%v|", dirState, present, grace)
 	for _, p := range problems {
 		fmt.Fprintf(&fp, "%s:%s|", p.file, p.reason)
 	}

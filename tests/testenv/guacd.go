@@ -241,6 +241,29 @@ func (g *Guacd) Problems() error {
 	return g.violation
 }
 
+// WaitStatus waits for a channel 3 (status) message and returns it.
+func (g *Guacd) WaitStatus(tb testing.TB, within time.Duration) string {
+	tb.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		ch := g.changes()
+		if st := g.ExitStatus(); st != "" {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-g.done:
+			if st := g.ExitStatus(); st != "" {
+				return st
+			}
+			tb.Fatalf("session ended (%v) without a status message", g.readError())
+		case <-deadline.C:
+			tb.Fatalf("no status message within %s", within)
+		}
+	}
+}
+
 // ExitStatus is the last channel 3 (status) payload.
 func (g *Guacd) ExitStatus() string {
 	g.mu.Lock()

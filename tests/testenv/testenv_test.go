@@ -132,6 +132,9 @@ func TestGuacdClient(t *testing.T) {
 	}
 	resp.Body.Close()
 	g.WaitOutput(t, "hello world", 10*time.Second)
+	// The status follows the output; read it before leaving, or the drop
+	// below may race it.
+	g.WaitStatus(t, 10*time.Second)
 	g.Resize(t, 80, 24)
 	g.Send(t, strings.Repeat("x", 2500))
 	g.Drop()
