@@ -211,11 +211,18 @@ func (s *Server) Drain(ctx context.Context) {
 		return
 	case <-ctx.Done():
 	}
+	// Terminate outside the registry lock and all at once: each termination
+	// writes to its client and may wait out a write deadline behind a slow
+	// one, which must delay neither the others nor sessions unregistering.
 	s.mu.Lock()
+	live := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
-		sess.terminate("shutdown", websocket.CloseGoingAway, "session closed: the proxy is shutting down")
+		live = append(live, sess)
 	}
 	s.mu.Unlock()
+	for _, sess := range live {
+		go sess.terminate("shutdown", websocket.CloseGoingAway, "session closed: the proxy is shutting down")
+	}
 	<-done
 }
 

@@ -258,15 +258,16 @@ func (ss *session) run() {
 	if r := ss.endReason.Load(); r != nil {
 		reason = *r
 	}
+	in, out, duration := ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start)
 	attrs := []any{"event", "close", "sub", c.Subject, "namespace", c.Namespace, "pod", c.Pod,
 		"container", c.Container, "command", c.Command, "tty", c.TTY, "transport", string(res.Transport),
-		"bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load(), "exit_code", exitCode,
-		"close_code", closeCode, "duration", time.Since(ss.start).String(), "reason", reason}
+		"bytes_in", in, "bytes_out", out, "exit_code", exitCode,
+		"close_code", closeCode, "duration", duration.String(), "reason", reason}
 	if err != nil && exitCode < 0 && reason != "client_gone" {
 		attrs = append(attrs, "error", err.Error())
 	}
 	ss.logger().Info("session closed", attrs...)
-	ss.srv.tel.ended(ss.traceCtx, reason, ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start))
+	ss.srv.tel.ended(ss.traceCtx, reason, in, out, duration)
 	span := trace.SpanFromContext(ss.traceCtx)
 	span.SetAttributes(attribute.String("k8s_ws_proxy.transport", string(res.Transport)),
 		attribute.Int("k8s_ws_proxy.exit_code", exitCode), attribute.String("k8s_ws_proxy.close_reason", reason))
