@@ -16,11 +16,21 @@ const closePolicy = websocket.ClosePolicyViolation
 // touch records data traffic either way; pings do not count.
 func (ss *session) touch() { ss.lastActivity.Store(time.Now().UnixNano()) }
 
-// extendReadDeadline gives the client two ping periods to show life.
+// extendReadDeadline gives the client two ping periods to show life. It
+// runs for every message read: the deadline is moved only when it has
+// fallen a quarter period behind, as re-arming the runtime's timer costs
+// more than reading a keystroke.
 func (ss *session) extendReadDeadline() {
-	if p := ss.srv.cfg.PingInterval; p > 0 {
-		_ = ss.conn.SetReadDeadline(time.Now().Add(2 * p))
+	p := ss.srv.cfg.PingInterval
+	if p <= 0 {
+		return
 	}
+	now := time.Now()
+	if now.UnixNano()-ss.readExtended.Load() < int64(p/4) {
+		return
+	}
+	ss.readExtended.Store(now.UnixNano())
+	_ = ss.conn.SetReadDeadline(now.Add(2 * p))
 }
 
 func isTimeout(err error) bool {

@@ -115,14 +115,15 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	if protoName != "" {
 		hdr = http.Header{"Sec-Websocket-Protocol": {protoName}}
 	}
-	conn, err := s.upgrader.Upgrade(w, r, hdr)
+	bw := &batchingWriter{ResponseWriter: w}
+	conn, err := s.upgrader.Upgrade(bw, r, hdr)
 	if err != nil {
 		// The upgrader has already answered the client.
 		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
 		return
 	}
 	sess.wmu.Lock()
-	sess.conn = conn
+	sess.conn, sess.out = conn, bw.conn
 	sess.wmu.Unlock()
 	sess.traceCtx = ctx
 	s.tel.active.Add(ctx, 1)
@@ -163,6 +164,7 @@ type session struct {
 	stderr  bool
 	payload int // payload bytes per outbound frame
 	conn    *websocket.Conn
+	out     *batchConn // under conn
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -180,6 +182,7 @@ type session struct {
 	warned    sync.Map // warning kinds already logged for this session
 
 	lastActivity atomic.Int64 // unix nanoseconds of the last data frame either way
+	readExtended atomic.Int64 // unix nanoseconds of the last read deadline extension
 
 	traceCtx context.Context
 }
@@ -366,22 +369,58 @@ func (ss *session) terminate(reason string, code int, message string) {
 func (ss *session) sendNotice(text string) {
 	switch {
 	case ss.claims.TTY:
-		_ = ss.writeFrame(chanStdout, []byte(text))
+		_, _ = ss.writeOutput(chanStdout, []byte(text))
 	case ss.stderr:
-		_ = ss.writeFrame(chanStderr, []byte(text))
+		_, _ = ss.writeOutput(chanStderr, []byte(text))
 	}
 }
 
-// writeFrame sends one frame; callers split payloads to ss.payload bytes.
-func (ss *session) writeFrame(channel byte, payload []byte) error {
+// writeOutput sends p on channel, cut into frames of at most the
+// negotiated size, and returns once they are all written: output is never
+// reordered or held back past the exec's end. The frames of one call share
+// as few system calls as maxBatch allows.
+func (ss *session) writeOutput(channel byte, p []byte) (int, error) {
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
 	if ss.closed {
-		return errSessionClosed
+		return 0, errSessionClosed
 	}
-	return ss.writeFrameLocked(channel, payload)
+	ss.out.startBatch()
+	written, pending := 0, 0
+	for len(p) > 0 {
+		n := min(len(p), ss.payload)
+		err := ss.writeFrameLocked(channel, p[:n])
+		pending += n
+		p = p[n:]
+		if err == nil && (len(p) == 0 || ss.out.batched() >= maxBatch) {
+			if err = ss.out.flush(); err == nil {
+				written += pending
+				pending = 0
+				if len(p) > 0 {
+					ss.out.startBatch()
+				}
+			}
+		}
+		if err != nil {
+			_ = ss.out.flush()
+			ss.writeFailed()
+			ss.addOutput(written)
+			return written, err
+		}
+	}
+	ss.addOutput(written)
+	return written, nil
 }
 
+func (ss *session) addOutput(n int) {
+	if n > 0 {
+		ss.bytesOut.Add(int64(n))
+		ss.touch()
+	}
+}
+
+// writeFrameLocked has gorilla write one whole frame, into the open batch
+// if there is one.
 func (ss *session) writeFrameLocked(channel byte, payload []byte) error {
 	ss.wbuf = ss.proto.encodeFrame(ss.wbuf[:0], channel, payload)
 	mt := websocket.BinaryMessage
@@ -392,36 +431,26 @@ func (ss *session) writeFrameLocked(channel byte, payload []byte) error {
 	// WriteMessage on a server connection without compression sends the
 	// whole message as one frame: guacd cannot reassemble continuations.
 	if err := ss.conn.WriteMessage(mt, ss.wbuf); err != nil {
-		ss.closed = true
-		ss.setEndReason("client_write_failed")
-		ss.cancel()
+		ss.writeFailed()
 		return err
 	}
 	return nil
 }
 
-// frameWriter is the exec's stdout or stderr: each Write is cut into frames
-// of at most the negotiated size and sent before Write returns, so output is
-// never reordered or buffered past the exec's end.
+// writeFailed ends a session whose client cannot be written to.
+func (ss *session) writeFailed() {
+	ss.closed = true
+	ss.setEndReason("client_write_failed")
+	ss.cancel()
+}
+
+// frameWriter is the exec's stdout or stderr.
 type frameWriter struct {
 	ss      *session
 	channel byte
 }
 
-func (fw *frameWriter) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		n := min(len(p), fw.ss.payload)
-		if err := fw.ss.writeFrame(fw.channel, p[:n]); err != nil {
-			return written, err
-		}
-		fw.ss.bytesOut.Add(int64(n))
-		fw.ss.touch()
-		written += n
-		p = p[n:]
-	}
-	return written, nil
-}
+func (fw *frameWriter) Write(p []byte) (int, error) { return fw.ss.writeOutput(fw.channel, p) }
 
 // warnOnce logs a client protocol problem once per session and kind: a
 // broken client must not be able to flood the log.

@@ -1,0 +1,157 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// maxBatch bounds what one write system call toward a client carries.
+const maxBatch = 64 << 10
+
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch+maxBatch/4); return &b }}
+
+// batchConn is the client's connection under gorilla/websocket. While a
+// session sends one chunk of exec output, it collects the frames gorilla
+// writes and sends them with one system call: a 32 KiB read from the exec
+// becomes eight 4 KiB frames, and eight writes (each waking the client to
+// read) cost the proxy more than all its copying. Every frame stays whole
+// and separate on the wire; only the system calls are fewer.
+//
+// gorilla serialises its own writes, so a control frame written while a
+// batch is open (a pong from the read loop) lands between two whole
+// frames of the batch.
+type batchConn struct {
+	net.Conn
+
+	mu       sync.Mutex
+	buf      *[]byte   // non-nil while a batch is open
+	deadline time.Time // the write deadline gorilla asked for last
+	armed    time.Time // the write deadline set on the socket
+	err      error     // a failed write: the stream may end in half a frame
+}
+
+// startBatch makes writes collect until flush.
+func (c *batchConn) startBatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf == nil {
+		c.buf = batchPool.Get().(*[]byte)
+	}
+}
+
+// batched is the number of bytes the open batch holds.
+func (c *batchConn) batched() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf == nil {
+		return 0
+	}
+	return len(*c.buf)
+}
+
+// flush sends the open batch, if any, and closes it.
+func (c *batchConn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.buf
+	if b == nil {
+		return c.err
+	}
+	c.buf = nil
+	defer func() {
+		*b = (*b)[:0]
+		batchPool.Put(b)
+	}()
+	if len(*b) == 0 || c.err != nil {
+		return c.err
+	}
+	return c.writeLocked(c.deadline, *b)
+}
+
+func (c *batchConn) writeLocked(deadline time.Time, p []byte) error {
+	if rearm(c.armed, deadline) {
+		if err := c.Conn.SetWriteDeadline(deadline); err != nil {
+			c.err = err
+			return err
+		}
+		c.armed = deadline
+	}
+	if _, err := c.Conn.Write(p); err != nil {
+		c.err = err
+		return err
+	}
+	return nil
+}
+
+// Write is gorilla writing one frame.
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.buf != nil {
+		*c.buf = append(*c.buf, p...)
+		return len(p), nil
+	}
+	if err := c.writeLocked(c.deadline, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// SetWriteDeadline is gorilla arming the deadline before each frame; it
+// applies to the system call that carries the frame.
+func (c *batchConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	return nil
+}
+
+// SetDeadline passes the read half through and keeps the write half for
+// the next system call.
+func (c *batchConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// batchingWriter hands gorilla's upgrader a batchConn when it hijacks the
+// client's connection.
+type batchingWriter struct {
+	http.ResponseWriter
+	conn *batchConn
+}
+
+func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &batchConn{Conn: nc}
+	return w.conn, brw, nil
+}
+
+func (w *batchingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// rearm says whether a socket whose deadline is armed must be given want.
+// Every frame asks for "now + timeout"; re-arming the runtime's timer for
+// each would cost more than a small frame's write, so a deadline that is
+// later than the armed one by less than an eighth of the time left is
+// left as it is. A frame may then time out up to that eighth early; it is
+// never given longer than it asked for.
+func rearm(armed, want time.Time) bool {
+	switch {
+	case want.IsZero() || armed.IsZero():
+		return !want.Equal(armed)
+	case want.Before(armed):
+		return true
+	default:
+		return want.Sub(armed) > time.Until(want)/8
+	}
+}
