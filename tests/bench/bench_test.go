@@ -38,8 +38,9 @@ func newPair(tb testing.TB) pair {
 	tb.Helper()
 	e := newEnv(tb)
 	p := e.startProxy(tb, e.transport)
-	results.note(fmt.Sprintf("direct: package exec (client-go %s executor) straight to localexec; %s is what exec's auto mode picks there", e.transport, e.transport))
-	results.note(fmt.Sprintf("proxy:  client-go WebSocket executor (v5) -> k8s-ws-proxy (built without -race, --exec-transport=%s) -> localexec", e.transport))
+	results.note("backend: cmd/local-exec-backend (upstream kubelet streaming server, real processes) in its own process, serving TLS")
+	results.note(fmt.Sprintf("direct: package exec (client-go %s executor) straight to the backend; %s is what exec's auto mode picks there", e.transport, e.transport))
+	results.note(fmt.Sprintf("proxy:  client-go WebSocket executor (v5) -> k8s-ws-proxy (built without -race, --exec-transport=%s) -> the backend", e.transport))
 	return pair{e: e, p: p, paths: [2]path{directPath{e}, p.path(e)}}
 }
 

@@ -20,7 +20,6 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
 )
 
@@ -35,6 +34,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	proxyBin = bin
+	bbin, removeBackend, err := testenv.BuildBackend(testenv.BuildRelease)
+	if err != nil {
+		remove()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	backendBin = bbin
 	// client-go logs every stream a cancelled session leaves behind
 	// ("Copying stdin failed", ...); sessions here end that way by design,
 	// and failures reach the tests as errors.
@@ -42,6 +48,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	results.print(os.Stdout)
 	remove()
+	removeBackend()
 	if code == 0 {
 		if err := findLeaks(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -75,7 +82,7 @@ const (
 // env is one local exec backend, the direct exec client toward it, and the
 // key material proxies in front of it use.
 type env struct {
-	backend    *localexec.Server
+	backend    *backendProc
 	backendURL string
 	// transport is what package exec's auto mode ends up using against the
 	// backend (SPDY: localexec, like a kubelet, has no v5). The direct path
@@ -91,15 +98,12 @@ type env struct {
 
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	backend, backendURL := testenv.StartBackend(tb, localexec.Pod{
-		Namespace: benchNamespace, Name: benchPod, NodeName: benchNode,
-		Containers: []localexec.Container{{Name: benchContainer}},
-	})
-	e := &env{backend: backend, backendURL: backendURL}
+	backend := startBackend(tb, benchNamespace+"/"+benchPod+":"+benchContainer, benchNode)
+	e := &env{backend: backend, backendURL: backend.url}
 
 	dir := tb.TempDir()
 	e.kubeconfig = filepath.Join(dir, "kubeconfig")
-	testenv.WriteKubeconfig(tb, e.kubeconfig, e.backendURL)
+	testenv.WriteKubeconfigCA(tb, e.kubeconfig, e.backendURL, backend.caPEM)
 	e.keyDir = filepath.Join(dir, "keys")
 	key := hmactest.NewKey(tb)
 	hmactest.WriteSecretDir(tb, e.keyDir, map[string][]byte{"key": key})
@@ -108,7 +112,7 @@ func newEnv(tb testing.TB) *env {
 		tb.Fatal(err)
 	}
 
-	cfg := &rest.Config{Host: e.backendURL}
+	cfg := &rest.Config{Host: e.backendURL, TLSClientConfig: rest.TLSClientConfig{CAData: backend.caPEM}}
 	auto, err := exec.NewDialer(cfg, exec.TransportAuto)
 	if err != nil {
 		tb.Fatal(err)

@@ -20,18 +20,32 @@ const (
 	BuildRelease
 )
 
-const proxyPackage = "github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy"
+const (
+	proxyPackage   = "github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy"
+	backendPackage = "github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/local-exec-backend"
+)
 
 // BuildProxy builds cmd/k8s-ws-proxy into a new temporary directory. It is
 // meant for TestMain, once per package: remove removes the directory.
 // The go tool's output goes to this process's stderr.
 func BuildProxy(mode BuildMode) (bin string, remove func(), err error) {
-	dir, err := os.MkdirTemp("", "k8s-ws-proxy-test-")
+	return build(proxyPackage, mode)
+}
+
+// BuildBackend builds cmd/local-exec-backend as BuildProxy builds the
+// proxy.
+func BuildBackend(mode BuildMode) (bin string, remove func(), err error) {
+	return build(backendPackage, mode)
+}
+
+func build(pkg string, mode BuildMode) (bin string, remove func(), err error) {
+	name := filepath.Base(pkg)
+	dir, err := os.MkdirTemp("", name+"-test-")
 	if err != nil {
 		return "", nil, err
 	}
 	remove = func() { os.RemoveAll(dir) }
-	bin = filepath.Join(dir, "k8s-ws-proxy")
+	bin = filepath.Join(dir, name)
 	args := []string{"build", "-o", bin}
 	var env []string
 	switch mode {
@@ -46,12 +60,12 @@ func BuildProxy(mode BuildMode) (bin string, remove func(), err error) {
 		remove()
 		return "", nil, fmt.Errorf("unknown build mode %d", mode)
 	}
-	build := osexec.Command("go", append(args, proxyPackage)...)
-	build.Env = env
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	cmd := osexec.Command("go", append(args, pkg)...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
 		remove()
-		return "", nil, fmt.Errorf("building k8s-ws-proxy: %w", err)
+		return "", nil, fmt.Errorf("building %s: %w", name, err)
 	}
 	return bin, remove, nil
 }

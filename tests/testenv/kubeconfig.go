@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"encoding/base64"
 	"fmt"
 	"os"
 	"testing"
@@ -11,12 +12,23 @@ import (
 // backend).
 func WriteKubeconfig(tb testing.TB, path, server string) {
 	tb.Helper()
+	WriteKubeconfigCA(tb, path, server, nil)
+}
+
+// WriteKubeconfigCA is WriteKubeconfig for an https server whose
+// certificate caPEM signs.
+func WriteKubeconfigCA(tb testing.TB, path, server string, caPEM []byte) {
+	tb.Helper()
+	ca := ""
+	if caPEM != nil {
+		ca = "\n    certificate-authority-data: " + base64.StdEncoding.EncodeToString(caPEM)
+	}
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
 - name: local
   cluster:
-    server: %s
+    server: %s%s
 contexts:
 - name: local
   context:
@@ -27,7 +39,7 @@ users:
   user:
     token: local-backend-ignores-this
 current-context: local
-`, server)
+`, server, ca)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
 	}
