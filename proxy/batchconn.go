@@ -11,7 +11,9 @@ import (
 // maxBatch bounds what one write system call toward a client carries.
 const maxBatch = 64 << 10
 
-var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch+maxBatch/4); return &b }}
+// batchPool starts buffers small (most batches are a keystroke's echo) and
+// keeps them at whatever size bulk output grew them to.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
 
 // batchConn is the client's connection under gorilla/websocket. While a
 // session sends one chunk of exec output, it collects the frames gorilla
