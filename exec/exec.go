@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -104,11 +105,26 @@ func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
 	if cfg.QPS == 0 && cfg.Burst == 0 && cfg.RateLimiter == nil {
 		cfg.QPS, cfg.Burst = 50, 100
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := kubernetes.NewForConfig(protobufFirst(cfg))
 	if err != nil {
 		return nil, err
 	}
 	return &Dialer{cfg: cfg, transport: t, core: cs.CoreV1().RESTClient(), clientset: cs}, nil
+}
+
+// protobufFirst asks the API server for protobuf, as its own controllers
+// do, unless the caller chose a content type. A pod as an API server
+// returns it (managed fields, status) decodes about five times faster
+// from protobuf than from JSON, and GetPod runs before every session.
+// JSON stays acceptable for servers that only speak JSON.
+func protobufFirst(cfg *rest.Config) *rest.Config {
+	if cfg.ContentType != "" || cfg.AcceptContentTypes != "" {
+		return cfg
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	return cfg
 }
 
 // Transport returns the configured transport.

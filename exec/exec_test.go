@@ -8,12 +8,16 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 )
@@ -428,6 +432,46 @@ func TestGetPod(t *testing.T) {
 	}
 	if _, err := d.GetPod(ctx, "team", "missing"); !apierrors.IsNotFound(err) {
 		t.Errorf("missing pod: %v, want NotFound", err)
+	}
+}
+
+// Pod lookups ask for protobuf first, as the API server's own controllers
+// do, and still work against a server that answers JSON; a content type the
+// caller chose is kept.
+func TestGetPodAsksForProtobuf(t *testing.T) {
+	var mu sync.Mutex
+	var accepts []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		accepts = append(accepts, r.Header.Get("Accept"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"ns"},"spec":{"nodeName":"n"}}`)
+	}))
+	t.Cleanup(hs.Close)
+	ctx := testCtx(t, 30*time.Second)
+	jsonOnly := &rest.Config{Host: hs.URL}
+	jsonOnly.AcceptContentTypes = "application/json"
+	for _, c := range []struct {
+		cfg  *rest.Config
+		want string
+	}{
+		{&rest.Config{Host: hs.URL}, "application/vnd.kubernetes.protobuf,application/json"},
+		{jsonOnly, "application/json"},
+	} {
+		pod, err := dialer(t, c.cfg, TransportAuto).GetPod(ctx, "ns", "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pod.Spec.NodeName != "n" {
+			t.Errorf("pod %+v", pod)
+		}
+		mu.Lock()
+		got := accepts[len(accepts)-1]
+		mu.Unlock()
+		if got != c.want {
+			t.Errorf("Accept %q, want %q", got, c.want)
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 )
@@ -145,8 +147,40 @@ func (s *Server) getPod(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, err)
 		return
 	}
+	if prefersProtobuf(r.Header.Get("Accept")) {
+		w.Header().Set("Content-Type", runtime.ContentTypeProtobuf)
+		_ = podProtobuf.Encode(podObject(p), w)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(podObject(p))
+}
+
+// podProtobuf encodes pods as the API server does for clients that ask
+// for application/vnd.kubernetes.protobuf (its own controllers, and the
+// proxy's pod lookups).
+var podProtobuf = func() *protobuf.Serializer {
+	s := runtime.NewScheme()
+	if err := corev1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return protobuf.NewSerializer(s, s)
+}()
+
+// prefersProtobuf reports whether protobuf comes before JSON among the
+// media types of an Accept header (q-values are not weighed: client-go
+// lists its preference first).
+func prefersProtobuf(accept string) bool {
+	for _, part := range strings.Split(accept, ",") {
+		mt, _, _ := strings.Cut(part, ";")
+		switch strings.TrimSpace(mt) {
+		case runtime.ContentTypeProtobuf:
+			return true
+		case runtime.ContentTypeJSON, "application/*", "*/*":
+			return false
+		}
+	}
+	return false
 }
 
 // podUID is stable for a namespace/name, as tests may compare it.

@@ -31,6 +31,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
@@ -154,22 +155,49 @@ func TestRefusedBeforeUpgrade(t *testing.T) {
 func TestGetPod(t *testing.T) {
 	srv := newServer(t, nil)
 	hs := httpServer(t, srv)
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: hs.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := testCtx(t)
-	pod, err := cs.CoreV1().Pods("team").Get(ctx, "two", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	for name, cfg := range map[string]*rest.Config{
+		"json": {Host: hs.URL},
+		"protobuf": {Host: hs.URL, ContentConfig: rest.ContentConfig{ContentType: runtime.ContentTypeProtobuf,
+			AcceptContentTypes: runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON}},
+	} {
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod, err := cs.CoreV1().Pods("team").Get(ctx, "two", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if pod.Name != "two" || pod.Namespace != "team" || pod.Spec.NodeName != "node-b" || pod.Status.Phase != corev1.PodRunning ||
+			len(pod.Spec.Containers) != 2 || pod.Spec.Containers[0].Name != "app" || pod.Spec.Containers[1].Name != "side" ||
+			pod.UID != podUID(srv.pods["team/two"]) || len(pod.UID) != 36 {
+			t.Errorf("%s: pod %+v", name, pod)
+		}
+		if _, err := cs.CoreV1().Pods("team").Get(ctx, "three", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("%s: missing pod: %v", name, err)
+		}
 	}
-	if pod.Name != "two" || pod.Namespace != "team" || pod.Spec.NodeName != "node-b" || pod.Status.Phase != corev1.PodRunning ||
-		len(pod.Spec.Containers) != 2 || pod.Spec.Containers[0].Name != "app" || pod.Spec.Containers[1].Name != "side" ||
-		pod.UID != podUID(srv.pods["team/two"]) || len(pod.UID) != 36 {
-		t.Errorf("pod %+v", pod)
-	}
-	if _, err := cs.CoreV1().Pods("team").Get(ctx, "three", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("missing pod: %v", err)
+	// The media type served follows the client's first preference.
+	for accept, want := range map[string]string{
+		"":                 "application/json",
+		"application/json": "application/json",
+		"application/vnd.kubernetes.protobuf, application/json":       runtime.ContentTypeProtobuf,
+		"application/json;q=0.9, application/vnd.kubernetes.protobuf": "application/json",
+		"*/*": "application/json",
+	} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, hs.URL+"/api/v1/namespaces/team/pods/two", nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Type"); got != want {
+			t.Errorf("Accept %q: Content-Type %q, want %q", accept, got, want)
+		}
 	}
 	resp, err := http.Get(hs.URL + "/healthz")
 	if err != nil {
