@@ -69,7 +69,8 @@ type Config struct {
 	// MaxMessageSize bounds an inbound message; larger ones close the
 	// connection with 1009. Default DefaultMaxMessageSize.
 	MaxMessageSize int64
-	// WriteTimeout bounds one frame write to a client that stopped reading.
+	// WriteTimeout bounds one write to a client that stopped reading: a
+	// frame, or the frames of one chunk of output sent together.
 	WriteTimeout time.Duration
 	// MaxSessions bounds concurrent sessions; more get 503 before the
 	// upgrade. Default DefaultMaxSessions.
