@@ -40,6 +40,7 @@ type Proxy struct {
 	Addr, Health string
 
 	tb      testing.TB
+	name    string // for messages: proxy or local-exec-backend
 	o       ProxyOptions
 	cmd     *osexec.Cmd
 	log     *logBuffer
@@ -54,10 +55,34 @@ type Proxy struct {
 // fails tb.
 func StartProxy(tb testing.TB, o ProxyOptions) *Proxy {
 	tb.Helper()
+	p := start(tb, o, "proxy", "address", "health_address")
+	if p.Addr == "" || p.Health == "" {
+		tb.Fatalf("listening line without address or health_address; log:\n%s", p.LogText())
+	}
+	return p
+}
+
+// StartBackendProcess runs cmd/local-exec-backend (see BuildBackend) as
+// StartProxy runs the proxy: log kept, stopped with SIGINT when tb's test
+// ends. Addr is the "addr" of its listening line; it has no health
+// address, so Metrics and the readers built on it do not apply.
+func StartBackendProcess(tb testing.TB, o ProxyOptions) *Proxy {
+	tb.Helper()
+	p := start(tb, o, "local-exec-backend", "addr", "")
+	if p.Addr == "" {
+		tb.Fatalf("listening line without addr; log:\n%s", p.LogText())
+	}
+	return p
+}
+
+// start runs o.Bin and returns once it has logged "listening", with Addr
+// and Health read from the fields addrKey and healthKey of that line.
+func start(tb testing.TB, o ProxyOptions, name, addrKey, healthKey string) *Proxy {
+	tb.Helper()
 	if o.StopWithin == 0 {
 		o.StopWithin = 20 * time.Second
 	}
-	p := &Proxy{tb: tb, o: o, log: &logBuffer{keep: o.KeepLines}, exited: make(chan struct{})}
+	p := &Proxy{tb: tb, name: name, o: o, log: &logBuffer{keep: o.KeepLines}, exited: make(chan struct{})}
 	p.cmd = osexec.Command(o.Bin, o.Args...)
 	if o.Env != nil {
 		p.cmd.Env = append(os.Environ(), o.Env...)
@@ -98,20 +123,17 @@ func StartProxy(tb testing.TB, o ProxyOptions) *Proxy {
 	tb.Cleanup(func() {
 		p.Stop()
 		if tb.Failed() {
-			tb.Logf("proxy log:\n%s", p.LogText())
+			tb.Logf("%s log:\n%s", name, p.LogText())
 		}
 	})
 	select {
 	case m := <-listening:
-		p.Addr, _ = m["address"].(string)
-		p.Health, _ = m["health_address"].(string)
+		p.Addr, _ = m[addrKey].(string)
+		p.Health, _ = m[healthKey].(string)
 	case <-p.exited:
-		tb.Fatalf("proxy exited before listening (%v); log:\n%s", p.waitErr, p.LogText())
+		tb.Fatalf("%s exited before listening (%v); log:\n%s", name, p.waitErr, p.LogText())
 	case <-time.After(60 * time.Second):
-		tb.Fatalf("proxy did not log 'listening' within 60s; log:\n%s", p.LogText())
-	}
-	if p.Addr == "" || p.Health == "" {
-		tb.Fatalf("listening line without address or health_address; log:\n%s", p.LogText())
+		tb.Fatalf("%s did not log 'listening' within 60s; log:\n%s", name, p.LogText())
 	}
 	return p
 }
@@ -124,7 +146,7 @@ func (p *Proxy) Stop() {
 		// A race-built proxy reports what it finds on stderr and carries
 		// on: only its log shows it.
 		if p.log.raced() {
-			p.tb.Errorf("the proxy reported a data race:\n%s", p.LogText())
+			p.tb.Errorf("the %s reported a data race:\n%s", p.name, p.LogText())
 		}
 	})
 	select {
@@ -137,7 +159,7 @@ func (p *Proxy) Stop() {
 	case <-p.exited:
 	case <-time.After(p.o.StopWithin):
 		if p.o.SlowStopFails {
-			p.tb.Errorf("proxy did not exit within %s of SIGINT", p.o.StopWithin)
+			p.tb.Errorf("%s did not exit within %s of SIGINT", p.name, p.o.StopWithin)
 		}
 		_ = p.cmd.Process.Kill()
 		<-p.exited
