@@ -385,28 +385,26 @@ func (ss *session) writeOutput(channel byte, p []byte) (int, error) {
 	if ss.closed {
 		return 0, errSessionClosed
 	}
-	ss.out.startBatch()
-	written, pending := 0, 0
+	written := 0
 	for len(p) > 0 {
-		n := min(len(p), ss.payload)
-		err := ss.writeFrameLocked(channel, p[:n])
-		pending += n
-		p = p[n:]
-		if err == nil && (len(p) == 0 || ss.out.batched() >= maxBatch) {
-			if err = ss.out.flush(); err == nil {
-				written += pending
-				pending = 0
-				if len(p) > 0 {
-					ss.out.startBatch()
-				}
-			}
+		// One batch: frames until the output ends or the batch is full.
+		ss.out.startBatch()
+		n, err := 0, error(nil)
+		for n < len(p) && err == nil && ss.out.batched() < maxBatch {
+			k := min(len(p)-n, ss.payload)
+			err = ss.writeFrameLocked(channel, p[n:n+k])
+			n += k
+		}
+		if ferr := ss.out.flush(); err == nil {
+			err = ferr
 		}
 		if err != nil {
-			_ = ss.out.flush()
 			ss.writeFailed()
 			ss.addOutput(written)
 			return written, err
 		}
+		written += n
+		p = p[n:]
 	}
 	ss.addOutput(written)
 	return written, nil
