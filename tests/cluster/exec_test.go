@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -120,17 +119,7 @@ func TestExecThroughRealAPIServer(t *testing.T) {
 				g.Send(t, "cho guacd-$((6*7))\r")
 				g.WaitOutput(t, "guacd-42", time.Minute)
 				g.Resize(t, 132, 43)
-				// Resize and keystrokes travel on different streams (with SPDY,
-				// different streams to the kubelet too), so the shell may run
-				// a command before it sees the new size: ask until it shows.
-				for try := 1; !strings.Contains(g.Output(), "43 132"); try++ {
-					if try > 50 {
-						t.Fatalf("resize to 132x43 never seen; output %q", testenv.Tail(g.Output(), 500))
-					}
-					// The shell computes the marker, so the echoed input never matches it.
-					g.Send(t, fmt.Sprintf("stty size; echo asked-%d-$((%d+1))\r", try, try))
-					g.WaitOutput(t, fmt.Sprintf("asked-%d-%d", try, try+1), time.Minute)
-				}
+				g.WaitTerminalSize(t, 43, 132, time.Minute)
 				g.Send(t, "exit 7\r")
 				err = g.WaitEnd(t, time.Minute)
 				var ce *websocket.CloseError

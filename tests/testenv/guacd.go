@@ -208,6 +208,23 @@ func (g *Guacd) WaitOutput(tb testing.TB, s string, within time.Duration) {
 	}
 }
 
+// WaitTerminalSize asks the shell for its size (stty size) until it reports
+// rows and cols. A resize and the keystrokes that follow it travel on
+// different streams (with SPDY, different streams to the kubelet too), so
+// the shell may run a command before it sees the new size. Each try waits
+// for a marker the shell computes, which the echoed input never matches.
+func (g *Guacd) WaitTerminalSize(tb testing.TB, rows, cols int, within time.Duration) {
+	tb.Helper()
+	want := fmt.Sprintf("%d %d", rows, cols)
+	for try := 1; !strings.Contains(g.Output(), want); try++ {
+		if try > 50 {
+			tb.Fatalf("terminal size %dx%d never seen; output %q", cols, rows, Tail(g.Output(), 500))
+		}
+		g.Send(tb, fmt.Sprintf("stty size; echo asked-%d-$((%d+1))\r", try, try))
+		g.WaitOutput(tb, fmt.Sprintf("asked-%d-%d", try, try+1), within)
+	}
+}
+
 func (g *Guacd) readError() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
