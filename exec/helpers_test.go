@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
 
 func TestMain(m *testing.M) {

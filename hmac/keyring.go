@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/filewatch"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch"
 )
 
 // DefaultPollInterval is the keyring's safety-net re-read, the same period

@@ -1,5 +1,5 @@
 // Package tests renders the k8s-ws-proxy Helm chart with the real helm
-// binaries (v3 and v4, pinned in tests/tools and built from the Go module
+// binaries (v3 and v4, pinned in internal/tools and built from the Go module
 // proxy) and checks what Kubernetes and an operator would see: which objects
 // exist, hook order, RBAC, images, security settings, schema and lint
 // results, and strict validation of every manifest against the OpenAPI schema

@@ -12,7 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // kubeletExpand does what the kubelet does to $(VAR) references in args.

@@ -21,7 +21,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 func TestMain(m *testing.M) {

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // NOTES.txt tells the operator how to check the install and rotate the key.

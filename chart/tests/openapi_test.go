@@ -14,7 +14,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // crdSchemaKinds are the kinds that are not in the Kubernetes OpenAPI spec and

@@ -32,7 +32,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
 
 const (

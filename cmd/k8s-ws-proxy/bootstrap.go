@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/bootstrap"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/bootstrap"
 )
 
 // runBootstrapSecret is the Helm hook's entry point: create the HMAC key

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/proxy"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tlsreload"
 )
 
 // tlsFlags are serve's TLS settings. They apply to the session listener
@@ -30,7 +30,7 @@ func (f *tlsFlags) register(fs *flag.FlagSet) {
 
 // reloader checks the flags go together and loads the files; it returns
 // nil, nil when TLS is off.
-func (f tlsFlags) reloader(log *slog.Logger) (*proxy.TLSReloader, error) {
+func (f tlsFlags) reloader(log *slog.Logger) (*tlsreload.Reloader, error) {
 	switch {
 	case f.certFile == "" && f.keyFile == "" && f.clientCAFile == "" && f.allowedSubjects == "":
 		return nil, nil
@@ -39,7 +39,7 @@ func (f tlsFlags) reloader(log *slog.Logger) (*proxy.TLSReloader, error) {
 	case f.allowedSubjects != "" && f.clientCAFile == "":
 		return nil, errors.New("--client-allowed-subjects needs --client-ca-file")
 	}
-	return proxy.NewTLSReloader(proxy.TLSOptions{
+	return tlsreload.New(tlsreload.Options{
 		CertFile:        f.certFile,
 		KeyFile:         f.keyFile,
 		ClientCAFile:    f.clientCAFile,
@@ -50,7 +50,7 @@ func (f tlsFlags) reloader(log *slog.Logger) (*proxy.TLSReloader, error) {
 
 // runTLS follows the TLS files until the returned stop is called; stop
 // waits for the watcher to exit. Safe with a nil reloader.
-func runTLS(r *proxy.TLSReloader) (stop func()) {
+func runTLS(r *tlsreload.Reloader) (stop func()) {
 	if r == nil {
 		return func() {}
 	}
@@ -63,7 +63,7 @@ func runTLS(r *proxy.TLSReloader) (stop func()) {
 // wrapTLS makes ln a TLS listener when r is set. http.Server then runs
 // each handshake under its read-header timeout, and answers a plain HTTP
 // request with 400 without reading it further.
-func wrapTLS(ln net.Listener, r *proxy.TLSReloader) net.Listener {
+func wrapTLS(ln net.Listener, r *tlsreload.Reloader) net.Listener {
 	if r == nil {
 		return ln
 	}

@@ -32,7 +32,7 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
 
 func main() {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // backendBin is cmd/local-exec-backend, built once by TestMain.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // hookObjects returns the chart's bootstrap hook ServiceAccount, Role,

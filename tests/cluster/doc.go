@@ -1,5 +1,5 @@
 // Package cluster runs the project's pieces against a real kube-apiserver
-// (tests/kubeapi): the Helm chart applied with server-side apply, the
+// (internal/kubeapi): the Helm chart applied with server-side apply, the
 // bootstrap command under exactly the chart's hook Role, the proxy's
 // ClusterRole checked for sufficiency and minimality, exec end to end through
 // the API server's WebSocket-to-SPDY translation into a kubelet-shaped local

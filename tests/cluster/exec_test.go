@@ -17,7 +17,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // seqLines is the output size that made kubectl lose its tail

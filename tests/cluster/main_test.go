@@ -10,8 +10,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/kubeapi"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeapi"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 var (

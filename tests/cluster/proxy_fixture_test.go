@@ -7,7 +7,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // proxyProc is one `k8s-ws-proxy serve` process, authenticated to the API

@@ -11,8 +11,8 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // Short token lifetimes so the old key's grace period (max TTL + leeway,

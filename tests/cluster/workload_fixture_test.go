@@ -15,7 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
 
 // The workload the exec tests reach: one Pod on one Node whose kubelet is a

@@ -15,7 +15,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // protocolSets are the offers client-go makes: v5 (its default) and a

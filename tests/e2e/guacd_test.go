@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // watchBuffer is an output sink tests can wait on.

@@ -18,7 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // tlsEnv is a proxy serving TLS from kubelet-style Secret volumes.

@@ -40,7 +40,7 @@ func kubeAPIServerBuild() serverToolBuild {
 	return serverToolBuild{
 		name:      "kube-apiserver",
 		version:   v,
-		moduleDir: filepath.Join("tests", "tools", "build", "kube-apiserver"),
+		moduleDir: filepath.Join("internal", "tools", "build", "kube-apiserver"),
 		pkg:       "k8s.io/kubernetes/cmd/kube-apiserver",
 		pinned:    "k8s.io/kubernetes " + v,
 		ldflags:   strings.Join(append([]string{"-s", "-w"}, ld...), " "),
@@ -57,7 +57,7 @@ func KubeAPIServer(ctx context.Context) (string, error) {
 }
 
 // serverToolBuild is a binary built from a dedicated tools module under
-// tests/tools/build, so that the main module's go.mod never carries the
+// internal/tools/build, so that the main module's go.mod never carries the
 // dependencies of the servers the tests run.
 type serverToolBuild struct {
 	name      string // binary name

@@ -2,7 +2,7 @@
 // from the Go module proxy, as a module of its own so that the main module's
 // go.mod stays free of etcd's server dependencies. The tool directive names
 // upstream's own main package, so the binary is exactly upstream's etcd.
-module github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools/build/etcd
+module github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools/build/etcd
 
 go 1.26.0
 

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/localexec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
 
 // StartBackend serves a local exec backend (the upstream kubelet streaming

@@ -2,14 +2,14 @@
 // end-to-end tests. It is a module of its own so that the main module's go.mod
 // never carries k8s.io/kubernetes and its hundreds of dependencies. The tool
 // directive names upstream's own main package, so the binary is exactly
-// upstream's kube-apiserver (tests/tools sets the version ldflags).
+// upstream's kube-apiserver (internal/tools sets the version ldflags).
 //
 // k8s.io/kubernetes refers to its staging modules as v0.0.0 with replace
 // directives into its own tree; those replaces do not apply to a dependent
 // module, so each staging module is mapped here to its published tag. The
 // k8s.io/kubernetes version must equal tools.KubernetesVersion (a test in
-// tests/tools checks it), and the staging versions its v0.x twin.
-module github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools/build/kube-apiserver
+// internal/tools checks it), and the staging versions its v0.x twin.
+module github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools/build/kube-apiserver
 
 go 1.26.0
 

@@ -1,5 +1,5 @@
 // Package kubeapi runs a real kube-apiserver backed by a real etcd on loopback
-// for end-to-end tests: the binaries come from tests/tools (built from the Go
+// for end-to-end tests: the binaries come from internal/tools (built from the Go
 // module proxy at the pinned versions), every key and certificate is generated
 // per run, and authorization is the production pair Node,RBAC, so a test that
 // passes here passes against what a cluster would decide.
@@ -33,7 +33,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/tools"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // ServiceAccountIssuer is the issuer (and default audience) of the

@@ -12,7 +12,7 @@
 //
 // The package says only "look again"; what changed, and whether the new
 // content is any good, is the caller's business. Both hmac.Keyring and
-// proxy.TLSReloader use it, so keys and certificates follow a Secret
+// tlsreload.Reloader use it, so keys and certificates follow a Secret
 // update the same way.
 package filewatch
 

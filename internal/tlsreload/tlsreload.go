@@ -1,4 +1,4 @@
-package proxy
+package tlsreload
 
 import (
 	"context"
@@ -18,11 +18,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/filewatch"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch"
 )
 
-// TLSOptions configures a TLSReloader.
-type TLSOptions struct {
+// Options configures a Reloader.
+type Options struct {
 	// CertFile and KeyFile are the serving certificate (PEM, leaf first,
 	// then any intermediates) and its private key, typically tls.crt and
 	// tls.key of a mounted kubernetes.io/tls Secret. Both are required.
@@ -44,7 +44,7 @@ type TLSOptions struct {
 	Logger *slog.Logger
 }
 
-// TLSReloader serves TLS with certificates that follow their files:
+// Reloader serves TLS with certificates that follow their files:
 // Config's GetConfigForClient hands every new handshake the configuration
 // built from the files as last read, so a renewed certificate or client CA
 // is used from the next handshake on while established connections keep
@@ -55,9 +55,9 @@ type TLSOptions struct {
 // A re-read that fails (a half-written file, a key that does not match the
 // certificate, a CA file with nothing usable in it) keeps the previous
 // configuration and logs the problem once; serving never stops because of
-// a bad update. Only the first load, in NewTLSReloader, must succeed.
-type TLSReloader struct {
-	opts    TLSOptions
+// a bad update. Only the first load, in New, must succeed.
+type Reloader struct {
+	opts    Options
 	log     *slog.Logger
 	allowed []string
 	cur     atomic.Pointer[tlsState]
@@ -81,10 +81,10 @@ type tlsState struct {
 	sum    [sha256.Size]byte // of what was read, to tell a real change
 }
 
-// NewTLSReloader reads the files once and fails if they do not yield a
+// New reads the files once and fails if they do not yield a
 // usable configuration: unlike a later update, a broken start-up
 // configuration has nothing to fall back on. Call Run to follow changes.
-func NewTLSReloader(opts TLSOptions) (*TLSReloader, error) {
+func New(opts Options) (*Reloader, error) {
 	if opts.CertFile == "" || opts.KeyFile == "" {
 		return nil, errors.New("proxy: TLS needs both a certificate file and a key file")
 	}
@@ -104,7 +104,7 @@ func NewTLSReloader(opts TLSOptions) (*TLSReloader, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	r := &TLSReloader{
+	r := &Reloader{
 		opts:    opts,
 		allowed: allowed,
 		log:     opts.Logger.With("component", "tls"),
@@ -127,7 +127,7 @@ func NewTLSReloader(opts TLSOptions) (*TLSReloader, error) {
 // Config returns the configuration to give tls.NewListener. It holds no
 // certificate itself: every handshake gets the current one from
 // GetConfigForClient.
-func (r *TLSReloader) Config() *tls.Config {
+func (r *Reloader) Config() *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		NextProtos:         []string{"http/1.1"},
@@ -136,16 +136,16 @@ func (r *TLSReloader) Config() *tls.Config {
 }
 
 // Leaf returns the serving certificate currently handed to new handshakes.
-func (r *TLSReloader) Leaf() *x509.Certificate { return r.cur.Load().leaf }
+func (r *Reloader) Leaf() *x509.Certificate { return r.cur.Load().leaf }
 
 // Reloads returns how many distinct configurations have been loaded,
 // counting the first.
-func (r *TLSReloader) Reloads() uint64 { return r.loads.Load() }
+func (r *Reloader) Reloads() uint64 { return r.loads.Load() }
 
 // Changed returns a channel closed at the next change of configuration
 // (the next increment of Reloads). Take the channel, then check the state,
 // then wait: a change between the two is not missed.
-func (r *TLSReloader) Changed() <-chan struct{} {
+func (r *Reloader) Changed() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.changed
@@ -153,9 +153,9 @@ func (r *TLSReloader) Changed() <-chan struct{} {
 
 // Run follows the files' directories until ctx is done. It returns nil
 // when ctx is done, after every goroutine it started has exited.
-func (r *TLSReloader) Run(ctx context.Context) error {
+func (r *Reloader) Run(ctx context.Context) error {
 	if !r.active.CompareAndSwap(false, true) {
-		return errors.New("proxy: TLSReloader.Run called twice")
+		return errors.New("proxy: Reloader.Run called twice")
 	}
 	defer r.active.Store(false)
 	dirs := []string{filepath.Dir(r.opts.CertFile), filepath.Dir(r.opts.KeyFile)}
@@ -174,7 +174,7 @@ func (r *TLSReloader) Run(ctx context.Context) error {
 	})
 }
 
-func (r *TLSReloader) reload() {
+func (r *Reloader) reload() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, err := r.read()
@@ -202,7 +202,7 @@ func (r *TLSReloader) reload() {
 }
 
 // read loads the files into a new state; it touches nothing shared.
-func (r *TLSReloader) read() (*tlsState, error) {
+func (r *Reloader) read() (*tlsState, error) {
 	certPEM, err := os.ReadFile(r.opts.CertFile)
 	if err != nil {
 		return nil, fmt.Errorf("certificate file: %w", err)
@@ -275,7 +275,7 @@ func parseCAs(data []byte) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-func (r *TLSReloader) logLoaded(st *tlsState) {
+func (r *Reloader) logLoaded(st *tlsState) {
 	attrs := []any{
 		"subject", st.leaf.Subject.String(),
 		"dns_names", st.leaf.DNSNames,
@@ -295,7 +295,7 @@ func (r *TLSReloader) logLoaded(st *tlsState) {
 // configForClient hands a new handshake the current configuration. With
 // mutual TLS it is a copy whose VerifyConnection knows the peer's address,
 // so that a refusal can be logged with it.
-func (r *TLSReloader) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+func (r *Reloader) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	cfg := r.cur.Load().config
 	if cfg.ClientCAs == nil {
 		return cfg, nil
@@ -316,7 +316,7 @@ var errSubjectRefused = errors.New("client certificate subject not allowed")
 // checkClient runs after crypto/tls has verified the client's chain
 // against the CA (RequireAndVerifyClientCert), still inside the handshake:
 // a refused client never gets to send a request, let alone a token.
-func (r *TLSReloader) checkClient(cs tls.ConnectionState, remote string) error {
+func (r *Reloader) checkClient(cs tls.ConnectionState, remote string) error {
 	if len(cs.PeerCertificates) == 0 {
 		// crypto/tls refuses this before calling us; kept as a guard.
 		r.log.Warn("TLS client refused", "remote", remote, "reason", "no client certificate")

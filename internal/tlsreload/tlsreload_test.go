@@ -1,4 +1,4 @@
-package proxy
+package tlsreload
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/tests/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // tlsLogBuffer is a goroutine-safe log sink.
@@ -51,8 +51,8 @@ type tlsFiles struct {
 	keys       [][]byte // every private key PEM ever written, for log checks
 }
 
-func (f *tlsFiles) opts() TLSOptions {
-	return TLSOptions{CertFile: filepath.Join(f.dir, "tls.crt"), KeyFile: filepath.Join(f.dir, "tls.key")}
+func (f *tlsFiles) opts() Options {
+	return Options{CertFile: filepath.Join(f.dir, "tls.crt"), KeyFile: filepath.Join(f.dir, "tls.key")}
 }
 
 func (f *tlsFiles) writePair(t *testing.T, certPEM, keyPEM []byte) time.Time {
@@ -71,11 +71,11 @@ func newTLSFiles(t *testing.T) *tlsFiles {
 	return &tlsFiles{dir: filepath.Join(root, "tls"), caDir: filepath.Join(root, "client-ca")}
 }
 
-func newTestTLSReloader(t *testing.T, f *tlsFiles, opts TLSOptions) (*TLSReloader, *tlsLogBuffer) {
+func newTestTLSReloader(t *testing.T, f *tlsFiles, opts Options) (*Reloader, *tlsLogBuffer) {
 	t.Helper()
 	logs := &tlsLogBuffer{}
 	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r, err := NewTLSReloader(opts)
+	r, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func newTestTLSReloader(t *testing.T, f *tlsFiles, opts TLSOptions) (*TLSReloade
 
 // runTLSReloader starts Run, waits until its watches are in place, and
 // stops it at cleanup.
-func runTLSReloader(t *testing.T, r *TLSReloader) {
+func runTLSReloader(t *testing.T, r *Reloader) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -392,7 +392,7 @@ func TestTLSStartupErrors(t *testing.T) {
 		return p
 	}
 	caWithBadBlock := append(append([]byte{}, ca.PEM...), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})...)
-	cases := map[string]TLSOptions{
+	cases := map[string]Options{
 		"no key file":           {CertFile: good.CertFile},
 		"no cert file":          {KeyFile: good.KeyFile},
 		"missing cert":          {CertFile: good.CertFile + ".nope", KeyFile: good.KeyFile},
@@ -407,20 +407,20 @@ func TestTLSStartupErrors(t *testing.T) {
 	for name, opts := range cases {
 		logs := &tlsLogBuffer{}
 		opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-		if _, err := NewTLSReloader(opts); err == nil {
+		if _, err := New(opts); err == nil {
 			t.Errorf("%s: accepted", name)
 		} else if strings.Contains(err.Error(), "PRIVATE KEY") || strings.Contains(logs.String(), "PRIVATE KEY") {
 			t.Errorf("%s: key material in %v / %s", name, err, logs)
 		}
 	}
 	good.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
-	if _, err := NewTLSReloader(good); err != nil {
+	if _, err := New(good); err != nil {
 		t.Errorf("good options refused: %v", err)
 	}
 }
 
 // mtlsSetup is a serving pair plus a client CA in its own volume.
-func mtlsSetup(t *testing.T, allowed ...string) (*TLSReloader, *tlsLogBuffer, *tlsFiles, *tlsEchoServer, *testenv.CA, *tls.Config) {
+func mtlsSetup(t *testing.T, allowed ...string) (*Reloader, *tlsLogBuffer, *tlsFiles, *tlsEchoServer, *testenv.CA, *tls.Config) {
 	t.Helper()
 	serving := testenv.NewCA(t, "serving-ca")
 	clients := testenv.NewCA(t, "client-ca")

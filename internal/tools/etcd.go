@@ -14,7 +14,7 @@ func etcdBuild() serverToolBuild {
 	return serverToolBuild{
 		name:      "etcd",
 		version:   "v" + EtcdVersion,
-		moduleDir: filepath.Join("tests", "tools", "build", "etcd"),
+		moduleDir: filepath.Join("internal", "tools", "build", "etcd"),
 		// The module root is upstream's own main package (server/main.go).
 		pkg:     "go.etcd.io/etcd/server/v3",
 		pinned:  "go.etcd.io/etcd/server/v3 v" + EtcdVersion,
