@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 )
 
 // realisticClaims are what a control plane sends for an interactive shell
@@ -102,17 +103,15 @@ func BenchmarkReplayCheck(b *testing.B) {
 // the new key being usable through a running Keyring (target <= 1 s).
 func BenchmarkSwapToUsable(b *testing.B) {
 	dir := b.TempDir()
-	hmactest.WriteSecretDir(b, dir, map[string][]byte{"key": hmactest.NewKey(b)})
+	filewatchtest.WriteSecretDir(b, dir, map[string][]byte{"key": hmactest.NewKey(b)})
 	k, err := NewKeyring(KeyringOptions{Dir: dir, PollInterval: time.Hour, Logger: testLogger(&syncBuffer{})})
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	started := make(chan struct{})
-	k.runStarted = func() { close(started) }
 	go func() { done <- k.Run(ctx) }()
-	<-started
+	<-k.r.Started()
 	defer func() { cancel(); <-done }()
 
 	keys := make([][]byte, b.N)
@@ -122,7 +121,7 @@ func BenchmarkSwapToUsable(b *testing.B) {
 	var total, worst time.Duration
 	b.ResetTimer()
 	for i := range b.N {
-		switched := hmactest.SwapSecretDir(b, dir, map[string][]byte{"key": keys[i]})
+		switched := filewatchtest.SwapSecretDir(b, dir, map[string][]byte{"key": keys[i]})
 		hmactest.WaitForKey(b, k, KeyID(keys[i]), true, 5*time.Second)
 		d := time.Since(switched)
 		total += d

@@ -11,26 +11,28 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch"
 )
 
-// DefaultPollInterval is the keyring's safety-net re-read, the same period
-// controller-runtime's certwatcher uses. fsnotify normally reacts within
-// milliseconds; the poll only matters if an event is lost.
+// DefaultPollInterval is the keyring's safety-net re-read (see
+// filewatch.DefaultPoll).
 const DefaultPollInterval = filewatch.DefaultPoll
+
+// maxRefusedLogged bounds the "key file refused" lines of one reload; the
+// rest are counted in one line (a directory of junk must not flood the log).
+const maxRefusedLogged = 10
 
 // KeyringOptions configures a Keyring.
 type KeyringOptions struct {
 	// Dir is the mount point of the Secret holding the keys. Every visible
 	// file in it (name not starting with '.') is one key.
 	Dir string
-	// Grace is how long a key that has left Dir is still accepted, so tokens
-	// minted just before a rotation still connect. 0 => DefaultMaxTTL +
-	// DefaultLeeway: exactly the life of the last token signed with it.
+	// Grace is how long a key that has left Dir is still accepted.
+	// 0 => DefaultMaxTTL + DefaultLeeway: the life of the last token signed
+	// with it.
 	Grace time.Duration
 	// PollInterval is the safety-net re-read. 0 => DefaultPollInterval.
 	PollInterval time.Duration
@@ -40,44 +42,35 @@ type KeyringOptions struct {
 	Now func() time.Time
 }
 
-// keyEntry is one key the keyring knows. A key that left the directory is
-// kept, with goneAt set, until its grace period is over.
+// keyEntry is one key the keyring knows; goneAt is set once it has left
+// the directory, and the entry is dropped when its grace is over.
 type keyEntry struct {
 	key    []byte
 	file   string    // visible file name it was last read from
 	goneAt time.Time // zero while the key is in the directory
 }
 
-// Keyring holds the HMAC keys from a mounted Secret and follows the
-// kubelet's atomic updates of it. Lookup, Ready and KeyCount are lock-free
-// and safe for concurrent use with reloads.
-//
-// Bad states never crash it and never make it drop keys silently: a reload
-// that finds no valid key keeps the previous keys under the grace rule and
-// logs at error level; each state is logged once when it is entered, not
-// on every poll.
+type keySet = map[string]keyEntry
+
+// Keyring holds the HMAC keys of a mounted Secret and follows the kubelet's
+// updates of it (docs/tokens.md, "Keys and rotation"). Lookup, Ready and
+// KeyCount are lock-free. A bad update never drops a key at once: keys
+// that left the directory stay usable for the grace period.
 type Keyring struct {
-	dir    string
-	grace  time.Duration
-	poll   time.Duration
-	log    *slog.Logger
-	now    func() time.Time
-	keys   atomic.Pointer[map[string]keyEntry] // replaced, never mutated
-	loads  atomic.Uint64
-	active atomic.Bool // Run is running
+	dir   string
+	grace time.Duration
+	log   *slog.Logger
+	now   func() time.Time
+	r     *filewatch.Reloader[keySet]
 
-	// runStarted, if set, is called once Run has its watches in place and
-	// has done its first reload (tests wait on it instead of guessing).
-	runStarted func()
-
-	mu       sync.Mutex // serialises reloads and guards what follows
-	reported string     // fingerprint of the state last logged
-	changed  chan struct{}
+	// Guarded by the reloader's lock (only Load touches them).
+	refused      map[string]string // file -> reason last logged
+	refusedCount atomic.Int64
 }
 
-// NewKeyring loads the keys once, synchronously. A missing or empty
-// directory is not an error (it is logged and Ready reports false): the
-// Secret may simply not be mounted yet. Call Run to follow changes.
+// NewKeyring loads the keys once. A missing or empty directory is not an
+// error (it is logged and Ready reports false): the Secret may not be
+// mounted yet. Call Run to follow changes.
 func NewKeyring(opts KeyringOptions) (*Keyring, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("hmac: KeyringOptions.Dir is required")
@@ -92,9 +85,6 @@ func NewKeyring(opts KeyringOptions) (*Keyring, error) {
 	if opts.Grace == 0 {
 		opts.Grace = DefaultMaxTTL + DefaultLeeway
 	}
-	if opts.PollInterval == 0 {
-		opts.PollInterval = DefaultPollInterval
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -104,21 +94,28 @@ func NewKeyring(opts KeyringOptions) (*Keyring, error) {
 	k := &Keyring{
 		dir:     dir,
 		grace:   opts.Grace,
-		poll:    opts.PollInterval,
 		log:     opts.Logger.With("component", "hmac-keyring", "dir", dir),
 		now:     opts.Now,
-		changed: make(chan struct{}),
+		refused: map[string]string{},
 	}
-	empty := map[string]keyEntry{}
-	k.keys.Store(&empty)
-	k.reload()
+	k.r, err = filewatch.NewReloader(filewatch.ReloaderOptions[keySet]{
+		Dirs:    []string{dir},
+		Poll:    opts.PollInterval,
+		Logger:  k.log,
+		Load:    k.load,
+		OnLoad:  k.logLoaded,
+		OnError: k.logError,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hmac: %w", err)
+	}
 	return k, nil
 }
 
 // Lookup implements KeySource: the key named kid, if it is in the directory
 // or left it less than the grace period before now.
 func (k *Keyring) Lookup(kid string, now time.Time) ([]byte, bool) {
-	e, ok := (*k.keys.Load())[kid]
+	e, ok := k.r.Value()[kid]
 	if !ok || !k.usable(e, now) {
 		return nil, false
 	}
@@ -129,12 +126,12 @@ func (k *Keyring) usable(e keyEntry, now time.Time) bool {
 	return e.goneAt.IsZero() || now.Before(e.goneAt.Add(k.grace))
 }
 
-// KeyCount returns how many keys Lookup would accept now, counting keys
-// still in their grace period.
+// KeyCount returns how many keys Lookup would accept now, keys in their
+// grace period included.
 func (k *Keyring) KeyCount() int {
 	now := k.now()
 	n := 0
-	for _, e := range *k.keys.Load() {
+	for _, e := range k.r.Value() {
 		if k.usable(e, now) {
 			n++
 		}
@@ -142,49 +139,25 @@ func (k *Keyring) KeyCount() int {
 	return n
 }
 
-// Ready reports whether at least one key is usable now (this drives the
-// proxy's /readyz).
+// Ready reports whether at least one key is usable now (the proxy's /readyz).
 func (k *Keyring) Ready() bool { return k.KeyCount() > 0 }
 
 // Reloads returns how many times the set of keys changed (a key added,
-// removed, or past its grace), counting the initial load if it found keys.
-func (k *Keyring) Reloads() uint64 { return k.loads.Load() }
+// removed, or past its grace), the initial load included if it found keys.
+func (k *Keyring) Reloads() uint64 { return k.r.Changes() }
 
-// Changed returns a channel that is closed at the next change of the key
-// set (the next increment of Reloads). Take the channel, then check the
-// state, then wait: a change between the two is not missed.
-func (k *Keyring) Changed() <-chan struct{} {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.changed
-}
+// Changed returns a channel closed at the next change of the key set. Take
+// the channel, then check the state, then wait: no change is missed.
+func (k *Keyring) Changed() <-chan struct{} { return k.r.Changed() }
 
 // Dir returns the absolute path of the watched directory.
 func (k *Keyring) Dir() string { return k.dir }
 
-// Run follows the directory until ctx is done, through package filewatch:
-// fsnotify on the directory (which sees the kubelet's ..data swap) and on
-// its parent (which sees the directory itself deleted and recreated), plus
-// the poll. If inotify is unavailable it logs that and only polls. It
-// returns nil when ctx is done, after every goroutine it started has
-// exited.
-func (k *Keyring) Run(ctx context.Context) error {
-	if !k.active.CompareAndSwap(false, true) {
-		return errors.New("hmac: Keyring.Run called twice")
-	}
-	defer k.active.Store(false)
+// Run follows the directory (see filewatch.Run) until ctx is done, and
+// returns nil once every goroutine it started has exited.
+func (k *Keyring) Run(ctx context.Context) error { return k.r.Run(ctx) }
 
-	first := true
-	return filewatch.Run(ctx, filewatch.Options{Dirs: []string{k.dir}, Poll: k.poll, Logger: k.log}, func() {
-		k.reload()
-		if first {
-			first = false
-			if k.runStarted != nil {
-				k.runStarted()
-			}
-		}
-	})
-}
+func (k *Keyring) reload() { _ = k.r.Reload() }
 
 // problem is a file that did not yield a key.
 type problem struct {
@@ -192,53 +165,66 @@ type problem struct {
 	reason string
 }
 
-// reload re-reads the directory and publishes the new key set.
-func (k *Keyring) reload() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	now := k.now()
-	prev := *k.keys.Load()
-	found, problems, dirErr := k.scan(prev)
+// noKeyError is the state of a directory that yields no valid key. Its
+// text tells states apart, so each is logged once.
+type noKeyError struct {
+	dirErr error
+	grace  []string // kids still accepted
+}
 
-	next := make(map[string]keyEntry, len(found)+len(prev))
+func (e *noKeyError) Error() string {
+	dir := ""
+	switch {
+	case errors.Is(e.dirErr, fs.ErrNotExist):
+		// One state however the syscall that found it words it.
+		dir = "key directory does not exist; "
+	case e.dirErr != nil:
+		dir = "cannot read the key directory: " + e.dirErr.Error() + "; "
+	}
+	return fmt.Sprintf("%sno valid HMAC key (grace %v)", dir, e.grace)
+}
+
+// load re-reads the directory: the keys in it, plus those that left it
+// less than the grace period ago.
+func (k *Keyring) load(prev keySet) (keySet, string, error) {
+	now := k.now()
+	found, problems, dirErr := k.scan(prev)
+	k.reportRefused(problems)
+
+	next := make(keySet, len(found)+len(prev))
 	maps.Copy(next, found)
-	var retired, expired []string
 	for kid, e := range prev {
 		if _, ok := next[kid]; ok {
 			continue
 		}
 		if e.goneAt.IsZero() {
 			e.goneAt = now
-			retired = append(retired, kid)
+			k.log.Warn("HMAC key left the key directory; accepting it until its grace period ends",
+				"kid", kid, "until", now.Add(k.grace).UTC().Format(time.RFC3339))
 		}
 		if k.usable(e, now) {
 			next[kid] = e
 		} else {
-			expired = append(expired, kid)
+			k.log.Info("HMAC key grace period over; tokens signed with it are now refused", "kid", kid)
 		}
 	}
 
-	changed := len(next) != len(prev) || len(retired) > 0
-	for kid, e := range next {
-		if p, ok := prev[kid]; !ok || p.goneAt != e.goneAt {
-			changed = true
-		}
+	var fp strings.Builder
+	for _, kid := range slices.Sorted(maps.Keys(next)) {
+		fmt.Fprintf(&fp, "%s@%d|", kid, next[kid].goneAt.UnixNano())
 	}
-	if changed {
-		k.keys.Store(&next)
-		k.loads.Add(1)
-		close(k.changed)
-		k.changed = make(chan struct{})
+	if len(found) > 0 && dirErr == nil {
+		return next, fp.String(), nil
 	}
-	k.report(now, next, found, problems, dirErr, retired, expired)
+	_, grace := split(next)
+	return next, fp.String(), &noKeyError{dirErr: dirErr, grace: grace}
 }
 
-// scan reads every visible file of the directory. A file that cannot be
-// read for a reason other than its content (an I/O error, a symlink loop)
-// keeps the key previously read from it: a transient error must not start
-// a key's grace period.
-func (k *Keyring) scan(prev map[string]keyEntry) (found map[string]keyEntry, problems []problem, dirErr error) {
-	found = map[string]keyEntry{}
+// scan reads every visible file of the directory. A file unreadable for a
+// reason other than its content (an I/O error, a symlink loop) keeps the
+// key last read from it: a transient error must not start a grace period.
+func (k *Keyring) scan(prev keySet) (found keySet, problems []problem, dirErr error) {
+	found = keySet{}
 	entries, err := os.ReadDir(k.dir)
 	if err != nil {
 		return found, nil, err
@@ -256,8 +242,7 @@ func (k *Keyring) scan(prev map[string]keyEntry) (found map[string]keyEntry, pro
 				found[kid] = keyEntry{key: key, file: name}
 			}
 		case errors.Is(err, fs.ErrNotExist):
-			// A visible symlink whose target vanished: the kubelet removes a
-			// key's symlink right after the swap that dropped it.
+			// The kubelet removes a dropped key's symlink right after the swap.
 			problems = append(problems, problem{name, "dangling symlink"})
 		case errors.Is(err, errShortKey), errors.Is(err, errLargeKey), errors.Is(err, errNotRegular):
 			problems = append(problems, problem{name, strings.TrimPrefix(err.Error(), filepath.Join(k.dir, name)+": ")})
@@ -273,61 +258,66 @@ func (k *Keyring) scan(prev map[string]keyEntry) (found map[string]keyEntry, pro
 	return found, problems, nil
 }
 
-// report logs the state if it differs from the one last logged.
-func (k *Keyring) report(now time.Time, all, found map[string]keyEntry, problems []problem, dirErr error, retired, expired []string) {
-	for _, kid := range retired {
-		k.log.Warn("HMAC key left the key directory; accepting it until its grace period ends",
-			"kid", kid, "until", now.Add(k.grace).UTC().Format(time.RFC3339))
+// reportRefused logs each refused file once per change of its reason, at
+// most maxRefusedLogged of them per reload.
+func (k *Keyring) reportRefused(problems []problem) {
+	now := make(map[string]string, len(problems))
+	listed, unlisted := 0, 0
+	for _, p := range problems {
+		now[p.file] = p.reason
+		if k.refused[p.file] == p.reason {
+			continue
+		}
+		if listed < maxRefusedLogged {
+			listed++
+			k.log.Warn("key file refused", "file", p.file, "reason", p.reason)
+		} else {
+			unlisted++
+		}
 	}
-	for _, kid := range expired {
-		k.log.Info("HMAC key grace period over; tokens signed with it are now refused", "kid", kid)
+	if unlisted > 0 {
+		k.log.Warn("more key files refused; not listed one by one", "not_listed", unlisted, "refused_files", len(problems))
 	}
+	k.refused = now
+	k.refusedCount.Store(int64(len(problems)))
+}
 
-	present := slices.Sorted(maps.Keys(found))
-	var grace []string
-	for kid, e := range all {
-		if !e.goneAt.IsZero() {
+// split returns the kids in the directory and those in their grace, sorted.
+func split(keys keySet) (present, grace []string) {
+	for kid, e := range keys {
+		if e.goneAt.IsZero() {
+			present = append(present, kid)
+		} else {
 			grace = append(grace, kid)
 		}
 	}
+	slices.Sort(present)
 	slices.Sort(grace)
-	// A missing directory is one state however the syscall that found it
-	// words it (open vs readdirent while RemoveAll is under way).
-	dirState := ""
-	switch {
-	case errors.Is(dirErr, fs.ErrNotExist):
-		dirState = "missing"
-	case dirErr != nil:
-		dirState = dirErr.Error()
-	}
-	var fp strings.Builder
-	fmt.Fprintf(&fp, "%v|%v|%v|", dirState, present, grace)
-	for _, p := range problems {
-		fmt.Fprintf(&fp, "%s:%s|", p.file, p.reason)
-	}
-	if fp.String() == k.reported {
+	return present, grace
+}
+
+func (k *Keyring) logLoaded(keys keySet) {
+	present, grace := split(keys)
+	k.log.Info("HMAC keys loaded", "kids", present, "grace_kids", grace)
+}
+
+func (k *Keyring) logError(err error) {
+	var e *noKeyError
+	if !errors.As(err, &e) {
+		k.log.Error("cannot load the HMAC keys", "err", err)
 		return
 	}
-	k.reported = fp.String()
-
-	if dirErr != nil {
+	if e.dirErr != nil {
 		msg := "cannot read the key directory"
-		if errors.Is(dirErr, fs.ErrNotExist) {
+		if errors.Is(e.dirErr, fs.ErrNotExist) {
 			msg = "key directory does not exist"
 		}
-		k.log.Error(msg, "err", dirErr)
+		k.log.Error(msg, "err", e.dirErr)
 	}
-	for _, p := range problems {
-		k.log.Warn("key file refused", "file", p.file, "reason", p.reason)
+	if len(e.grace) > 0 {
+		k.log.Error("no valid HMAC key in the key directory; keeping the previous keys until their grace period ends",
+			"grace_kids", e.grace)
+	} else {
+		k.log.Error("no valid HMAC key in the key directory; every token will be refused")
 	}
-	if len(found) == 0 {
-		if len(grace) > 0 {
-			k.log.Error("no valid HMAC key in the key directory; keeping the previous keys until their grace period ends",
-				"grace_kids", grace)
-		} else {
-			k.log.Error("no valid HMAC key in the key directory; every token will be refused")
-		}
-		return
-	}
-	k.log.Info("HMAC keys loaded", "kids", present, "grace_kids", grace)
 }

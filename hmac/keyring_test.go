@@ -2,6 +2,7 @@ package hmac
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 )
 
 // usableWithin is the issue's bound on "swap to new key usable".
@@ -21,11 +23,9 @@ func runKeyring(t *testing.T, k *Keyring) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	started := make(chan struct{})
-	k.runStarted = func() { close(started) }
 	go func() { done <- k.Run(ctx) }()
 	select {
-	case <-started:
+	case <-k.r.Started():
 	case err := <-done:
 		t.Fatalf("Run returned early: %v", err)
 	}
@@ -68,7 +68,7 @@ func waitChange(t *testing.T, ch <-chan struct{}) {
 
 func TestKeyringLoadsSecretVolume(t *testing.T) {
 	dir := t.TempDir()
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{
 		"key":  keyA,
 		"key2": append(append([]byte{}, keyB...), " \t\r\n\n"...), // trailing whitespace is not key
 	})
@@ -108,7 +108,7 @@ func TestKeyringLoadsSecretVolume(t *testing.T) {
 // second of the ..data swap, the old one during the grace period only.
 func TestKeyringRotation(t *testing.T) {
 	dir := t.TempDir()
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
 	clk := newClock(time.Now())
 	const grace = 2 * time.Minute
 	// An hour-long poll: only the watch can make this test pass in time.
@@ -123,7 +123,7 @@ func TestKeyringRotation(t *testing.T) {
 	}
 	oldToken := token(keyA, "minted-before-rotation")
 
-	switched := hmactest.SwapSecretDir(t, dir, map[string][]byte{"key": keyB})
+	switched := filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"key": keyB})
 	hmactest.WaitForKey(t, k, KeyID(keyB), true, usableWithin)
 	if d := time.Since(switched); d > usableWithin {
 		t.Errorf("new key usable %s after the swap, want <= %s", d, usableWithin)
@@ -164,13 +164,13 @@ func TestKeyringRotation(t *testing.T) {
 // The ..data swap delay, repeated: every swap must be usable in time.
 func TestKeyringSwapToUsableDelay(t *testing.T) {
 	dir := t.TempDir()
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": hmactest.NewKey(t)})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": hmactest.NewKey(t)})
 	k, _ := newTestKeyring(t, KeyringOptions{Dir: dir, PollInterval: time.Hour})
 	runKeyring(t, k)
 	var worst time.Duration
 	for range 10 {
 		key := hmactest.NewKey(t)
-		switched := hmactest.SwapSecretDir(t, dir, map[string][]byte{"key": key})
+		switched := filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"key": key})
 		hmactest.WaitForKey(t, k, KeyID(key), true, usableWithin)
 		worst = max(worst, time.Since(switched))
 	}
@@ -188,20 +188,20 @@ func TestKeyringMissingDirectoryThenCreated(t *testing.T) {
 	}
 	runKeyring(t, k)
 	// Run re-reads once at start; the state is unchanged, so no new line.
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
 	// Seen through the parent's watch (the poll is an hour).
 	hmactest.WaitForKey(t, k, KeyID(keyA), true, usableWithin)
 	if n := logs.count("key directory does not exist"); n != 1 {
 		t.Errorf("missing dir logged %d times, want 1:\n%s", n, logs)
 	}
 	// The directory's own watch is in place: the next swap is seen too.
-	hmactest.SwapSecretDir(t, dir, map[string][]byte{"key": keyB})
+	filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"key": keyB})
 	hmactest.WaitForKey(t, k, KeyID(keyB), true, usableWithin)
 }
 
 func TestKeyringDirectoryDeletedAndRecreated(t *testing.T) {
 	dir := t.TempDir()
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
 	clk := newClock(time.Now())
 	k, logs := newTestKeyring(t, KeyringOptions{Dir: dir, PollInterval: time.Hour, Now: clk.Now})
 	runKeyring(t, k)
@@ -226,11 +226,11 @@ func TestKeyringDirectoryDeletedAndRecreated(t *testing.T) {
 	}
 
 	// Recreated with a new key: seen through the parent's watch...
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": keyB})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": keyB})
 	hmactest.WaitForKey(t, k, KeyID(keyB), true, usableWithin)
 	// ...and the watch on the new directory works.
 	key3 := hmactest.NewKey(t)
-	hmactest.SwapSecretDir(t, dir, map[string][]byte{"key": key3})
+	filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"key": key3})
 	hmactest.WaitForKey(t, k, KeyID(key3), true, usableWithin)
 }
 
@@ -240,7 +240,7 @@ func TestKeyringPollingAloneFindsKeys(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	k, _ := newTestKeyring(t, KeyringOptions{Dir: dir, PollInterval: 20 * time.Millisecond})
 	runKeyring(t, k)
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
 	hmactest.WaitForKey(t, k, KeyID(keyA), true, 5*time.Second)
 }
 
@@ -254,7 +254,7 @@ func TestKeyringEmptyAndShortKeys(t *testing.T) {
 		t.Errorf("empty dir not logged:\n%s", logs)
 	}
 	short := "short-secret-value"
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": []byte(short + "\n")})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": []byte(short + "\n")})
 	k.reload()
 	k.reload()
 	if k.Ready() {
@@ -273,14 +273,14 @@ func TestKeyringEmptyAndShortKeys(t *testing.T) {
 
 func TestKeyringCorruptKeyKeepsPreviousForGrace(t *testing.T) {
 	dir := t.TempDir()
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
 	clk := newClock(time.Now())
 	const grace = time.Minute
 	k, logs := newTestKeyring(t, KeyringOptions{Dir: dir, Grace: grace, PollInterval: time.Hour, Now: clk.Now})
 	runKeyring(t, k)
 
 	ch := k.Changed()
-	hmactest.SwapSecretDir(t, dir, map[string][]byte{"key": []byte("oops\n")})
+	filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"key": []byte("oops\n")})
 	waitChange(t, ch)
 	if !k.Ready() {
 		t.Fatal("the last good key was dropped at once")
@@ -376,3 +376,68 @@ func TestKeyringOptionsAndRunTwice(t *testing.T) {
 }
 
 func mkfifo(path string) error { return syscall.Mkfifo(path, 0o644) }
+
+// Junk files in the key directory (issue 12 item 7: 200 files added 50 ms
+// apart made one line per refused file per reload, 421,700 lines): each bad
+// file is logged once per change of its state, and a burst of them costs a
+// bounded number of lines.
+func TestKeyringJunkFilesLoggedOncePerChange(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "key"), keyA, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, logs := newTestKeyring(t, KeyringOptions{Dir: dir})
+	junk := func(name string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("junk"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := func() int { return strings.Count(logs.String(), "\n") }
+
+	// One at a time, one look after each, as the watcher does.
+	const n = 200
+	before := lines()
+	for i := range n {
+		junk(fmt.Sprintf("junk-%03d", i))
+		k.reload()
+	}
+	t.Logf("%d junk files one at a time: %d log lines", n, lines()-before)
+	for i := range n {
+		if c := logs.count(fmt.Sprintf(`"file":"junk-%03d"`, i)); c != 1 {
+			t.Fatalf("junk-%03d logged %d times, want once (%d lines in all)", i, c, lines()-before)
+		}
+	}
+	if got := lines() - before; got > n+5 {
+		t.Errorf("%d log lines for %d junk files, want at most %d", got, n, n+5)
+	}
+
+	// A burst: a bounded number of lines, whatever the number of files.
+	before = lines()
+	for i := range n {
+		junk(fmt.Sprintf("burst-%03d", i))
+	}
+	for range 3 {
+		k.reload()
+	}
+	if got := lines() - before; got > maxRefusedLogged+2 {
+		t.Errorf("%d log lines for a burst of %d junk files, want at most %d:\n%s", got, n, maxRefusedLogged+2, logs)
+	}
+	if !strings.Contains(logs.String(), fmt.Sprintf(`"not_listed":%d`, n-maxRefusedLogged)) {
+		t.Errorf("the files not listed one by one are not counted:\n%s", logs)
+	}
+
+	// A file that goes away and comes back is a change of state: logged again.
+	if err := os.Remove(filepath.Join(dir, "junk-007")); err != nil {
+		t.Fatal(err)
+	}
+	k.reload()
+	junk("junk-007")
+	k.reload()
+	if c := logs.count(`"file":"junk-007"`); c != 2 {
+		t.Errorf("junk-007 logged %d times after leaving and coming back, want 2", c)
+	}
+	if !k.Ready() || k.KeyCount() != 1 {
+		t.Errorf("ready=%v count=%d with junk beside the key", k.Ready(), k.KeyCount())
+	}
+}

@@ -171,7 +171,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("verifier: %w", err)
 	}
-	tel, err := newTelemetry(ctx, keyring)
+	tel, err := newTelemetry(ctx, keyring.RegisterMetrics, tlsMetrics(tlsReloader))
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}

@@ -20,8 +20,6 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
-
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
 
 // telemetry is the process's OpenTelemetry set-up: metrics for Prometheus
@@ -34,7 +32,9 @@ type telemetry struct {
 	shutdown       func(context.Context) error
 }
 
-func newTelemetry(ctx context.Context, keyring *hmac.Keyring) (*telemetry, error) {
+// newTelemetry sets up the providers and lets each package register its
+// own instruments (the keyring's, the TLS reloader's).
+func newTelemetry(ctx context.Context, register ...func(metric.MeterProvider) error) (*telemetry, error) {
 	res := resource.NewSchemaless(semconv.ServiceName("k8s-ws-proxy"), semconv.ServiceVersion(version))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -43,21 +43,10 @@ func newTelemetry(ctx context.Context, keyring *hmac.Keyring) (*telemetry, error
 		return nil, err
 	}
 	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res))
-	m := meters.Meter("github.com/k8s-ws-proxy/k8s-ws-proxy/hmac")
-	reloads, err := m.Int64ObservableCounter("k8s_ws_proxy.keyring.reloads", metric.WithDescription("Changes of the loaded HMAC key set."))
-	if err != nil {
-		return nil, err
-	}
-	keys, err := m.Int64ObservableGauge("k8s_ws_proxy.keyring.keys", metric.WithDescription("Valid HMAC keys held, including keys in their rotation grace."))
-	if err != nil {
-		return nil, err
-	}
-	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(reloads, int64(keyring.Reloads()))
-		o.ObserveInt64(keys, int64(keyring.KeyCount()))
-		return nil
-	}, reloads, keys); err != nil {
-		return nil, err
+	for _, r := range register {
+		if err := r(meters); err != nil {
+			return nil, err
+		}
 	}
 
 	t := &telemetry{meters: meters, metricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}

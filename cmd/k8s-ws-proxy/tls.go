@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tlsreload"
 )
 
@@ -68,4 +70,12 @@ func wrapTLS(ln net.Listener, r *tlsreload.Reloader) net.Listener {
 		return ln
 	}
 	return tls.NewListener(ln, r.Config())
+}
+
+// tlsMetrics registers r's instruments; nothing when TLS is off.
+func tlsMetrics(r *tlsreload.Reloader) func(metric.MeterProvider) error {
+	if r == nil {
+		return func(metric.MeterProvider) error { return nil }
+	}
+	return r.RegisterMetrics
 }

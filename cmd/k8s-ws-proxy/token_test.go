@@ -13,6 +13,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 )
 
 // runTokenCmd runs "token args..." with stdin and returns the exit status,
@@ -29,7 +30,7 @@ func runTokenCmd(t *testing.T, stdin string, args ...string) (int, string, strin
 func keyDir(t *testing.T) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": append(hmactest.NewKey(t), '\n')})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": append(hmactest.NewKey(t), '\n')})
 	return dir, filepath.Join(dir, "key")
 }
 

@@ -1,19 +1,7 @@
-// Package filewatch tells its caller that files in some directories may
-// have changed, so the caller can re-read them. It exists for files that
-// Kubernetes mounts from Secrets (HMAC keys, TLS certificates), which the
-// kubelet never rewrites in place: it writes a new ..<timestamp> directory,
-// renames a ..data symlink over the old one and leaves the visible names as
-// symlinks through ..data. A watch on the files themselves would stay on
-// the old inodes and miss every update; a watch on the directory sees the
-// rename. The directory itself may also be deleted and recreated (a volume
-// remounted, an operator's hand), so its parent is watched too and both
-// watches are re-added after every event. A slow poll catches anything
-// inotify loses (queue overflow, no inotify at all).
-//
-// The package says only "look again"; what changed, and whether the new
-// content is any good, is the caller's business. Both hmac.Keyring and
-// tlsreload.Reloader use it, so keys and certificates follow a Secret
-// update the same way.
+// Package filewatch follows files that Kubernetes mounts from Secrets: Run
+// says "look again" after the kubelet's ..data swap, a recreated directory
+// or a poll tick, and Reloader keeps the last good value loaded from them.
+// docs/reloading.md explains why it watches directories and their parents.
 package filewatch
 
 import (
@@ -29,9 +17,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// DefaultPoll is the safety-net period, the same one controller-runtime's
-// certwatcher uses. fsnotify normally reacts within milliseconds; the poll
-// only matters if an event is lost.
+// DefaultPoll is the safety-net period (controller-runtime's certwatcher's);
+// it only matters if an inotify event is lost.
 const DefaultPoll = 10 * time.Second
 
 // Options configures Run.
@@ -46,14 +33,12 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Run calls onChange once as soon as its watches are in place (so that a
-// change between the caller's first read and Run starting is not missed),
-// then after every burst of relevant events, every watch error and every
-// poll tick, until ctx is done. onChange is called from Run's goroutine
-// only, never concurrently with itself; a slow onChange delays the next
-// look, it does not queue them. If inotify is unavailable Run logs that
-// and only polls. It returns nil when ctx is done, after every goroutine it
-// started has exited, and an error only for invalid Options.
+// Run calls onChange once its watches are in place (so nothing between the
+// caller's first read and now is missed), then after every burst of events,
+// watch error and poll tick, until ctx is done. onChange runs on Run's
+// goroutine only; a slow one delays the next look rather than queueing it.
+// Without inotify Run only polls. It returns nil once ctx is done and its
+// goroutines have exited, and an error only for invalid Options.
 func Run(ctx context.Context, opts Options, onChange func()) error {
 	if len(opts.Dirs) == 0 {
 		return errors.New("filewatch: Options.Dirs is empty")
@@ -122,13 +107,9 @@ func Run(ctx context.Context, opts Options, onChange func()) error {
 	}
 }
 
-// dirWatch keeps fsnotify watches on the directories and their parents
-// pointed at whatever is at those paths now. After a directory is deleted
-// and recreated its old watch is dead, and the new directory may even
-// reuse the old inode number, so nothing short of re-adding tells a live
-// watch from a dead one. Re-adding a live watch is a no-op in the kernel
-// (the same watch descriptor comes back), so every ensure simply adds all
-// of them again.
+// dirWatch keeps watches on the directories and their parents pointed at
+// whatever is at those paths now: ensure re-adds them all, since a
+// recreated directory may reuse the old inode and re-adding is a no-op.
 type dirWatch struct {
 	fw      *fsnotify.Watcher
 	log     *slog.Logger

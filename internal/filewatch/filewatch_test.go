@@ -14,7 +14,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/goleak"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 )
 
 func TestMain(m *testing.M) {
@@ -112,11 +112,11 @@ func testLogger(b *syncBuffer) *slog.Logger {
 
 func TestKubeletSwapTriggersALook(t *testing.T) {
 	dir := t.TempDir()
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"tls.crt": []byte("one")})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"tls.crt": []byte("one")})
 	l := start(t, Options{Dirs: []string{dir}, Poll: time.Hour, Logger: testLogger(&syncBuffer{})}, nil)
 	for i := range 5 {
 		l.drain()
-		switched := hmactest.SwapSecretDir(t, dir, map[string][]byte{"tls.crt": []byte(strings.Repeat("x", i))})
+		switched := filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"tls.crt": []byte(strings.Repeat("x", i))})
 		l.next(t, "a kubelet-style swap")
 		t.Logf("swap %d: look %v after the ..data rename", i, time.Since(switched))
 	}
@@ -142,7 +142,7 @@ func TestDirectoryCreatedLaterDeletedAndRecreated(t *testing.T) {
 	dir := filepath.Join(parent, "tls")
 	l := start(t, Options{Dirs: []string{dir}, Poll: time.Hour}, nil)
 
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"tls.crt": []byte("one")})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"tls.crt": []byte("one")})
 	l.next(t, "the directory being created")
 	for i := range 3 {
 		if err := os.RemoveAll(dir); err != nil {
@@ -150,12 +150,12 @@ func TestDirectoryCreatedLaterDeletedAndRecreated(t *testing.T) {
 		}
 		l.next(t, "the directory being deleted")
 		l.drain()
-		hmactest.WriteSecretDir(t, dir, map[string][]byte{"tls.crt": []byte("again")})
+		filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"tls.crt": []byte("again")})
 		l.next(t, "the directory being recreated")
 		// The new directory is watched, not just its parent: a change in
 		// it alone is seen.
 		l.drain()
-		hmactest.SwapSecretDir(t, dir, map[string][]byte{"tls.crt": []byte{byte(i)}})
+		filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"tls.crt": []byte{byte(i)}})
 		l.next(t, "a swap in the recreated directory")
 	}
 }
@@ -163,13 +163,13 @@ func TestDirectoryCreatedLaterDeletedAndRecreated(t *testing.T) {
 func TestSeveralDirectories(t *testing.T) {
 	a, b := t.TempDir(), filepath.Join(t.TempDir(), "ca")
 	l := start(t, Options{Dirs: []string{a, b, a}, Poll: time.Hour}, nil)
-	hmactest.WriteSecretDir(t, b, map[string][]byte{"ca.crt": []byte("ca")})
+	filewatchtest.WriteSecretDir(t, b, map[string][]byte{"ca.crt": []byte("ca")})
 	l.next(t, "the second directory being created")
 	l.drain()
-	hmactest.SwapSecretDir(t, a, map[string][]byte{"tls.crt": []byte("a")})
+	filewatchtest.SwapSecretDir(t, a, map[string][]byte{"tls.crt": []byte("a")})
 	l.next(t, "a swap in the first directory")
 	l.drain()
-	hmactest.SwapSecretDir(t, b, map[string][]byte{"ca.crt": []byte("ca2")})
+	filewatchtest.SwapSecretDir(t, b, map[string][]byte{"ca.crt": []byte("ca2")})
 	l.next(t, "a swap in the second directory")
 }
 

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 )
 
 // ProxyOptions says how StartProxy runs the binary.
@@ -280,15 +286,27 @@ func (p *Proxy) Metric(name string) (float64, error) {
 	return ParseMetric(text, name)
 }
 
-// ParseMetric finds the first sample of name in a Prometheus text
-// exposition.
+// ParseMetric finds the first sample of name (a gauge, counter or untyped
+// family) in a Prometheus text exposition.
 func ParseMetric(text, name string) (float64, error) {
-	for line := range strings.SplitSeq(text, "\n") {
-		if rest, ok := strings.CutPrefix(line, name); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
-			return strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		return 0, fmt.Errorf("/metrics: %w", err)
 	}
-	return 0, fmt.Errorf("/metrics has no %s", name)
+	f, ok := families[name]
+	if !ok || len(f.GetMetric()) == 0 {
+		return 0, fmt.Errorf("/metrics has no %s", name)
+	}
+	switch m := f.GetMetric()[0]; {
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue(), nil
+	case m.Counter != nil:
+		return m.GetCounter().GetValue(), nil
+	case m.Untyped != nil:
+		return m.GetUntyped().GetValue(), nil
+	}
+	return 0, fmt.Errorf("/metrics: %s is a %s, not one value", name, f.GetType())
 }
 
 // Goroutines reads go_goroutines from the proxy's /metrics.
@@ -303,26 +321,21 @@ func (p *Proxy) Goroutines() (int, error) {
 // thousand sessions on a busy machine can take seconds to answer) is
 // retried until the deadline. It returns the last count read.
 func (p *Proxy) WaitGoroutines(want int, within time.Duration) (int, error) {
-	deadline := time.Now().Add(within)
-	last, lastErr := -1, error(nil)
-	for {
+	last := -1
+	err := poll.Until(context.Background(), 100*time.Millisecond, within, func(context.Context) error {
 		n, err := p.Goroutines()
-		if err == nil {
-			last, lastErr = n, nil
-			if n <= want {
-				return n, nil
-			}
-		} else {
-			lastErr = err
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			if last < 0 {
-				return 0, lastErr
-			}
-			return last, nil
+		if last = n; n > want {
+			return fmt.Errorf("%d goroutines", n)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if err != nil && last < 0 {
+		return 0, err
 	}
+	return last, nil
 }
 
 // RSSKiB is the proxy's resident set (VmRSS) in KiB.

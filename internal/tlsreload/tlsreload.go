@@ -1,3 +1,7 @@
+// Package tlsreload serves TLS from certificate files that follow a
+// mounted kubernetes.io/tls Secret, with optional mutual TLS and a subject
+// allowlist. The files are re-read through package filewatch, like the HMAC
+// keys.
 package tlsreload
 
 import (
@@ -5,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -14,8 +19,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch"
@@ -44,33 +47,16 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Reloader serves TLS with certificates that follow their files:
-// Config's GetConfigForClient hands every new handshake the configuration
-// built from the files as last read, so a renewed certificate or client CA
-// is used from the next handshake on while established connections keep
-// the one they negotiated. Run re-reads the files through package
-// filewatch, the same watcher that follows the HMAC keys, so a Secret
-// updated by the kubelet reaches both in the same way.
-//
-// A re-read that fails (a half-written file, a key that does not match the
-// certificate, a CA file with nothing usable in it) keeps the previous
-// configuration and logs the problem once; serving never stops because of
-// a bad update. Only the first load, in New, must succeed.
+// Reloader serves TLS with certificates that follow their files: every new
+// handshake gets the configuration built from the files as last read, while
+// established connections keep the one they negotiated. A bad update keeps
+// the previous configuration (logged once); only the first load, in New,
+// must succeed.
 type Reloader struct {
 	opts    Options
 	log     *slog.Logger
 	allowed []string
-	cur     atomic.Pointer[tlsState]
-	loads   atomic.Uint64
-	active  atomic.Bool
-
-	// runStarted, if set, is called once Run has its watches in place and
-	// has re-read the files once (tests wait on it instead of guessing).
-	runStarted func()
-
-	mu       sync.Mutex // serialises reloads and guards what follows
-	reported string     // the state last logged
-	changed  chan struct{}
+	r       *filewatch.Reloader[*tlsState]
 }
 
 // tlsState is one consistent reading of the files. It is replaced, never
@@ -81,43 +67,49 @@ type tlsState struct {
 	sum    [sha256.Size]byte // of what was read, to tell a real change
 }
 
-// New reads the files once and fails if they do not yield a
-// usable configuration: unlike a later update, a broken start-up
-// configuration has nothing to fall back on. Call Run to follow changes.
+// New reads the files once and fails if they do not yield a usable
+// configuration. Call Run to follow changes.
 func New(opts Options) (*Reloader, error) {
 	if opts.CertFile == "" || opts.KeyFile == "" {
-		return nil, errors.New("proxy: TLS needs both a certificate file and a key file")
+		return nil, errors.New("tls: both a certificate file and a key file are needed")
 	}
 	if opts.ClientCAFile == "" && len(opts.AllowedSubjects) > 0 {
-		return nil, errors.New("proxy: allowed client subjects need a client CA file")
+		return nil, errors.New("tls: allowed client subjects need a client CA file")
 	}
 	if opts.PollInterval < 0 {
-		return nil, errors.New("proxy: negative TLS poll interval")
+		return nil, errors.New("tls: negative poll interval")
 	}
 	var allowed []string
 	for _, s := range opts.AllowedSubjects {
 		if s = strings.TrimSpace(s); s == "" {
-			return nil, errors.New("proxy: empty entry in the allowed client subjects")
+			return nil, errors.New("tls: empty entry in the allowed client subjects")
 		}
 		allowed = append(allowed, s)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	r := &Reloader{
-		opts:    opts,
-		allowed: allowed,
-		log:     opts.Logger.With("component", "tls"),
-		changed: make(chan struct{}),
+	r := &Reloader{opts: opts, allowed: allowed, log: opts.Logger.With("component", "tls")}
+	dirs := []string{filepath.Dir(opts.CertFile), filepath.Dir(opts.KeyFile)}
+	if opts.ClientCAFile != "" {
+		dirs = append(dirs, filepath.Dir(opts.ClientCAFile))
 	}
-	st, err := r.read()
+	var err error
+	r.r, err = filewatch.NewReloader(filewatch.ReloaderOptions[*tlsState]{
+		Dirs:     dirs,
+		Poll:     opts.PollInterval,
+		Logger:   r.log,
+		Required: true,
+		Load:     r.load,
+		OnLoad:   r.logLoaded,
+		OnError: func(err error) {
+			r.log.Error("cannot load the TLS files; still serving the previous certificate", "err", err.Error())
+		},
+		OnRecover: func() { r.log.Info("TLS files readable again; they are unchanged") },
+	})
 	if err != nil {
 		return nil, err
 	}
-	r.cur.Store(st)
-	r.loads.Add(1)
-	r.reported = "ok"
-	r.logLoaded(st)
 	if opts.ClientCAFile != "" && len(allowed) == 0 {
 		r.log.Warn("mutual TLS without an allowlist: any client certificate the CA signed is accepted")
 	}
@@ -136,69 +128,33 @@ func (r *Reloader) Config() *tls.Config {
 }
 
 // Leaf returns the serving certificate currently handed to new handshakes.
-func (r *Reloader) Leaf() *x509.Certificate { return r.cur.Load().leaf }
+func (r *Reloader) Leaf() *x509.Certificate { return r.r.Value().leaf }
 
 // Reloads returns how many distinct configurations have been loaded,
 // counting the first.
-func (r *Reloader) Reloads() uint64 { return r.loads.Load() }
+func (r *Reloader) Reloads() uint64 { return r.r.Changes() }
 
-// Changed returns a channel closed at the next change of configuration
-// (the next increment of Reloads). Take the channel, then check the state,
-// then wait: a change between the two is not missed.
-func (r *Reloader) Changed() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.changed
-}
+// Changed returns a channel closed at the next change of configuration.
+// Take the channel, then check the state, then wait: no change is missed.
+func (r *Reloader) Changed() <-chan struct{} { return r.r.Changed() }
 
-// Run follows the files' directories until ctx is done. It returns nil
-// when ctx is done, after every goroutine it started has exited.
-func (r *Reloader) Run(ctx context.Context) error {
-	if !r.active.CompareAndSwap(false, true) {
-		return errors.New("proxy: Reloader.Run called twice")
-	}
-	defer r.active.Store(false)
-	dirs := []string{filepath.Dir(r.opts.CertFile), filepath.Dir(r.opts.KeyFile)}
-	if r.opts.ClientCAFile != "" {
-		dirs = append(dirs, filepath.Dir(r.opts.ClientCAFile))
-	}
-	first := true
-	return filewatch.Run(ctx, filewatch.Options{Dirs: dirs, Poll: r.opts.PollInterval, Logger: r.log}, func() {
-		r.reload()
-		if first {
-			first = false
-			if r.runStarted != nil {
-				r.runStarted()
-			}
-		}
-	})
-}
+// Run follows the files' directories until ctx is done, and returns nil
+// once every goroutine it started has exited.
+func (r *Reloader) Run(ctx context.Context) error { return r.r.Run(ctx) }
 
-func (r *Reloader) reload() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func (r *Reloader) reload() { _ = r.r.Reload() }
+
+// load reads the files; on error it keeps cur.
+func (r *Reloader) load(cur *tlsState) (*tlsState, string, error) {
 	st, err := r.read()
 	if err != nil {
-		// Logged once per distinct problem, not on every poll.
-		if msg := "err:" + err.Error(); msg != r.reported {
-			r.reported = msg
-			r.log.Error("cannot load the TLS files; still serving the previous certificate", "err", err.Error())
+		fp := ""
+		if cur != nil {
+			fp = hex.EncodeToString(cur.sum[:])
 		}
-		return
+		return cur, fp, err
 	}
-	if st.sum == r.cur.Load().sum {
-		if r.reported != "ok" {
-			r.reported = "ok"
-			r.log.Info("TLS files readable again; they are unchanged")
-		}
-		return
-	}
-	r.cur.Store(st)
-	r.loads.Add(1)
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.reported = "ok"
-	r.logLoaded(st)
+	return st, hex.EncodeToString(st.sum[:]), nil
 }
 
 // read loads the files into a new state; it touches nothing shared.
@@ -296,7 +252,7 @@ func (r *Reloader) logLoaded(st *tlsState) {
 // mutual TLS it is a copy whose VerifyConnection knows the peer's address,
 // so that a refusal can be logged with it.
 func (r *Reloader) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	cfg := r.cur.Load().config
+	cfg := r.r.Value().config
 	if cfg.ClientCAs == nil {
 		return cfg, nil
 	}

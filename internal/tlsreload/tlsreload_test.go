@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
@@ -58,12 +58,12 @@ func (f *tlsFiles) opts() Options {
 func (f *tlsFiles) writePair(t *testing.T, certPEM, keyPEM []byte) time.Time {
 	t.Helper()
 	f.keys = append(f.keys, keyPEM)
-	return hmactest.SwapSecretDir(t, f.dir, map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM})
+	return filewatchtest.SwapSecretDir(t, f.dir, map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM})
 }
 
 func (f *tlsFiles) writeCA(t *testing.T, caPEM []byte) {
 	t.Helper()
-	hmactest.SwapSecretDir(t, f.caDir, map[string][]byte{"ca.crt": caPEM})
+	filewatchtest.SwapSecretDir(t, f.caDir, map[string][]byte{"ca.crt": caPEM})
 }
 
 func newTLSFiles(t *testing.T) *tlsFiles {
@@ -100,11 +100,9 @@ func runTLSReloader(t *testing.T, r *Reloader) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	started := make(chan struct{})
-	r.runStarted = func() { close(started) }
 	go func() { done <- r.Run(ctx) }()
 	select {
-	case <-started:
+	case <-r.r.Started():
 	case err := <-done:
 		t.Fatalf("Run returned early: %v", err)
 	}

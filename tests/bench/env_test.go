@@ -20,6 +20,7 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
@@ -106,7 +107,7 @@ func newEnv(tb testing.TB) *env {
 	testenv.WriteKubeconfigCA(tb, e.kubeconfig, e.backendURL, backend.caPEM)
 	e.keyDir = filepath.Join(dir, "keys")
 	key := hmactest.NewKey(tb)
-	hmactest.WriteSecretDir(tb, e.keyDir, map[string][]byte{"key": key})
+	filewatchtest.WriteSecretDir(tb, e.keyDir, map[string][]byte{"key": key})
 	var err error
 	if e.signer, err = hmac.NewSigner(key); err != nil {
 		tb.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
@@ -215,7 +215,7 @@ func TestBootstrapWithHookRole(t *testing.T) {
 	// keyring unchanged: the token signer of a control plane that reads the
 	// same Secret must derive the same key and key id.
 	keyDir := filepath.Join(t.TempDir(), "keys")
-	hmactest.WriteSecretDir(t, keyDir, map[string][]byte{keyName: key})
+	filewatchtest.WriteSecretDir(t, keyDir, map[string][]byte{keyName: key})
 	kr, err := hmac.NewKeyring(hmac.KeyringOptions{Dir: keyDir})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
@@ -35,7 +36,7 @@ func startProxy(t *testing.T, o proxyOptions) *proxyProc {
 	dir := t.TempDir()
 	key := hmactest.NewKey(t)
 	p := &proxyProc{keyDir: filepath.Join(dir, "keys")}
-	hmactest.WriteSecretDir(t, p.keyDir, map[string][]byte{"key": key})
+	filewatchtest.WriteSecretDir(t, p.keyDir, map[string][]byte{"key": key})
 	var err error
 	if p.signer, err = hmac.NewSigner(key); err != nil {
 		t.Fatal(err)

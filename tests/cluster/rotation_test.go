@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
@@ -59,7 +59,7 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 		"--max-ttl", rotationMaxTTL.String(), "--leeway", rotationLeeway.String(),
 	}})
 	// The proxy's key directory holds the Secret as the kubelet mounts it.
-	hmactest.SwapSecretDir(t, p.keyDir, map[string][]byte{keyName: oldKey})
+	filewatchtest.SwapSecretDir(t, p.keyDir, map[string][]byte{keyName: oldKey})
 	oldSigner, err := hmac.NewSigner(oldKey)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +115,7 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	swapped := hmactest.SwapSecretDir(t, p.keyDir, map[string][]byte{keyName: newKey})
+	swapped := filewatchtest.SwapSecretDir(t, p.keyDir, map[string][]byte{keyName: newKey})
 
 	// New tokens work once the proxy has reloaded.
 	if err := pollUntil(ctx, func() error {

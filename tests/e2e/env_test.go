@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
@@ -93,7 +93,7 @@ func startEnv(t *testing.T, o envOptions) *env {
 	e.keyDir = filepath.Join(dir, "keys")
 	e.key = bytes.Repeat([]byte("k"), 32)
 	copy(e.key, []byte(t.Name()))
-	hmactest.WriteSecretDir(t, e.keyDir, map[string][]byte{"key": e.key})
+	filewatchtest.WriteSecretDir(t, e.keyDir, map[string][]byte{"key": e.key})
 	var err error
 	e.signer, err = hmac.NewSigner(e.key)
 	if err != nil {

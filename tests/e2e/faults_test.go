@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 )
 
 // metrics returns the proxy's /metrics text.
@@ -197,7 +197,7 @@ func TestFaultKeyDirectoryChurn(t *testing.T) {
 
 	// A corrupt (too short) key replaces the good one: refused and logged,
 	// the good key stays usable through its grace, the session goes on.
-	hmactest.SwapSecretDir(t, e.keyDir, map[string][]byte{"key": []byte("short")})
+	filewatchtest.SwapSecretDir(t, e.keyDir, map[string][]byte{"key": []byte("short")})
 	e.WaitLog(10*time.Second, "key file refused", nil)
 	live.echo("after-corrupt-key")
 	e.openCat(t, "v5.channel.k8s.io", false).echo("old-key-in-grace")
@@ -208,7 +208,7 @@ func TestFaultKeyDirectoryChurn(t *testing.T) {
 	}
 	live.echo("dir-gone")
 	newKey := bytes.Repeat([]byte("n"), 40)
-	hmactest.WriteSecretDir(t, e.keyDir, map[string][]byte{"key": newKey})
+	filewatchtest.WriteSecretDir(t, e.keyDir, map[string][]byte{"key": newKey})
 	signer, err := hmac.NewSigner(newKey)
 	if err != nil {
 		t.Fatal(err)

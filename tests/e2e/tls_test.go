@@ -17,7 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
@@ -41,7 +41,7 @@ func startTLSEnv(t *testing.T, allowed []string) *tlsEnv {
 	args := []string{"--tls-cert-file", filepath.Join(te.tlsDir, "tls.crt"), "--tls-key-file", filepath.Join(te.tlsDir, "tls.key")}
 	if allowed != nil {
 		te.clientCA = testenv.NewCA(t, "client-ca")
-		hmactest.WriteSecretDir(t, te.caDir, map[string][]byte{"ca.crt": te.clientCA.PEM})
+		filewatchtest.WriteSecretDir(t, te.caDir, map[string][]byte{"ca.crt": te.clientCA.PEM})
 		args = append(args, "--client-ca-file", filepath.Join(te.caDir, "ca.crt"),
 			"--client-allowed-subjects", strings.Join(allowed, ","))
 	}
@@ -55,7 +55,7 @@ func (te *tlsEnv) rotate(t *testing.T) time.Time {
 	t.Helper()
 	c, k, serial := te.servingCA.Serving(t)
 	te.serial = serial
-	return hmactest.SwapSecretDir(t, te.tlsDir, map[string][]byte{"tls.crt": c, "tls.key": k})
+	return filewatchtest.SwapSecretDir(t, te.tlsDir, map[string][]byte{"tls.crt": c, "tls.key": k})
 }
 
 // clientConfig trusts the serving CA and, given a certificate, presents it
@@ -294,7 +294,7 @@ func TestMutualTLS(t *testing.T) {
 	// opened with an old-CA certificate carries on.
 	loaded := len(te.LogLines("TLS certificate loaded"))
 	newCA := testenv.NewCA(t, "client-ca-2")
-	hmactest.SwapSecretDir(t, te.caDir, map[string][]byte{"ca.crt": newCA.PEM})
+	filewatchtest.SwapSecretDir(t, te.caDir, map[string][]byte{"ca.crt": newCA.PEM})
 	waitFor(t, 10*time.Second, "the proxy reloads the client CA", func() bool {
 		return len(te.LogLines("TLS certificate loaded")) > loaded
 	})
