@@ -4,6 +4,7 @@
 #   make test   everything CI checks: vet, unit, chart, end-to-end tests (race)
 #   make bench  side-by-side benchmark ratios
 #   make fuzz   run every fuzz target for FUZZTIME each
+#   make size   fail if the stripped serve binary passes 45 MB
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -15,7 +16,7 @@ TEST_TIMEOUT ?= 40m
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test vet bench fuzz demo load image clean
+.PHONY: all build test vet bench fuzz demo load image clean size
 
 all: build
 
@@ -29,6 +30,10 @@ vet:
 # -race needs cgo.
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The limit lives in cmd/k8s-ws-proxy/size_test.go (also run by make test).
+size:
+	$(GO) test -count=1 -v -run '^(TestServeBinarySize|TestDependencies)$$' ./cmd/k8s-ws-proxy/
 
 # The no-cluster demo: local exec backend + the real proxy binary.
 demo: build

@@ -19,8 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/streaming/pkg/httpstream"
@@ -87,7 +87,7 @@ type Dialer struct {
 	cfg       *rest.Config
 	transport Transport
 	core      rest.Interface
-	clientset kubernetes.Interface
+	pods      corev1client.PodsGetter
 }
 
 // NewDialer returns a Dialer for the API server in cfg.
@@ -105,11 +105,13 @@ func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
 	if cfg.QPS == 0 && cfg.Burst == 0 && cfg.RateLimiter == nil {
 		cfg.QPS, cfg.Burst = 50, 100
 	}
-	cs, err := kubernetes.NewForConfig(protobufFirst(cfg))
+	// The core/v1 client alone: the whole clientset would link every API
+	// group's client into the binary (about 9 MB).
+	cs, err := corev1client.NewForConfig(protobufFirst(cfg))
 	if err != nil {
 		return nil, err
 	}
-	return &Dialer{cfg: cfg, transport: t, core: cs.CoreV1().RESTClient(), clientset: cs}, nil
+	return &Dialer{cfg: cfg, transport: t, core: cs.RESTClient(), pods: cs}, nil
 }
 
 // protobufFirst asks the API server for protobuf, as its own controllers
@@ -133,7 +135,7 @@ func (d *Dialer) Transport() Transport { return d.transport }
 // GetPod reads a pod, so that a caller can check it exists, where it runs
 // and its containers before accepting a session for it.
 func (d *Dialer) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
-	return d.clientset.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	return d.pods.Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
 // URL returns the API server URL of t's exec or attach subresource, with

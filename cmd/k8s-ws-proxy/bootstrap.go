@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -75,7 +75,7 @@ existing Secret is left untouched. The key is never printed.
 	// Each request is bounded by the bootstrap package; keep client-go's own
 	// rate limiter out of the way for a handful of calls.
 	cfg.QPS, cfg.Burst = 5, 10
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := corev1client.NewForConfig(cfg)
 	if err != nil {
 		log.Error("cannot build Kubernetes client", "error", err.Error())
 		return 1

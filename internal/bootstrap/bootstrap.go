@@ -26,7 +26,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/util/wait"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
@@ -153,12 +154,12 @@ func (o *Options) defaults() error {
 
 // EnsureSecret makes sure the Secret exists, creating it with KeyBytes random
 // bytes if it does not. It never logs or returns key material.
-func EnsureSecret(ctx context.Context, client kubernetes.Interface, opts Options) (Outcome, error) {
+func EnsureSecret(ctx context.Context, client corev1client.SecretsGetter, opts Options) (Outcome, error) {
 	if err := opts.defaults(); err != nil {
 		return "", err
 	}
 	log := opts.Logger.With("namespace", opts.Namespace, "secret", opts.SecretName)
-	secrets := client.CoreV1().Secrets(opts.Namespace)
+	secrets := client.Secrets(opts.Namespace)
 
 	var existing *corev1.Secret
 	err := retry(ctx, opts, "get", func(ctx context.Context) error {
@@ -258,29 +259,29 @@ func checkExisting(s *corev1.Secret, opts Options, log *slog.Logger) error {
 
 // retry runs call until it succeeds, returns a definitive API answer, or the
 // attempt budget is spent. Only transport failures and 429/5xx are retried:
-// a 403 will not fix itself within a hook's lifetime.
+// a 403 will not fix itself within a hook's lifetime. The waits are 1x, 2x,
+// 4x, then 8x Backoff (apimachinery's Backoff with a Cap, through wait's
+// context-aware loop: client-go's retry.OnError would sleep through a
+// cancelled context).
 func retry(ctx context.Context, opts Options, verb string, call func(context.Context) error) error {
-	wait := opts.Backoff
+	delay := wait.Backoff{Duration: opts.Backoff, Factor: 2, Steps: opts.Attempts, Cap: 8 * opts.Backoff}.DelayFunc()
 	var err error
-	for attempt := 1; ; attempt++ {
+	attempt := 0
+	stopped := delay.Until(ctx, true, true, func(ctx context.Context) (bool, error) {
+		attempt++
 		cctx, cancel := context.WithTimeout(ctx, opts.RequestTimeout)
 		err = call(cctx)
 		cancel()
 		if err == nil || !transient(err) || attempt >= opts.Attempts {
-			return err
+			return true, nil
 		}
 		opts.Logger.Warn("retrying", "verb", verb, "attempt", attempt, "error", err.Error())
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
-		}
-		if wait < 8*opts.Backoff {
-			wait *= 2
-		}
+		return false, nil
+	})
+	if stopped != nil { // the context ended the wait
+		return errors.Join(err, stopped)
 	}
+	return err
 }
 
 // transient reports whether err may go away by itself: no HTTP answer at all,

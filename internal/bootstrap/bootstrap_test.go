@@ -84,7 +84,7 @@ func assertNoKeyInLog(t *testing.T, log string, key []byte) {
 func TestAbsentIsCreated(t *testing.T) {
 	var buf bytes.Buffer
 	c := fake.NewClientset()
-	out, err := EnsureSecret(context.Background(), c, testOpts(&buf))
+	out, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
 	if err != nil || out != Created {
 		t.Fatalf("EnsureSecret = %q, %v; want created", out, err)
 	}
@@ -111,7 +111,7 @@ func TestAbsentIsCreated(t *testing.T) {
 	}
 
 	// A second run (the next upgrade) leaves it byte-identical.
-	out, err = EnsureSecret(context.Background(), c, testOpts(&buf))
+	out, err = EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
 	if err != nil || out != Exists {
 		t.Fatalf("second EnsureSecret = %q, %v; want exists", out, err)
 	}
@@ -130,7 +130,7 @@ func TestKeysDiffer(t *testing.T) {
 	var keys [][]byte
 	for range 2 {
 		c := fake.NewClientset()
-		if _, err := EnsureSecret(context.Background(), c, Options{Namespace: ns}); err != nil {
+		if _, err := EnsureSecret(context.Background(), c.CoreV1(), Options{Namespace: ns}); err != nil {
 			t.Fatal(err)
 		}
 		keys = append(keys, getSecret(t, c, DefaultSecretName).Data[DefaultKeyName])
@@ -143,7 +143,7 @@ func TestKeysDiffer(t *testing.T) {
 func TestCustomNames(t *testing.T) {
 	c := fake.NewClientset()
 	o := Options{Namespace: ns, SecretName: "other", KeyName: "hmac"}
-	if out, err := EnsureSecret(context.Background(), c, o); err != nil || out != Created {
+	if out, err := EnsureSecret(context.Background(), c.CoreV1(), o); err != nil || out != Created {
 		t.Fatalf("%q, %v", out, err)
 	}
 	if len(getSecret(t, c, "other").Data["hmac"]) != KeyBytes {
@@ -160,7 +160,7 @@ func TestExistingIsUntouched(t *testing.T) {
 	}
 	c := fake.NewClientset(existing)
 	var buf bytes.Buffer
-	out, err := EnsureSecret(context.Background(), c, testOpts(&buf))
+	out, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
 	if err != nil || out != Exists {
 		t.Fatalf("EnsureSecret = %q, %v; want exists", out, err)
 	}
@@ -190,7 +190,7 @@ func TestExistingShortKeyFailsUntouched(t *testing.T) {
 				Data:       map[string][]byte{DefaultKeyName: v},
 			})
 			var buf bytes.Buffer
-			_, err := EnsureSecret(context.Background(), c, testOpts(&buf))
+			_, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
 			if KindOf(err) != Invalid || !strings.Contains(err.Error(), "cannot load its key") || !strings.Contains(err.Error(), "need at least 32") {
 				t.Fatalf("err = %v; want invalid (short key)", err)
 			}
@@ -207,7 +207,7 @@ func TestExistingShortKeyFailsUntouched(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: DefaultSecretName, Namespace: ns},
 		Data:       map[string][]byte{DefaultKeyName: []byte("0123456789abcdef0123456789abcdef\n")},
 	})
-	if out, err := EnsureSecret(context.Background(), c, Options{Namespace: ns}); err != nil || out != Exists {
+	if out, err := EnsureSecret(context.Background(), c.CoreV1(), Options{Namespace: ns}); err != nil || out != Exists {
 		t.Fatalf("%q, %v", out, err)
 	}
 }
@@ -217,7 +217,7 @@ func TestExistingWithoutKeyFails(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: DefaultSecretName, Namespace: ns},
 		Data:       map[string][]byte{"wrong": []byte("0123456789abcdef0123456789abcdef")},
 	})
-	_, err := EnsureSecret(context.Background(), c, Options{Namespace: ns})
+	_, err := EnsureSecret(context.Background(), c.CoreV1(), Options{Namespace: ns})
 	if KindOf(err) != Invalid || !strings.Contains(err.Error(), `no data key "key"`) {
 		t.Fatalf("err = %v (kind %q); want invalid naming the data key", err, KindOf(err))
 	}
@@ -241,7 +241,7 @@ func TestAlreadyExistsRaceIsSuccess(t *testing.T) {
 		return true, nil, apierrors.NewAlreadyExists(secretsGR, DefaultSecretName)
 	})
 	var buf bytes.Buffer
-	out, err := EnsureSecret(context.Background(), c, testOpts(&buf))
+	out, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
 	if err != nil || out != CreatedByOther {
 		t.Fatalf("EnsureSecret = %q, %v; want created-by-other", out, err)
 	}
@@ -259,7 +259,7 @@ func TestForbiddenOnGet(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(secretsGR, DefaultSecretName,
 			errors.New(`User "system:serviceaccount:proxy-system:k8s-ws-proxy-bootstrap" cannot get resource "secrets"`))
 	})
-	_, err := EnsureSecret(context.Background(), c, testOpts(new(bytes.Buffer)))
+	_, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(new(bytes.Buffer)))
 	if KindOf(err) != Forbidden {
 		t.Fatalf("err = %v; want forbidden", err)
 	}
@@ -281,7 +281,7 @@ func TestForbiddenOnCreate(t *testing.T) {
 	c.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(secretsGR, "", errors.New("no create"))
 	})
-	_, err := EnsureSecret(context.Background(), c, testOpts(new(bytes.Buffer)))
+	_, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(new(bytes.Buffer)))
 	if KindOf(err) != Forbidden {
 		t.Fatalf("err = %v; want forbidden", err)
 	}
@@ -295,7 +295,7 @@ func TestUnauthorized(t *testing.T) {
 	c.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewUnauthorized("token expired")
 	})
-	_, err := EnsureSecret(context.Background(), c, testOpts(new(bytes.Buffer)))
+	_, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(new(bytes.Buffer)))
 	if KindOf(err) != Unauthorized || !strings.Contains(err.Error(), "credentials") {
 		t.Fatalf("err = %v; want unauthorized", err)
 	}
@@ -310,7 +310,7 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 		}
 		return false, nil, nil // fall through to the tracker: NotFound
 	})
-	out, err := EnsureSecret(context.Background(), c, testOpts(new(bytes.Buffer)))
+	out, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(new(bytes.Buffer)))
 	if err != nil || out != Created {
 		t.Fatalf("%q, %v", out, err)
 	}
@@ -326,7 +326,7 @@ func TestUnreachableViaReactor(t *testing.T) {
 	})
 	o := testOpts(new(bytes.Buffer))
 	o.APIServer = "https://user:pw@10.96.0.1:443"
-	_, err := EnsureSecret(context.Background(), c, o)
+	_, err := EnsureSecret(context.Background(), c.CoreV1(), o)
 	if KindOf(err) != Unreachable {
 		t.Fatalf("err = %v; want unreachable", err)
 	}
@@ -360,7 +360,7 @@ func TestUnreachableRealClient(t *testing.T) {
 	o.Attempts = 2
 	o.APIServer = cfg.Host
 	start := time.Now()
-	_, err = EnsureSecret(context.Background(), c, o)
+	_, err = EnsureSecret(context.Background(), c.CoreV1(), o)
 	if KindOf(err) != Unreachable || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("err = %v; want unreachable naming %s", err, addr)
 	}
@@ -379,7 +379,7 @@ func TestContextCancelStopsRetries(t *testing.T) {
 	o := testOpts(new(bytes.Buffer))
 	o.Attempts = 100
 	o.Backoff = time.Hour // only the cancelled context can end the wait
-	_, err := EnsureSecret(ctx, c, o)
+	_, err := EnsureSecret(ctx, c.CoreV1(), o)
 	if err == nil || !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v; want context.Canceled inside", err)
 	}
@@ -412,7 +412,7 @@ func TestKeyTheKeyringWouldTrimIsRedrawn(t *testing.T) {
 	c := fake.NewClientset()
 	o := testOpts(new(bytes.Buffer))
 	o.Rand = &seqReader{chunks: [][]byte{trimmed, spaced, good}}
-	if out, err := EnsureSecret(context.Background(), c, o); err != nil || out != Created {
+	if out, err := EnsureSecret(context.Background(), c.CoreV1(), o); err != nil || out != Created {
 		t.Fatalf("%q, %v", out, err)
 	}
 	got := getSecret(t, c, DefaultSecretName).Data[DefaultKeyName]
@@ -426,7 +426,7 @@ func TestKeyTheKeyringWouldTrimIsRedrawn(t *testing.T) {
 
 	// A source that never yields a usable key is refused, not looped on.
 	o.Rand = bytes.NewReader(bytes.Repeat(trimmed, 64))
-	if _, err := EnsureSecret(context.Background(), fake.NewClientset(), o); KindOf(err) != Failed {
+	if _, err := EnsureSecret(context.Background(), fake.NewClientset().CoreV1(), o); KindOf(err) != Failed {
 		t.Fatalf("err = %v; want failed", err)
 	}
 }
@@ -452,7 +452,7 @@ func TestRandFailureCreatesNothing(t *testing.T) {
 	c := fake.NewClientset()
 	o := testOpts(new(bytes.Buffer))
 	o.Rand = failingReader{}
-	_, err := EnsureSecret(context.Background(), c, o)
+	_, err := EnsureSecret(context.Background(), c.CoreV1(), o)
 	if err == nil || !strings.Contains(err.Error(), "entropy exhausted") {
 		t.Fatalf("err = %v", err)
 	}
@@ -462,7 +462,7 @@ func TestRandFailureCreatesNothing(t *testing.T) {
 }
 
 func TestNamespaceRequired(t *testing.T) {
-	_, err := EnsureSecret(context.Background(), fake.NewClientset(), Options{})
+	_, err := EnsureSecret(context.Background(), fake.NewClientset().CoreV1(), Options{})
 	if KindOf(err) != Invalid || !strings.Contains(err.Error(), "POD_NAMESPACE") {
 		t.Fatalf("err = %v", err)
 	}
