@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 )
 
 func TestParseTransport(t *testing.T) {
@@ -314,7 +316,7 @@ func TestCancelKillsProcess(t *testing.T) {
 			if _, err := fmt.Sscan(line, &shPID, &sleepPID); err != nil {
 				t.Fatalf("pids %q: %v", line, err)
 			}
-			if !alive(shPID) || !alive(sleepPID) {
+			if !poll.Alive(shPID) || !poll.Alive(sleepPID) {
 				t.Fatalf("processes not running before the cancel")
 			}
 			cancelled := time.Now()
@@ -327,14 +329,16 @@ func TestCancelKillsProcess(t *testing.T) {
 			case <-time.After(2 * time.Second):
 				t.Fatal("Stream did not return within 2s of the cancel")
 			}
-			waitGone(t, 2*time.Second, shPID, sleepPID)
+			poll.Gone(t, 2*time.Second, shPID, sleepPID)
 			t.Logf("process tree gone %v after the cancel", time.Since(cancelled))
-			deadline := time.Now().Add(2 * time.Second)
-			for len(srv.PIDs()) > 0 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond) // the backend's bookkeeping, not synchronisation of the test's own work
-			}
-			if p := srv.PIDs(); len(p) > 0 {
-				t.Errorf("backend still tracks %v", p)
+			// The backend's bookkeeping, not the test's own work.
+			if err := poll.Until(context.Background(), poll.Interval, 2*time.Second, func(context.Context) error {
+				if p := srv.PIDs(); len(p) > 0 {
+					return fmt.Errorf("backend still tracks %v", p)
+				}
+				return nil
+			}); err != nil {
+				t.Error(err)
 			}
 		})
 	}

@@ -6,11 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -155,44 +151,3 @@ func (q *sizeQueue) Next() *remotecommand.TerminalSize {
 }
 
 func (q *sizeQueue) Close() { q.once.Do(func() { close(q.done) }) }
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return false
-	}
-	return s[i+2] != 'Z'
-}
-
-// waitGone polls (the process belongs to the backend, not to the test) until
-// every pid is gone or the deadline passes.
-func waitGone(t *testing.T, d time.Duration, pids ...int) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, p := range left {
-				syscall.Kill(p, syscall.SIGKILL)
-			}
-			t.Fatalf("processes %v still alive %v after the session ended", left, d)
-		}
-		<-tick.C
-	}
-}

@@ -30,8 +30,10 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"k8s.io/client-go/rest"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeconfig"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
 
@@ -100,14 +102,8 @@ func run() error {
 	bsrv := &http.Server{Handler: backend, ReadHeaderTimeout: 10 * time.Second}
 	go bsrv.Serve(bln)
 	defer bsrv.Close()
-	kubeconfig := filepath.Join(work, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: local, cluster: {server: "http://%s"}}]
-contexts: [{name: local, context: {cluster: local, user: demo}}]
-users: [{name: demo, user: {token: unused-by-the-local-backend}}]
-current-context: local
-`, bln.Addr())), 0o600); err != nil {
+	kubeconfigPath := filepath.Join(work, "kubeconfig")
+	if err := kubeconfig.Write(kubeconfigPath, &rest.Config{Host: "http://" + bln.Addr().String(), BearerToken: "unused-by-the-local-backend"}); err != nil {
 		return err
 	}
 
@@ -119,7 +115,7 @@ current-context: local
 	}
 	defer logFile.Close()
 	cmd := osexec.Command(*proxyBin, "serve", "--listen", *listen, "--health-listen", "127.0.0.1:0",
-		"--key-dir", keyDir, "--kubeconfig", kubeconfig, "--node-name", demoNode)
+		"--key-dir", keyDir, "--kubeconfig", kubeconfigPath, "--node-name", demoNode)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeconfig"
 )
 
 func runBootstrapCmd(t *testing.T, env map[string]string, args ...string) (int, string) {
@@ -29,14 +31,7 @@ func closedKubeconfig(t *testing.T) (string, string) {
 	addr := l.Addr().String()
 	l.Close()
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "http://%s"}}]
-users: [{name: u, user: {token: not-a-secret}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-`, addr)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := kubeconfig.Write(path, &rest.Config{Host: "http://" + addr, BearerToken: "not-a-secret"}); err != nil {
 		t.Fatal(err)
 	}
 	return path, addr

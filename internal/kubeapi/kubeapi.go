@@ -30,9 +30,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeconfig"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
@@ -214,19 +214,7 @@ func (s *Server) ServiceAccountConfig(ctx context.Context, namespace, name strin
 // WriteKubeconfig writes cfg (from this Server) as a self-contained kubeconfig
 // for programs started by a test, such as the proxy or the bootstrap command.
 func (s *Server) WriteKubeconfig(path string, cfg *rest.Config) error {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["kubeapi"] = &clientcmdapi.Cluster{
-		Server:                   cfg.Host,
-		CertificateAuthorityData: cfg.CAData,
-	}
-	kc.AuthInfos["user"] = &clientcmdapi.AuthInfo{
-		Token:                 cfg.BearerToken,
-		ClientCertificateData: cfg.CertData,
-		ClientKeyData:         cfg.KeyData,
-	}
-	kc.Contexts["kubeapi"] = &clientcmdapi.Context{Cluster: "kubeapi", AuthInfo: "user", Namespace: "default"}
-	kc.CurrentContext = "kubeapi"
-	return clientcmd.WriteToFile(*kc, path)
+	return kubeconfig.Write(path, cfg)
 }
 
 // KubeletServingCert issues a serving certificate that the API server accepts
@@ -421,23 +409,18 @@ func (s *Server) readyzClient() (*http.Client, error) {
 
 // waitReady polls check until it succeeds, the process exits, or timeout.
 func waitReady(ctx context.Context, p *process, timeout time.Duration, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		if last = check(ctx); last == nil {
-			return nil
-		}
+	err := poll.Until(ctx, 100*time.Millisecond, timeout, func(ctx context.Context) error {
 		select {
 		case <-p.done:
-			return fmt.Errorf("%w (%v)", errExited, p.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("not ready after %s: %v", timeout, last)
-		case <-tick.C:
+			return poll.Stop(fmt.Errorf("%w (%v)", errExited, p.waitErr))
+		default:
 		}
+		return check(ctx)
+	})
+	if err != nil && !errors.Is(err, errExited) {
+		return fmt.Errorf("not ready after %s: %w", timeout, err)
 	}
+	return err
 }
 
 func checkHealth(ctx context.Context, client *http.Client, url, want string) error {

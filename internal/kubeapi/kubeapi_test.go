@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
@@ -80,7 +81,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	// RBAC decisions come from informer caches: poll until the binding is seen.
-	if err := poll(ctx, func() error {
+	if err := retry(ctx, func() error {
 		_, err := sa.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		return err
 	}); err != nil {
@@ -147,20 +148,8 @@ func TestStopTearsDown(t *testing.T) {
 	}
 }
 
-// poll retries fn until it succeeds or ctx ends, for state that the API
+// retry retries fn until it succeeds or ctx ends, for state that the API
 // server applies asynchronously (RBAC caches).
-func poll(ctx context.Context, fn func() error) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-tick.C:
-		}
-	}
+func retry(ctx context.Context, fn func() error) error {
+	return poll.Until(ctx, 100*time.Millisecond, time.Hour, func(context.Context) error { return fn() })
 }

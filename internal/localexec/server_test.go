@@ -3,18 +3,12 @@ package localexec
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -36,6 +30,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testpki"
 )
 
 var testPods = []Pod{
@@ -289,42 +286,6 @@ func readPIDs(t *testing.T, s string) []int {
 	return pids
 }
 
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
-}
-
-// waitGone polls the backend's processes (they are not the test's to wait
-// for) until they are gone or d has passed.
-func waitGone(t *testing.T, d time.Duration, pids ...int) time.Duration {
-	t.Helper()
-	start := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			for _, p := range left {
-				syscall.Kill(p, syscall.SIGKILL)
-			}
-			t.Fatalf("processes %v still alive %v after the disconnect", left, d)
-		}
-		<-tick.C
-	}
-}
-
 // A client that drops the TCP connection without a close frame (guacd
 // leaving) ends the session: the whole tree, tty or not, job-control groups
 // included, is gone within 2 s.
@@ -349,7 +310,7 @@ func TestDisconnectKillsProcessTree(t *testing.T) {
 				}
 			}
 			pids := readPIDs(t, out[strings.LastIndex(out[:len(out)-1], "\n")+1:])
-			if len(pids) != 2 || !alive(pids[0]) || !alive(pids[1]) {
+			if len(pids) != 2 || !poll.Alive(pids[0]) || !poll.Alive(pids[1]) {
 				t.Fatalf("pids %v from %q", pids, out)
 			}
 			if name == "tty" {
@@ -358,7 +319,7 @@ func TestDisconnectKillsProcessTree(t *testing.T) {
 				}
 			}
 			c.UnderlyingConn().Close() // no close frame
-			took := waitGone(t, 2*time.Second, pids...)
+			took := poll.Gone(t, 2*time.Second, pids...)
 			t.Logf("process tree gone %v after the disconnect", took)
 		})
 	}
@@ -377,12 +338,13 @@ func TestCloseKillsProcesses(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- ex.StreamWithContext(testCtx(t), remotecommand.StreamOptions{Stdout: io.Discard}) }()
-	var pids []int
-	deadline := time.Now().Add(10 * time.Second)
-	for len(pids) == 0 && time.Now().Before(deadline) {
-		pids = srv.PIDs()
-		time.Sleep(5 * time.Millisecond) // the backend starts the process; nothing to wait on here
-	}
+	var pids []int // the backend starts the process; nothing to wait on here
+	_ = poll.Until(context.Background(), poll.Interval, 10*time.Second, func(context.Context) error {
+		if pids = srv.PIDs(); len(pids) == 0 {
+			return errors.New("no process yet")
+		}
+		return nil
+	})
 	if len(pids) != 1 {
 		t.Fatalf("PIDs() = %v", pids)
 	}
@@ -392,7 +354,7 @@ func TestCloseKillsProcesses(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != 128+9 {
 		t.Fatalf("Stream: %v, want exit code 137", err)
 	}
-	waitGone(t, 2*time.Second, pids...)
+	poll.Gone(t, 2*time.Second, pids...)
 	if p := srv.PIDs(); len(p) != 0 {
 		t.Errorf("still tracked: %v", p)
 	}
@@ -497,26 +459,17 @@ var (
 
 func newPKI(t *testing.T) testPKI {
 	pkiOnce.Do(func() {
-		caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-		caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-		ca, _ := x509.ParseCertificate(caDER)
-		issue := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, []byte) {
-			k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-				NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-				KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips}
-			der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-			kd, _ := x509.MarshalECPrivateKey(k)
-			return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+		ca, err := testpki.NewCA("test-ca")
+		if err != nil {
+			t.Fatal(err)
 		}
-		pki.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-		pki.serverCert, pki.serverKey = issue(2, "node-a", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)})
-		pki.clientCert, pki.clientKey = issue(3, "kube-apiserver-kubelet-client", x509.ExtKeyUsageClientAuth, nil)
-		pki.pool = x509.NewCertPool()
-		pki.pool.AddCert(ca)
+		pki.caPEM, pki.pool = ca.CertPEM, ca.Pool()
+		if pki.serverCert, pki.serverKey, err = ca.Issue(testpki.CertSpec{CommonName: "node-a", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}); err != nil {
+			t.Fatal(err)
+		}
+		if pki.clientCert, pki.clientKey, err = ca.Issue(testpki.CertSpec{CommonName: "kube-apiserver-kubelet-client", Client: true}); err != nil {
+			t.Fatal(err)
+		}
 	})
 	return pki
 }

@@ -3,6 +3,7 @@ package poll
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -64,5 +65,28 @@ func TestFor(t *testing.T) {
 	For(f, 20*time.Millisecond, "never", func() bool { return false })
 	if f.failed == "" {
 		t.Error("For did not fail on a condition that never holds")
+	}
+}
+
+func TestGone(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }() // reaps it, so it does not linger as a zombie
+	pid := cmd.Process.Pid
+	if !Alive(pid) {
+		t.Fatal("a running sleep is not alive")
+	}
+	f := &fakeTB{TB: t}
+	Gone(f, 50*time.Millisecond, pid)
+	if f.failed == "" {
+		t.Error("Gone did not fail on a live process")
+	}
+	<-done // Gone killed it
+	Gone(t, 5*time.Second, pid)
+	if Alive(pid) {
+		t.Error("killed process still alive")
 	}
 }

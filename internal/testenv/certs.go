@@ -1,88 +1,45 @@
 package testenv
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
 	"net"
-	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testpki"
 )
 
-// CA is a throwaway certificate authority for TLS tests. ECDSA P-256 keeps
-// generation cheap under -race.
+// CA is a throwaway certificate authority for TLS tests (testpki's, with
+// helpers that fail the test instead of returning errors).
 type CA struct {
-	Cert *x509.Certificate
-	PEM  []byte // Cert, PEM-encoded
-	key  *ecdsa.PrivateKey
+	*testpki.CA
+	PEM []byte // Cert, PEM-encoded
 }
 
-// serials makes every certificate of a test binary distinct, so that a
-// test can tell which one a server presents.
-var serials atomic.Int64
-
-func nextSerial() *big.Int { return big.NewInt(1000 + serials.Add(1)) }
-
-// NewCA makes a CA named name, valid from an hour ago for a day.
+// NewCA makes a CA named name.
 func NewCA(tb testing.TB, name string) *CA {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewCA(name)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          nextSerial(),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &CA{Cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &CA{CA: ca, PEM: ca.CertPEM}
 }
 
-// Issue returns a leaf's certificate PEM, PKCS#8 key PEM and serial number.
+// Issue returns a leaf's certificate PEM, key PEM and serial number.
 func (ca *CA) Issue(tb testing.TB, cn string, dns []string, ips []net.IP, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte, serial *big.Int) {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	spec := testpki.CertSpec{CommonName: cn, DNSNames: dns, IPs: ips,
+		Server: usage == x509.ExtKeyUsageServerAuth, Client: usage == x509.ExtKeyUsageClientAuth}
+	certPEM, keyPEM, err := ca.CA.Issue(spec)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     dns,
-		IPAddresses:  ips,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
-	if err != nil {
+	if serial, err = testpki.Serial(certPEM); err != nil {
 		tb.Fatal(err)
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), tmpl.SerialNumber
+	return certPEM, keyPEM, serial
 }
 
 // Serving issues the proxy's serving certificate: CN k8s-ws-proxy, DNS
@@ -101,11 +58,4 @@ func (ca *CA) Client(tb testing.TB, cn string, dns ...string) tls.Certificate {
 		tb.Fatal(err)
 	}
 	return pair
-}
-
-// Pool is a pool holding only this CA.
-func (ca *CA) Pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.Cert)
-	return p
 }

@@ -1,10 +1,11 @@
 package testenv
 
 import (
-	"encoding/base64"
-	"fmt"
-	"os"
 	"testing"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeconfig"
 )
 
 // WriteKubeconfig writes a kubeconfig that points at server with a fixed
@@ -19,28 +20,8 @@ func WriteKubeconfig(tb testing.TB, path, server string) {
 // certificate caPEM signs.
 func WriteKubeconfigCA(tb testing.TB, path, server string, caPEM []byte) {
 	tb.Helper()
-	ca := ""
-	if caPEM != nil {
-		ca = "\n    certificate-authority-data: " + base64.StdEncoding.EncodeToString(caPEM)
-	}
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: %s%s
-contexts:
-- name: local
-  context:
-    cluster: local
-    user: proxy
-users:
-- name: proxy
-  user:
-    token: local-backend-ignores-this
-current-context: local
-`, server, ca)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	cfg := &rest.Config{Host: server, BearerToken: "local-backend-ignores-this", TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}}
+	if err := kubeconfig.Write(path, cfg); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 )
 
 var (
@@ -267,25 +269,25 @@ func idleMemory(b *testing.B, e *env, tr exec.Transport) {
 // same three times in a row, 100 ms apart (sessions end asynchronously in
 // another process), and returns it.
 func (p *proxyProc) settledGoroutines(within time.Duration) (int, error) {
-	deadline := time.Now().Add(within)
 	last, same := -1, 0
-	var lastErr error
-	for {
+	err := poll.Until(context.Background(), 100*time.Millisecond, within, func(context.Context) error {
 		n, err := p.Goroutines()
 		if err != nil {
-			n, lastErr = -1, err // a busy proxy answering late is retried until the deadline
+			last, same = -1, 0
+			return err // a busy proxy answering late is retried until the deadline
 		}
-		if n >= 0 && n == last {
+		if n == last {
 			same++
 		} else {
 			last, same = n, 1
 		}
-		if same == 3 {
-			return n, nil
+		if same < 3 {
+			return fmt.Errorf("%d goroutines, %d reading(s) in a row", n, same)
 		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("proxy goroutines did not settle within %v (last %d, last error %v)", within, n, lastErr)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("proxy goroutines did not settle within %v: %w", within, err)
 	}
+	return last, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
@@ -63,14 +64,13 @@ func TestMain(m *testing.M) {
 // heartbeat goroutine notices its closed connection only at its next
 // 5-second tick.
 func findLeaks() error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var err error
+	_ = poll.Until(context.Background(), poll.Interval, 20*time.Second, func(context.Context) error {
 		// klog starts its flush daemon in init; it lives for the process.
-		err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"))
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-	}
+		err = goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"))
+		return err
+	})
+	return err
 }
 
 const (

@@ -409,17 +409,5 @@ func chartInstalled(t testing.TB) []*unstructured.Unstructured {
 // state the API server applies asynchronously (CRD establishment, RBAC
 // informer caches), where there is nothing to wait on.
 func pollUntil(ctx context.Context, fn func() error) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-tick.C:
-		}
-	}
+	return pollEvery(ctx, 100*time.Millisecond, fn)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
@@ -175,19 +176,7 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 // pollEvery is pollUntil with a chosen period, for checks that cost a
 // session each.
 func pollEvery(ctx context.Context, period time.Duration, fn func() error) error {
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-tick.C:
-		}
-	}
+	return poll.Until(ctx, period, time.Hour, func(context.Context) error { return fn() })
 }
 
 type errStatus int

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 )
 
 // metrics returns the proxy's /metrics text.
@@ -44,15 +48,13 @@ func (e *env) goroutines(t *testing.T) int {
 func (e *env) expectNoLeak(t *testing.T, base int) {
 	t.Helper()
 	var n int
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if n = e.goroutines(t); n <= base {
-			return
+	if err := poll.Until(context.Background(), 50*time.Millisecond, 15*time.Second, func(context.Context) error {
+		if n = e.goroutines(t); n > base {
+			return errors.New("not yet")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy goroutines %d, %d before the sessions: leak", n, base)
-		}
-		time.Sleep(50 * time.Millisecond) // polling another process's gauge
+		return nil
+	}); err != nil {
+		t.Fatalf("proxy goroutines %d, %d before the sessions: leak", n, base)
 	}
 }
 
@@ -214,19 +216,22 @@ func TestFaultKeyDirectoryChurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The new key becomes usable; retry with fresh tokens until it is.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	// The proxy picks the directory up on its own schedule.
+	if err := poll.Until(context.Background(), 100*time.Millisecond, 15*time.Second, func(context.Context) error {
 		tok, _ := signer.Sign(e.claims("true"))
 		status, _, ws := e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=true",
 			header: bearer(tok), protocols: []string{"v5.channel.k8s.io"}})
 		if ws != nil {
 			ws.Close()
-			break
+			return nil
 		}
-		if status != http.StatusUnauthorized || time.Now().After(deadline) {
-			t.Fatalf("new key not usable: status %d", status)
+		err := fmt.Errorf("status %d", status)
+		if status != http.StatusUnauthorized {
+			return poll.Stop(err)
 		}
-		time.Sleep(100 * time.Millisecond) // the proxy picks the directory up on its own schedule
+		return err
+	}); err != nil {
+		t.Fatalf("new key not usable: %v", err)
 	}
 	live.echo("after-recreate")
 }
