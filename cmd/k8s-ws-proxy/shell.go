@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	streamproto "k8s.io/apimachinery/pkg/util/remotecommand"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
@@ -70,7 +71,7 @@ func runShell(args []string) int {
 		return 2
 	}
 	executor, err := remotecommand.NewWebSocketExecutorForProtocols(cfg, "GET", execURL,
-		"v5.channel.k8s.io", "v4.channel.k8s.io")
+		streamproto.StreamProtocolV5Name, streamproto.StreamProtocolV4Name)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shell:", err)
 		return 1

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	streamproto "k8s.io/apimachinery/pkg/util/remotecommand"
 )
 
 // GuacdMaxRead is guacd's read size: every server message must fit in it,
@@ -84,7 +85,7 @@ func DialGuacd(addr, namespace, token, container, command string) (*Guacd, *http
 		return nil, nil, err
 	}
 	d := websocket.Dialer{
-		Subprotocols:     []string{"v4.channel.k8s.io"},
+		Subprotocols:     []string{streamproto.StreamProtocolV4Name},
 		HandshakeTimeout: 30 * time.Second,
 		NetDial:          func(network, _ string) (net.Conn, error) { return net.Dial(network, addr) },
 	}
@@ -143,7 +144,7 @@ func (g *Guacd) Send(tb testing.TB, s string) {
 	tb.Helper()
 	for b := []byte(s); len(b) > 0; {
 		n := min(len(b), 1024)
-		if err := g.ws.WriteMessage(websocket.BinaryMessage, append([]byte{0}, b[:n]...)); err != nil {
+		if err := g.ws.WriteMessage(websocket.BinaryMessage, append([]byte{streamproto.StreamStdIn}, b[:n]...)); err != nil {
 			tb.Fatalf("sending stdin: %v", err)
 		}
 		b = b[n:]
@@ -155,7 +156,7 @@ func (g *Guacd) Send(tb testing.TB, s string) {
 func (g *Guacd) Resize(tb testing.TB, cols, rows int) {
 	tb.Helper()
 	for _, d := range []int{1, 0} {
-		msg := fmt.Appendf([]byte{4}, `{"Width":%d,"Height":%d}`, cols+d, rows+d)
+		msg := fmt.Appendf([]byte{streamproto.StreamResize}, `{"Width":%d,"Height":%d}`, cols+d, rows+d)
 		if err := g.ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
 			tb.Fatalf("sending resize: %v", err)
 		}
