@@ -17,24 +17,10 @@ import (
 // usableWithin is the issue's bound on "swap to new key usable".
 const usableWithin = time.Second
 
-// runKeyring starts k.Run, waits until its watches are in place, and stops
-// it (waiting for it to return) at test cleanup.
+// runKeyring runs k until the test ends, once its watches are in place.
 func runKeyring(t *testing.T, k *Keyring) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	select {
-	case <-k.r.Started():
-	case err := <-done:
-		t.Fatalf("Run returned early: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run returned %v", err)
-		}
-	})
+	filewatchtest.Start(t, k.Run, k.r.Started())
 }
 
 func newTestKeyring(t *testing.T, opts KeyringOptions) (*Keyring, *syncBuffer) {
@@ -89,7 +75,7 @@ func TestKeyringLoadsSecretVolume(t *testing.T) {
 			t.Errorf("Lookup(%s) = %q, %v", KeyID(key), got, ok)
 		}
 	}
-	if logs.count(`"file":"subdir"`) != 1 {
+	if logs.Count(`"file":"subdir"`) != 1 {
 		t.Errorf("directory not reported as refused:\n%s", logs)
 	}
 	if strings.Contains(logs.String(), ".hidden") || strings.Contains(logs.String(), "..data") {
@@ -138,7 +124,7 @@ func TestKeyringRotation(t *testing.T) {
 	if k.KeyCount() != 2 || !k.Ready() {
 		t.Errorf("count=%d during grace, want 2", k.KeyCount())
 	}
-	if logs.count("left the key directory") != 1 {
+	if logs.Count("left the key directory") != 1 {
 		t.Errorf("rotation not logged once:\n%s", logs)
 	}
 
@@ -156,7 +142,7 @@ func TestKeyringRotation(t *testing.T) {
 	// A reload then forgets it, and says so once.
 	k.reload()
 	k.reload()
-	if logs.count("grace period over") != 1 {
+	if logs.Count("grace period over") != 1 {
 		t.Errorf("grace end not logged once:\n%s", logs)
 	}
 }
@@ -191,7 +177,7 @@ func TestKeyringMissingDirectoryThenCreated(t *testing.T) {
 	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": keyA})
 	// Seen through the parent's watch (the poll is an hour).
 	hmactest.WaitForKey(t, k, KeyID(keyA), true, usableWithin)
-	if n := logs.count("key directory does not exist"); n != 1 {
+	if n := logs.Count("key directory does not exist"); n != 1 {
 		t.Errorf("missing dir logged %d times, want 1:\n%s", n, logs)
 	}
 	// The directory's own watch is in place: the next swap is seen too.
@@ -221,7 +207,7 @@ func TestKeyringDirectoryDeletedAndRecreated(t *testing.T) {
 	}
 	// (RemoveAll empties the directory before removing it; a reload may
 	// see the empty state in between, which is a state of its own.)
-	if logs.count("key directory does not exist") != 1 || logs.count("keeping the previous keys") < 1 {
+	if logs.Count("key directory does not exist") != 1 || logs.Count("keeping the previous keys") < 1 {
 		t.Errorf("deletion not logged as expected:\n%s", logs)
 	}
 
@@ -250,7 +236,7 @@ func TestKeyringEmptyAndShortKeys(t *testing.T) {
 	if k.Ready() {
 		t.Fatal("ready with an empty directory")
 	}
-	if logs.count("every token will be refused") != 1 {
+	if logs.Count("every token will be refused") != 1 {
 		t.Errorf("empty dir not logged:\n%s", logs)
 	}
 	short := "short-secret-value"
@@ -260,7 +246,7 @@ func TestKeyringEmptyAndShortKeys(t *testing.T) {
 	if k.Ready() {
 		t.Fatal("ready with only a short key")
 	}
-	if n := logs.count(`"file":"key"`); n != 1 {
+	if n := logs.Count(`"file":"key"`); n != 1 {
 		t.Errorf("short key logged %d times, want once:\n%s", n, logs)
 	}
 	if !strings.Contains(logs.String(), "18 bytes") {
@@ -291,7 +277,7 @@ func TestKeyringCorruptKeyKeepsPreviousForGrace(t *testing.T) {
 	// Repeated reloads of the same bad state log nothing new.
 	k.reload()
 	k.reload()
-	if n := logs.count("keeping the previous keys"); n != 1 {
+	if n := logs.Count("keeping the previous keys"); n != 1 {
 		t.Errorf("bad state logged %d times, want 1:\n%s", n, logs)
 	}
 	clk.Add(grace)
@@ -299,7 +285,7 @@ func TestKeyringCorruptKeyKeepsPreviousForGrace(t *testing.T) {
 		t.Error("ready after the grace period with no valid key")
 	}
 	k.reload()
-	if logs.count("every token will be refused") != 1 {
+	if logs.Count("every token will be refused") != 1 {
 		t.Errorf("end of grace with no key not logged:\n%s", logs)
 	}
 }
@@ -322,7 +308,7 @@ func TestKeyringUnreadableFileKeepsItsKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.reload()
-	if logs.count("unreadable") != 1 {
+	if logs.Count("unreadable") != 1 {
 		t.Errorf("unreadable file not logged:\n%s", logs)
 	}
 	// Not even in grace: still present, usable long after a grace period.
@@ -355,7 +341,7 @@ func TestKeyringNotARegularFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	k, logs := newTestKeyring(t, KeyringOptions{Dir: dir})
-	if k.KeyCount() != 1 || logs.count(`"file":"fifo"`) != 1 {
+	if k.KeyCount() != 1 || logs.Count(`"file":"fifo"`) != 1 {
 		t.Errorf("count=%d logs:\n%s", k.KeyCount(), logs)
 	}
 }
@@ -404,7 +390,7 @@ func TestKeyringJunkFilesLoggedOncePerChange(t *testing.T) {
 	}
 	t.Logf("%d junk files one at a time: %d log lines", n, lines()-before)
 	for i := range n {
-		if c := logs.count(fmt.Sprintf(`"file":"junk-%03d"`, i)); c != 1 {
+		if c := logs.Count(fmt.Sprintf(`"file":"junk-%03d"`, i)); c != 1 {
 			t.Fatalf("junk-%03d logged %d times, want once (%d lines in all)", i, c, lines()-before)
 		}
 	}
@@ -434,7 +420,7 @@ func TestKeyringJunkFilesLoggedOncePerChange(t *testing.T) {
 	k.reload()
 	junk("junk-007")
 	k.reload()
-	if c := logs.count(`"file":"junk-007"`); c != 2 {
+	if c := logs.Count(`"file":"junk-007"`); c != 2 {
 		t.Errorf("junk-007 logged %d times after leaving and coming back, want 2", c)
 	}
 	if !k.Ready() || k.KeyCount() != 1 {

@@ -1,19 +1,18 @@
 package hmac
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"log/slog"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
 func TestMain(m *testing.M) {
@@ -69,34 +68,6 @@ func validClaims() Claims {
 }
 
 // syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type syncBuffer = testlog.Buffer
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// count returns how many log lines contain s.
-func (b *syncBuffer) count(s string) int {
-	n := 0
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.Contains(l, s) {
-			n++
-		}
-	}
-	return n
-}
-
-func testLogger(buf *syncBuffer) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func testLogger(buf *syncBuffer) *slog.Logger { return buf.Logger() }

@@ -10,14 +10,7 @@ import (
 // each collection: no work on the reload path.
 func (k *Keyring) RegisterMetrics(mp metric.MeterProvider) error {
 	m := mp.Meter("github.com/k8s-ws-proxy/k8s-ws-proxy/hmac")
-	reloads, err := m.Int64ObservableCounter("k8s_ws_proxy.keyring.reloads",
-		metric.WithDescription("Changes of the loaded HMAC key set."))
-	if err != nil {
-		return err
-	}
-	failures, err := m.Int64ObservableCounter("k8s_ws_proxy.keyring.reload_errors",
-		metric.WithDescription("Reads of the key directory that found no valid key or could not read it."))
-	if err != nil {
+	if err := k.r.RegisterMetrics(m, "k8s_ws_proxy.keyring", "the HMAC key set"); err != nil {
 		return err
 	}
 	keys, err := m.Int64ObservableGauge("k8s_ws_proxy.keyring.keys",
@@ -31,11 +24,9 @@ func (k *Keyring) RegisterMetrics(mp metric.MeterProvider) error {
 		return err
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(reloads, int64(k.r.Changes()))
-		o.ObserveInt64(failures, int64(k.r.Errors()))
 		o.ObserveInt64(keys, int64(k.KeyCount()))
 		o.ObserveInt64(refused, k.refusedCount.Load())
 		return nil
-	}, reloads, failures, keys, refused)
+	}, keys, refused)
 	return err
 }

@@ -1,7 +1,6 @@
 package filewatch
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
 func TestMain(m *testing.M) {
@@ -24,24 +24,6 @@ func TestMain(m *testing.M) {
 // within is how long an inotify-driven look may take. The poll in these
 // tests is an hour, so a look inside this bound came from an event.
 const within = 2 * time.Second
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // looks counts onChange calls and lets a test wait for the next one.
 type looks struct {
@@ -106,14 +88,10 @@ func (l *looks) next(t *testing.T, what string) {
 	}
 }
 
-func testLogger(b *syncBuffer) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 func TestKubeletSwapTriggersALook(t *testing.T) {
 	dir := t.TempDir()
 	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"tls.crt": []byte("one")})
-	l := start(t, Options{Dirs: []string{dir}, Poll: time.Hour, Logger: testLogger(&syncBuffer{})}, nil)
+	l := start(t, Options{Dirs: []string{dir}, Poll: time.Hour, Logger: (&testlog.Buffer{}).Logger()}, nil)
 	for i := range 5 {
 		l.drain()
 		switched := filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"tls.crt": []byte(strings.Repeat("x", i))})
@@ -202,13 +180,13 @@ func TestInvalidOptions(t *testing.T) {
 func TestDirWatchFollowsRecreatedDirectory(t *testing.T) {
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "keys")
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fw.Close()
-	w, err := newDirWatch([]string{dir}, testLogger(logs), time.Hour)
+	w, err := newDirWatch([]string{dir}, logs.Logger(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
 // fileLoader loads the file "value" of dir: its content is the value, and
@@ -35,7 +36,7 @@ func (l *fileLoader) options() ReloaderOptions[string] {
 	return ReloaderOptions[string]{
 		Dirs:      []string{l.dir},
 		Poll:      time.Hour,
-		Logger:    testLogger(&syncBuffer{}),
+		Logger:    (&testlog.Buffer{}).Logger(),
 		Load:      l.load,
 		OnLoad:    func(v string) { l.events = append(l.events, "load "+v) },
 		OnError:   func(err error) { l.events = append(l.events, "error "+err.Error()) },

@@ -2,7 +2,6 @@ package tlsreload
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,27 +21,8 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
-
-// tlsLogBuffer is a goroutine-safe log sink.
-type tlsLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *tlsLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *tlsLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *tlsLogBuffer) count(s string) int { return strings.Count(b.String(), s) }
 
 // tlsFiles is a kubelet-style Secret volume with a serving pair (and
 // optionally a CA file in a second volume, as the chart mounts it).
@@ -71,10 +51,10 @@ func newTLSFiles(t *testing.T) *tlsFiles {
 	return &tlsFiles{dir: filepath.Join(root, "tls"), caDir: filepath.Join(root, "client-ca")}
 }
 
-func newTestTLSReloader(t *testing.T, f *tlsFiles, opts Options) (*Reloader, *tlsLogBuffer) {
+func newTestTLSReloader(t *testing.T, f *tlsFiles, opts Options) (*Reloader, *testlog.Buffer) {
 	t.Helper()
-	logs := &tlsLogBuffer{}
-	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &testlog.Buffer{}
+	opts.Logger = logs.Logger()
 	r, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -94,24 +74,10 @@ func newTestTLSReloader(t *testing.T, f *tlsFiles, opts Options) (*Reloader, *tl
 	return r, logs
 }
 
-// runTLSReloader starts Run, waits until its watches are in place, and
-// stops it at cleanup.
+// runTLSReloader runs r until the test ends, once its watches are in place.
 func runTLSReloader(t *testing.T, r *Reloader) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	select {
-	case <-r.r.Started():
-	case err := <-done:
-		t.Fatalf("Run returned early: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run returned %v", err)
-		}
-	})
+	filewatchtest.Start(t, r.Run, r.r.Started())
 }
 
 func waitTLSChange(t *testing.T, ch <-chan struct{}) {
@@ -281,7 +247,7 @@ func TestTLSServesAndFollowsCertificateRotation(t *testing.T) {
 	if r.Reloads() != 4 {
 		t.Errorf("Reloads() = %d, want 4", r.Reloads())
 	}
-	if n := logs.count(`"msg":"TLS certificate loaded"`); n != 4 {
+	if n := logs.Count(`"msg":"TLS certificate loaded"`); n != 4 {
 		t.Errorf("%d 'loaded' lines, want 4:\n%s", n, logs)
 	}
 }
@@ -334,7 +300,7 @@ func TestTLSBadUpdateKeepsServing(t *testing.T) {
 		for range 3 {
 			r.reload()
 		}
-		if n := logs.count("cannot load the TLS files"); n != 1 {
+		if n := logs.Count("cannot load the TLS files"); n != 1 {
 			t.Errorf("%s: %d error lines, want 1:\n%s", name, n, logs)
 		}
 		tc, err := srv.dial(t, client)
@@ -353,9 +319,7 @@ func TestTLSBadUpdateKeepsServing(t *testing.T) {
 		if !strings.Contains(logs.String(), "TLS files readable again") {
 			t.Errorf("%s: recovery not logged:\n%s", name, logs)
 		}
-		logs.mu.Lock()
-		logs.buf.Reset()
-		logs.mu.Unlock()
+		logs.Reset()
 	}
 	if r.Reloads() != 1 {
 		t.Errorf("Reloads() = %d after bad updates only, want 1", r.Reloads())
@@ -403,7 +367,7 @@ func TestTLSStartupErrors(t *testing.T) {
 		"negative poll":         {CertFile: good.CertFile, KeyFile: good.KeyFile, PollInterval: -1},
 	}
 	for name, opts := range cases {
-		logs := &tlsLogBuffer{}
+		logs := &testlog.Buffer{}
 		opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 		if _, err := New(opts); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -418,7 +382,7 @@ func TestTLSStartupErrors(t *testing.T) {
 }
 
 // mtlsSetup is a serving pair plus a client CA in its own volume.
-func mtlsSetup(t *testing.T, allowed ...string) (*Reloader, *tlsLogBuffer, *tlsFiles, *tlsEchoServer, *testenv.CA, *tls.Config) {
+func mtlsSetup(t *testing.T, allowed ...string) (*Reloader, *testlog.Buffer, *tlsFiles, *tlsEchoServer, *testenv.CA, *tls.Config) {
 	t.Helper()
 	serving := testenv.NewCA(t, "serving-ca")
 	clients := testenv.NewCA(t, "client-ca")
@@ -495,7 +459,7 @@ func TestMutualTLSAllowlist(t *testing.T) {
 		{"server-auth only", []tls.Certificate{serverOnly}, "incompatible key usage", ""},
 	}
 	for _, c := range refused {
-		before := logs.count(`"msg":"TLS client refused"`)
+		before := logs.Count(`"msg":"TLS client refused"`)
 		if _, err := srv.dial(t, withCert(base, c.certs...)); err == nil {
 			t.Errorf("%s: served", c.name)
 		}
@@ -503,7 +467,7 @@ func TestMutualTLSAllowlist(t *testing.T) {
 			t.Errorf("%s: server-side handshake error %v, want %q", c.name, err, c.serverErr)
 		}
 		if c.logSubject != "" {
-			if logs.count(`"msg":"TLS client refused"`) != before+1 || !strings.Contains(logs.String(), `"subject":"`+c.logSubject+`"`) {
+			if logs.Count(`"msg":"TLS client refused"`) != before+1 || !strings.Contains(logs.String(), `"subject":"`+c.logSubject+`"`) {
 				t.Errorf("%s: refusal not logged with its subject:\n%s", c.name, logs)
 			}
 		}

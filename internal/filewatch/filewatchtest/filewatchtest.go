@@ -4,6 +4,7 @@
 package filewatchtest
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -119,4 +120,25 @@ func swap(dir string, files map[string][]byte) (time.Time, error) {
 		}
 	}
 	return switched, nil
+}
+
+// Start runs run in the background, waits for started (a reloader's
+// Started channel), and at cleanup cancels it and checks it returned nil.
+func Start(t testing.TB, run func(context.Context) error, started <-chan struct{}) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	select {
+	case <-started:
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run returned early: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+	})
 }
