@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 
+	"k8s.io/client-go/util/keyutil"
+
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testpki"
 )
 
@@ -27,17 +29,12 @@ func newSigningKey() (privPEM, pubPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	privDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
+	if privPEM, err = keyutil.MarshalPrivateKeyToPEM(key); err != nil {
 		return nil, nil, err
 	}
 	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
 		return nil, nil, err
 	}
-	return pemBlock("EC PRIVATE KEY", privDER), pemBlock("PUBLIC KEY", pubDER), nil
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	return privPEM, pem.EncodeToMemory(&pem.Block{Type: keyutil.PublicKeyBlockType, Bytes: pubDER}), nil
 }
