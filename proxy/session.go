@@ -404,26 +404,32 @@ func (ss *session) statusPayload(st *metav1.Status) []byte {
 	if len(payload) <= limit {
 		return payload
 	}
-	// Shorten the texts by what is over (JSON escaping can make a text
-	// longer on the wire than in memory, hence the loop), details'
-	// causes first: an internal error repeats its message there.
+	// Shorten the longest text first (an internal error repeats its
+	// message in a cause; an exit code's cause is one digit), by what is
+	// over but by at most half per step, until it fits: JSON escaping can make a text longer
+	// on the wire than in memory.
 	short := *st
+	texts := []*string{&short.Message}
 	if st.Details != nil {
 		d := *st.Details
 		d.Causes = append([]metav1.StatusCause(nil), d.Causes...)
 		short.Details = &d
-	}
-	texts := []*string{&short.Message}
-	if short.Details != nil {
-		for i := range short.Details.Causes {
-			texts = append([]*string{&short.Details.Causes[i].Message}, texts...)
+		for i := range d.Causes {
+			texts = append(texts, &d.Causes[i].Message)
 		}
 	}
-	for _, txt := range texts {
-		for len(payload) > limit && *txt != "" {
-			*txt = shorten(*txt, max(len(*txt)-(len(payload)-limit), 0))
-			payload, _ = json.Marshal(&short)
+	for len(payload) > limit {
+		longest := texts[0]
+		for _, txt := range texts[1:] {
+			if len(*txt) > len(*longest) {
+				longest = txt
+			}
 		}
+		if *longest == "" {
+			break
+		}
+		*longest = shorten(*longest, max(len(*longest)-(len(payload)-limit), len(*longest)/2))
+		payload, _ = json.Marshal(&short)
 	}
 	if short.Details != nil {
 		kept := short.Details.Causes[:0]
@@ -444,6 +450,7 @@ func (ss *session) statusPayload(st *metav1.Status) []byte {
 // shorten cuts s to at most n bytes on a character boundary, marking the
 // cut with an ellipsis when there is room for one.
 func shorten(s string, n int) string {
+	n = max(n, 0)
 	if len(s) <= n {
 		return s
 	}
