@@ -406,8 +406,8 @@ func (ss *session) statusPayload(st *metav1.Status) []byte {
 	}
 	// Shorten the longest text first (an internal error repeats its
 	// message in a cause; an exit code's cause is one digit), by what is
-	// over but by at most half per step, until it fits: JSON escaping can make a text longer
-	// on the wire than in memory.
+	// over but at most by half per step, until it fits: JSON escaping can
+	// make a text longer on the wire than in memory.
 	short := *st
 	texts := []*string{&short.Message}
 	if st.Details != nil {
