@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 )
 
 // cutter forwards TCP to target until cut, as a node losing its API
@@ -154,7 +156,7 @@ func TestCancelWithStdinBlocked(t *testing.T) {
 			case <-time.After(3 * time.Second):
 				t.Fatal("Stream did not return within 3s of the cancel")
 			}
-			waitGone(t, 3*time.Second, pid)
+			poll.Gone(t, 3*time.Second, pid)
 		})
 	}
 }
