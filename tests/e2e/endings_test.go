@@ -141,10 +141,11 @@ func TestMassDisconnectLeavesNoProcess(t *testing.T) {
 				r.ws.NetConn().(*net.TCPConn).SetLinger(0)
 				r.ws.NetConn().Close()
 			}
-			// The stated bound, for a loaded 2-core machine: the proxy ends
-			// every session within seconds, the in-process backend (race
-			// build) reaps 100 process trees in a few more.
-			e.waitProcesses(t, 15*time.Second, 0)
+			// The stated bound, for a loaded 2-core machine (load average 40
+			// while this was written): the proxy ends every session within
+			// seconds; the in-process backend (race build) reaps 100 process
+			// trees in 10 to 20 s more under that load.
+			e.waitProcesses(t, 30*time.Second, 0)
 			t.Logf("%d processes gone %v after their clients", sessions, time.Since(start))
 			waitFor(t, 10*time.Second, "no active session", func() bool {
 				v, err := e.Metric("k8s_ws_proxy_sessions_active")
