@@ -42,24 +42,31 @@ func (s *connSet) add(c net.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
+		reset(c)
 		c.Close()
 		return
 	}
 	s.conns = append(s.conns, c)
 }
 
-// closeAll closes the connections. abort resets them (SO_LINGER 0):
-// a connection closed with stdin still queued toward a backend that is
-// not reading can send its FIN only after that data, that is never, and
-// the backend would not learn that the session is gone.
-func (s *connSet) closeAll(abort bool) {
+// abortAll makes every close of the connections, whoever closes them, a
+// reset (SO_LINGER 0): a connection closed with stdin still queued toward a
+// backend that is not reading can send its FIN only after that data, that
+// is never, and the backend would not learn that the session is gone.
+func (s *connSet) abortAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		reset(c)
+	}
+}
+
+// closeAll closes the connections and any added later.
+func (s *connSet) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
 	for _, c := range s.conns {
-		if abort {
-			reset(c)
-		}
 		c.Close()
 	}
 	s.conns = nil
@@ -80,20 +87,23 @@ func reset(c net.Conn) {
 }
 
 // tracking returns a context for client-go carrying a new connection
-// set. When ctx ends, the set is reset first and only then is the returned
-// context cancelled: client-go's own close on cancellation must not win
-// the race with a graceful FIN that cannot get out. done closes the set
-// for good; call it once the session returned.
+// set. When ctx ends, the connections are made to reset when closed, then
+// client-go's context is cancelled (its WebSocket path closes its
+// connection itself; cancelling first leaves its stream readers a chance
+// to see the cancellation rather than a closed connection they may leak
+// on), then they are closed: spdystream's own close can block forever.
+// done closes the set for good; call it once the session returned.
 func tracking(ctx context.Context) (inner context.Context, done func()) {
 	set := &connSet{}
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() {
-		set.closeAll(true)
+		set.abortAll()
 		cancel()
+		set.closeAll()
 	})
 	return context.WithValue(inner, connSetKey{}, set), func() {
 		stop()
-		set.closeAll(false)
+		set.closeAll()
 		cancel()
 	}
 }
