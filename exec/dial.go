@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 type dialObserverKey struct{}
@@ -17,7 +19,8 @@ func WithDialObserver(ctx context.Context, observe func(time.Duration)) context.
 	return context.WithValue(ctx, dialObserverKey{}, observe)
 }
 
-// observingTransport times upgrade round trips for requests whose context
+// observingTransport tracks upgraded connections (see trackUpgraded) and
+// times upgrade round trips for requests whose context
 // carries a dial observer. client-go builds every exec round tripper
 // (WebSocket and SPDY) through rest.Config.WrapTransport, so this is the
 // one place that sees the dial of both.
@@ -26,14 +29,31 @@ type observingTransport struct{ next http.RoundTripper }
 func (o observingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	observe, _ := req.Context().Value(dialObserverKey{}).(func(time.Duration))
 	if observe == nil {
-		return o.next.RoundTrip(req)
+		resp, err := o.next.RoundTrip(req)
+		trackUpgraded(req, resp, err, o.next)
+		return resp, err
 	}
 	start := time.Now()
 	resp, err := o.next.RoundTrip(req)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		observe(time.Since(start))
 	}
+	trackUpgraded(req, resp, err, o.next)
 	return resp, err
+}
+
+// trackUpgraded adds the connection of an upgraded WebSocket to the
+// Stream call's set: client-go's WebSocket round tripper holds it, and
+// dials it with no hook of ours.
+func trackUpgraded(req *http.Request, resp *http.Response, err error, rt http.RoundTripper) {
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		return
+	}
+	if h, ok := rt.(interface{ Connection() *websocket.Conn }); ok {
+		if c := h.Connection(); c != nil {
+			track(req.Context(), c.NetConn())
+		}
+	}
 }
 
 func observeDials(prev func(http.RoundTripper) http.RoundTripper) func(http.RoundTripper) http.RoundTripper {

@@ -23,6 +23,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/streaming/pkg/httpstream"
 )
 
@@ -158,8 +159,10 @@ func (d *Dialer) URL(t Target) *url.URL {
 // Stream runs the exec or attach until it ends. It returns nil for exit
 // status 0, an error satisfying errors.As(err, &exec.CodeExitError{})
 // (k8s.io/client-go/util/exec) for a non-zero exit status, ctx.Err() when
-// ctx ended first (the connection is closed, which ends the process on a
-// kubelet), and other errors otherwise.
+// ctx ended first (the connections are reset at once, whatever the
+// transport is doing, which ends the process on a kubelet), ErrNoStatus
+// when a v4/v5 backend's connection ended without a status, and other
+// errors otherwise.
 func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error) {
 	if err := check(t, s); err != nil {
 		return Result{Transport: d.first()}, err
@@ -178,14 +181,24 @@ func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error
 		opts.TerminalSizeQueue = s.Sizes
 	}
 	u := d.URL(t)
+	res, err := d.stream(ctx, u, opts)
+	var exit utilexec.CodeExitError
+	if err != nil && ctx.Err() != nil && !errors.As(err, &exit) {
+		// Whatever broke after ctx ended (the reset connections, client-go
+		// seeing its own context cancelled) is the cancellation.
+		err = ctx.Err()
+	}
+	return res, err
+}
+
+func (d *Dialer) stream(outer context.Context, u *url.URL, opts remotecommand.StreamOptions) (Result, error) {
+	ctx, closeConns := tracking(outer)
+	defer closeConns()
 
 	switch d.transport {
 	case TransportSPDY:
-		ex, err := d.spdy(u)
-		if err != nil {
-			return Result{Transport: TransportSPDY}, err
-		}
-		return Result{Transport: TransportSPDY}, ex.StreamWithContext(ctx, opts)
+		sp := &trackedSPDY{d: d, u: u}
+		return Result{Transport: TransportSPDY}, sp.StreamWithContext(ctx, opts)
 	case TransportWebSocket:
 		ex, err := remotecommand.NewWebSocketExecutorForProtocols(d.cfg, "GET", u.String(),
 			"v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -198,14 +211,10 @@ func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error
 		if err != nil {
 			return Result{Transport: TransportWebSocket}, err
 		}
-		sp, err := d.spdy(u)
-		if err != nil {
-			return Result{Transport: TransportWebSocket}, err
-		}
 		// The fallback executor does not say which executor ran; the
 		// secondary records it. Both run in this goroutine.
 		res := Result{Transport: TransportWebSocket}
-		fb, err := remotecommand.NewFallbackExecutor(ws, &marking{Executor: sp, used: &res.Transport}, shouldFallback)
+		fb, err := remotecommand.NewFallbackExecutor(ws, &trackedSPDY{d: d, u: u, used: &res.Transport}, shouldFallback)
 		if err != nil {
 			return res, err
 		}
@@ -221,26 +230,11 @@ func (d *Dialer) first() Transport {
 	return TransportWebSocket
 }
 
-func (d *Dialer) spdy(u *url.URL) (remotecommand.Executor, error) {
-	return remotecommand.NewSPDYExecutor(d.cfg, "POST", u)
-}
-
 // shouldFallback is kubectl's condition. It must be k8s.io/streaming's
 // httpstream: client-go v0.37 returns that package's UpgradeFailureError,
 // which apimachinery's IsUpgradeFailure never matches.
 func shouldFallback(err error) bool {
 	return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-}
-
-// marking records that the fallback executor reached its secondary.
-type marking struct {
-	remotecommand.Executor
-	used *Transport
-}
-
-func (m *marking) StreamWithContext(ctx context.Context, o remotecommand.StreamOptions) error {
-	*m.used = TransportSPDY
-	return m.Executor.StreamWithContext(ctx, o)
 }
 
 func check(t Target, s Streams) error {

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,10 +31,83 @@ type batchConn struct {
 	net.Conn
 
 	mu       sync.Mutex
-	buf      *[]byte   // non-nil while a batch is open
-	deadline time.Time // the write deadline gorilla asked for last
-	armed    time.Time // the write deadline set on the socket
-	err      error     // a failed write: the stream may end in half a frame
+	buf      *[]byte      // non-nil while a batch is open
+	deadline time.Time    // the write deadline gorilla asked for last
+	armed    time.Time    // the write deadline set on the socket
+	err      error        // a failed write: the stream may end in half a frame
+	limit    atomic.Int64 // unix nanoseconds no write may outlast (0: none)
+
+	// onCloseFrame, if set, is told the payload length of each close
+	// frame the client sends, before gorilla reads it: gorilla reports a
+	// 1-byte close payload (malformed) as one without a code.
+	onCloseFrame func(n int)
+	scan         frameScanner
+}
+
+// limitWrites makes every write, the one in progress included, end by t.
+// It takes no lock: a writer stalled on the socket holds c.mu.
+func (c *batchConn) limitWrites(t time.Time) {
+	c.limit.Store(t.UnixNano())
+	_ = c.Conn.SetWriteDeadline(t)
+}
+
+// Read is gorilla reading the client's frames.
+func (c *batchConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.onCloseFrame != nil && n > 0 {
+		c.scan.scan(p[:n], c.onCloseFrame)
+	}
+	return n, err
+}
+
+// frameScanner follows the client's frame headers in the byte stream
+// (reads are sequential: one goroutine).
+type frameScanner struct {
+	hdr  [14]byte
+	n    int
+	skip uint64
+}
+
+func (f *frameScanner) scan(p []byte, onClose func(int)) {
+	for len(p) > 0 {
+		if f.skip > 0 {
+			k := min(uint64(len(p)), f.skip)
+			f.skip -= k
+			p = p[k:]
+			continue
+		}
+		f.hdr[f.n] = p[0]
+		f.n++
+		p = p[1:]
+		if f.n < 2 {
+			continue
+		}
+		l7 := f.hdr[1] & 0x7f
+		hl := 2
+		switch l7 {
+		case 126:
+			hl = 4
+		case 127:
+			hl = 10
+		}
+		if f.hdr[1]&0x80 != 0 {
+			hl += 4 // masking key
+		}
+		if f.n < hl {
+			continue
+		}
+		length := uint64(l7)
+		switch l7 {
+		case 126:
+			length = uint64(binary.BigEndian.Uint16(f.hdr[2:4]))
+		case 127:
+			length = binary.BigEndian.Uint64(f.hdr[2:10]) &^ (1 << 63)
+		}
+		if f.hdr[0]&0x0f == 8 {
+			onClose(int(min(length, 1<<20)))
+		}
+		f.n, f.skip = 0, length
+	}
 }
 
 // startBatch makes writes collect until flush.
@@ -74,6 +149,9 @@ func (c *batchConn) flush() error {
 }
 
 func (c *batchConn) writeLocked(deadline time.Time, p []byte) error {
+	if l := c.limit.Load(); l != 0 && (deadline.IsZero() || deadline.UnixNano() > l) {
+		deadline = time.Unix(0, l)
+	}
 	if rearm(c.armed, deadline) {
 		if err := c.Conn.SetWriteDeadline(deadline); err != nil {
 			c.err = err

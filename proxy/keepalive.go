@@ -77,6 +77,13 @@ func (ss *session) startTimers() (stop func()) {
 				return
 			}
 			if err := ss.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				if !errors.Is(err, websocket.ErrCloseSent) {
+					// The client's connection is broken (or takes no byte
+					// for WriteTimeout): the only sign of a vanished client
+					// while the read loop waits for a process to take stdin.
+					ss.setEndReason("client_gone")
+					ss.clientGone()
+				}
 				return
 			}
 			ping.Reset(cfg.PingInterval)

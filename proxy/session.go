@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"go.opentelemetry.io/otel/attribute"
@@ -125,6 +128,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	sess.wmu.Lock()
 	sess.conn, sess.out = conn, bw.conn
 	sess.wmu.Unlock()
+	sess.upgraded.Store(true)
 	sess.traceCtx = ctx
 	s.tel.active.Add(ctx, 1)
 	defer s.tel.active.Add(ctx, -1)
@@ -154,6 +158,16 @@ func (s *Server) unregister(sess *session) {
 
 var errSessionClosed = errors.New("session closed")
 
+// endingGrace bounds what is left of a session the proxy ends (drain,
+// limits): the last frames must be written and the client's close reply
+// read within it, or the connection is closed anyway. The drain therefore
+// ends at most this long after --shutdown-grace, whatever clients do.
+const endingGrace = 2 * time.Second
+
+// closeNone is logged as the close code when no close frame reached the
+// client (RFC 6455's code for a connection that ended without one).
+const closeNone = websocket.CloseAbnormalClosure
+
 // session is one bridged WebSocket connection.
 type session struct {
 	srv     *Server
@@ -166,20 +180,25 @@ type session struct {
 	conn    *websocket.Conn
 	out     *batchConn // under conn
 
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx      context.Context
+	cancel   context.CancelFunc
+	upgraded atomic.Bool // conn and out are set
 
 	wmu    sync.Mutex // one writer at a time on the connection
 	wbuf   []byte
 	closed bool // a close frame was sent; no more frames
 
-	stdinW    *io.PipeWriter
-	stdinR    *io.PipeReader
+	gone      atomic.Bool  // the client cannot be written to any more
+	closeCode atomic.Int32 // the close frame's code the client was sent
+	closeBy   atomic.Int64 // unix nanoseconds: the connection closes by then (0: no bound yet)
+
+	stdin     *stdinQueue
 	sizes     *sizeQueue
 	bytesIn   atomic.Int64
 	bytesOut  atomic.Int64
 	endReason atomic.Pointer[string]
 	warned    sync.Map // warning kinds already logged for this session
+	badClose  atomic.Bool
 
 	lastActivity atomic.Int64 // unix nanoseconds of the last data frame either way
 	readExtended atomic.Int64 // unix nanoseconds of the last read deadline extension
@@ -192,11 +211,13 @@ func (ss *session) logger() *slog.Logger {
 }
 
 // setEndReason records why the session ended; the first reason wins.
-func (ss *session) setEndReason(r string) { ss.endReason.CompareAndSwap(nil, &r) }
+func (ss *session) setEndReason(r string) bool { return ss.endReason.CompareAndSwap(nil, &r) }
 
 func (ss *session) run() {
 	c := ss.claims
 	ss.conn.SetReadLimit(ss.srv.cfg.MaxMessageSize)
+	ss.conn.SetCloseHandler(ss.onClientClose)
+	ss.out.onCloseFrame = func(n int) { ss.badClose.Store(n == 1) }
 	ss.touch()
 	stopTimers := ss.startTimers()
 	defer stopTimers()
@@ -205,13 +226,21 @@ func (ss *session) run() {
 		Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Command: c.Command,
 		TTY: c.TTY, Stdin: c.Stdin, Stdout: true, Stderr: ss.stderr,
 	}
-	streams := exec.Streams{Stdout: &frameWriter{ss, chanStdout}}
+	// Without a tty, clients (python-kubernetes) decode each frame on its
+	// own: frames carry whole UTF-8 characters.
+	stdout := &frameWriter{ss: ss, channel: chanStdout, whole: !c.TTY}
+	streams := exec.Streams{Stdout: stdout}
+	var stderr *frameWriter
 	if ss.stderr {
-		streams.Stderr = &frameWriter{ss, chanStderr}
+		stderr = &frameWriter{ss: ss, channel: chanStderr, whole: !c.TTY}
+		streams.Stderr = stderr
 	}
 	if c.Stdin {
-		ss.stdinR, ss.stdinW = io.Pipe()
-		streams.Stdin = ss.stdinR
+		ss.stdin = newStdinQueue(int(ss.srv.cfg.MaxMessageSize), func(n int) {
+			ss.bytesIn.Add(int64(n))
+			ss.touch()
+		})
+		streams.Stdin = ss.stdin
 	}
 	if c.TTY {
 		ss.sizes = newSizeQueue()
@@ -242,18 +271,25 @@ func (ss *session) run() {
 	}
 
 	// Unblock a reader stuck handing stdin to an exec that is gone.
-	if ss.stdinR != nil {
-		ss.stdinR.CloseWithError(errSessionClosed)
+	if ss.stdin != nil {
+		ss.stdin.Close()
 	}
 	if ss.sizes != nil {
 		ss.sizes.Close()
 	}
-	exitCode, closeCode := ss.finish(err)
+	// Characters held back for a next read that will not come.
+	stdout.flush()
+	if stderr != nil {
+		stderr.flush()
+	}
+	exitCode := ss.finish(err)
 	// Wait for the client's close reply, then drop the connection.
+	wait := time.NewTimer(ss.closeWait())
 	select {
 	case <-readDone:
-	case <-time.After(DefaultCloseTimeout):
+	case <-wait.C:
 	}
+	wait.Stop()
 	ss.conn.Close()
 	<-readDone
 
@@ -261,12 +297,16 @@ func (ss *session) run() {
 	if r := ss.endReason.Load(); r != nil {
 		reason = *r
 	}
+	closeCode := int(ss.closeCode.Load())
+	if closeCode == 0 {
+		closeCode = closeNone
+	}
 	in, out, duration := ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start)
 	attrs := []any{"event", "close", "sub", c.Subject, "namespace", c.Namespace, "pod", c.Pod,
 		"container", c.Container, "command", c.Command, "tty", c.TTY, "transport", string(res.Transport),
 		"bytes_in", in, "bytes_out", out, "exit_code", exitCode,
 		"close_code", closeCode, "duration", duration.String(), "reason", reason}
-	if err != nil && exitCode < 0 && reason != "client_gone" {
+	if err != nil && exitCode < 0 && !errors.Is(err, context.Canceled) {
 		attrs = append(attrs, "error", err.Error())
 	}
 	ss.logger().Info("session closed", attrs...)
@@ -279,11 +319,40 @@ func (ss *session) run() {
 	}
 }
 
+// closeWait is how long the session still waits for the client's close
+// reply: DefaultCloseTimeout, or what is left of an ending's bound.
+func (ss *session) closeWait() time.Duration {
+	if by := ss.closeBy.Load(); by != 0 {
+		return max(time.Until(time.Unix(0, by)), 0)
+	}
+	return DefaultCloseTimeout
+}
+
+// bound makes every write from now on finish by now+d and the session's
+// connection close by then: a writer stalled on a client that does not
+// read gives up, and releases the write lock, by that time.
+func (ss *session) bound(d time.Duration) time.Time {
+	by := time.Now().Add(d)
+	for {
+		old := ss.closeBy.Load()
+		if old != 0 && old <= by.UnixNano() {
+			return time.Unix(0, old)
+		}
+		if ss.closeBy.CompareAndSwap(old, by.UnixNano()) {
+			break
+		}
+	}
+	if ss.upgraded.Load() {
+		ss.out.limitWrites(by)
+	}
+	return by
+}
+
 // finish sends the exec's outcome and a close frame, unless the client is
 // already gone. Everything the exec wrote has been sent by now: the frame
 // writers are synchronous and Stream returns after its output is copied.
-func (ss *session) finish(err error) (exitCode, closeCode int) {
-	exitCode, closeCode = -1, websocket.CloseNormalClosure
+func (ss *session) finish(err error) (exitCode int) {
+	exitCode, closeCode := -1, websocket.CloseNormalClosure
 	var status *metav1.Status
 	var codeErr utilexec.CodeExitError
 	var statusErr *apierrors.StatusError
@@ -302,8 +371,9 @@ func (ss *session) finish(err error) (exitCode, closeCode int) {
 		}
 		ss.setEndReason("exited")
 	case ss.ctx.Err() != nil:
-		// The client left or the session was terminated; nothing to send.
-		return -1, 0
+		// The client left or the session was terminated; what there was
+		// to say has been said.
+		return -1
 	case errors.As(err, &statusErr):
 		st := statusErr.Status()
 		status = &st
@@ -316,48 +386,145 @@ func (ss *session) finish(err error) (exitCode, closeCode int) {
 		ss.setEndReason("exec_failed")
 	}
 	ss.sendStatusAndClose(status, closeCode, "")
-	return exitCode, closeCode
+	return exitCode
 }
 
-// sendStatusAndClose writes the status on channel 3 (JSON for v4/v5, the
-// bare message for older protocols, nothing for an older protocol's success)
-// and a close frame, and marks the session closed to further frames.
+// statusPayload is what channel 3 carries for st: JSON for v4/v5, the bare
+// message for older protocols (nothing for their success). It fits one
+// frame: the message text is shortened, never the JSON around it.
+func (ss *session) statusPayload(st *metav1.Status) []byte {
+	limit := ss.payload
+	if !ss.proto.statusJSON {
+		if st.Status == metav1.StatusSuccess {
+			return nil
+		}
+		return []byte(shorten(st.Message, limit))
+	}
+	payload, _ := json.Marshal(st)
+	if len(payload) <= limit {
+		return payload
+	}
+	// Shorten the longest text first (an internal error repeats its
+	// message in a cause; an exit code's cause is one digit), by what is
+	// over but at most by half per step, until it fits: JSON escaping can
+	// make a text longer on the wire than in memory.
+	short := *st
+	texts := []*string{&short.Message}
+	if st.Details != nil {
+		d := *st.Details
+		d.Causes = append([]metav1.StatusCause(nil), d.Causes...)
+		short.Details = &d
+		for i := range d.Causes {
+			texts = append(texts, &d.Causes[i].Message)
+		}
+	}
+	for len(payload) > limit {
+		longest := texts[0]
+		for _, txt := range texts[1:] {
+			if len(*txt) > len(*longest) {
+				longest = txt
+			}
+		}
+		if *longest == "" {
+			break
+		}
+		*longest = shorten(*longest, max(len(*longest)-(len(payload)-limit), len(*longest)/2))
+		payload, _ = json.Marshal(&short)
+	}
+	if short.Details != nil {
+		kept := short.Details.Causes[:0]
+		for _, c := range short.Details.Causes {
+			if c != (metav1.StatusCause{}) {
+				kept = append(kept, c)
+			}
+		}
+		short.Details.Causes = kept
+		payload, _ = json.Marshal(&short)
+	}
+	if len(payload) > limit {
+		payload, _ = json.Marshal(&metav1.Status{Status: st.Status, Reason: st.Reason})
+	}
+	return payload
+}
+
+// shorten cuts s to at most n bytes on a character boundary, marking the
+// cut with an ellipsis when there is room for one.
+func shorten(s string, n int) string {
+	n = max(n, 0)
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	if cut < 0 {
+		cut = n
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	if n-cut >= len("…") {
+		return s[:cut] + "…"
+	}
+	return s[:cut]
+}
+
+// sendStatusAndClose writes the status on channel 3 and a close frame, and
+// marks the session closed to further frames.
 func (ss *session) sendStatusAndClose(st *metav1.Status, closeCode int, closeText string) {
-	var payload []byte
-	if ss.proto.statusJSON {
-		payload, _ = json.Marshal(st)
-	} else if st.Status != metav1.StatusSuccess {
-		payload = []byte(st.Message)
-	}
-	if max := ss.payload; len(payload) > max {
-		payload = payload[:max] // a status never spans frames; guacd ignores it anyway
-	}
+	payload := ss.statusPayload(st)
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
-	if ss.closed {
+	if ss.closed || ss.gone.Load() {
 		return
 	}
 	if len(payload) > 0 {
 		_ = ss.writeFrameLocked(chanError, payload)
 	}
-	if len(closeText) > 123 {
-		closeText = closeText[:123] // the limit of a close frame's reason
+	ss.writeCloseLocked(closeCode, closeText)
+}
+
+// writeCloseLocked sends a close frame (the first one only) and records
+// its code as what the client got.
+func (ss *session) writeCloseLocked(code int, text string) {
+	if ss.closed {
+		return
 	}
-	deadline := time.Now().Add(DefaultCloseTimeout)
-	_ = ss.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeCode, closeText), deadline)
 	ss.closed = true
+	text = shorten(text, 123) // the limit of a close frame's reason
+	deadline := time.Now().Add(DefaultCloseTimeout)
+	if err := ss.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline); err == nil {
+		ss.closeCode.CompareAndSwap(0, int32(code))
+	}
+}
+
+// onClientClose answers a client's close frame with its code, as RFC 6455
+// asks (gorilla's default), except for a close frame whose payload is one
+// byte, which is malformed (1002).
+func (ss *session) onClientClose(code int, _ string) error {
+	reply := code
+	if code == websocket.CloseNoStatusReceived {
+		reply = websocket.CloseNormalClosure
+		if ss.badClose.Load() {
+			reply = websocket.CloseProtocolError
+		}
+	}
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	ss.writeCloseLocked(reply, "")
+	return nil
 }
 
 // terminate ends a live session from the proxy's side (drain, limits). The
 // user reads why in the terminal (guacd shows only stdout and stderr) and on
-// channel 3, then the connection closes with code.
+// channel 3, then the connection closes with code. All of it is bounded by
+// endingGrace, whatever the client or the exec are doing.
 func (ss *session) terminate(reason string, code int, message string) {
-	ss.setEndReason(reason)
-	st := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonServiceUnavailable, Message: message}
-	ss.wmu.Lock()
-	live := ss.conn != nil
-	ss.wmu.Unlock()
-	if live {
+	if !ss.setEndReason(reason) {
+		ss.cancel() // ending already; make sure the exec stops
+		return
+	}
+	ss.bound(endingGrace)
+	if ss.upgraded.Load() && !ss.gone.Load() {
+		st := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonServiceUnavailable, Message: message}
 		ss.sendNotice("\r\n[k8s-ws-proxy] " + message + "\r\n")
 		ss.sendStatusAndClose(st, code, message)
 	}
@@ -369,20 +536,21 @@ func (ss *session) terminate(reason string, code int, message string) {
 func (ss *session) sendNotice(text string) {
 	switch {
 	case ss.claims.TTY:
-		_, _ = ss.writeOutput(chanStdout, []byte(text))
+		_, _ = ss.writeOutput(chanStdout, []byte(text), false)
 	case ss.stderr:
-		_, _ = ss.writeOutput(chanStderr, []byte(text))
+		_, _ = ss.writeOutput(chanStderr, []byte(text), false)
 	}
 }
 
 // writeOutput sends p on channel, cut into frames of at most the
-// negotiated size, and returns once they are all written: output is never
-// reordered or held back past the exec's end. The frames of one call share
-// as few system calls as maxBatch allows.
-func (ss *session) writeOutput(channel byte, p []byte) (int, error) {
+// negotiated size (with whole, never splitting a UTF-8 character), and
+// returns once they are all written: output is never reordered or held
+// back past the exec's end. The frames of one call share as few system
+// calls as maxBatch allows.
+func (ss *session) writeOutput(channel byte, p []byte, whole bool) (int, error) {
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
-	if ss.closed {
+	if ss.closed || ss.gone.Load() {
 		return 0, errSessionClosed
 	}
 	written := 0
@@ -392,6 +560,9 @@ func (ss *session) writeOutput(channel byte, p []byte) (int, error) {
 		n, err := 0, error(nil)
 		for n < len(p) && err == nil && ss.out.batched() < maxBatch {
 			k := min(len(p)-n, ss.payload)
+			if whole && n+k < len(p) {
+				k = runeCut(p[n:], k)
+			}
 			err = ss.writeFrameLocked(channel, p[n:n+k])
 			n += k
 		}
@@ -408,6 +579,38 @@ func (ss *session) writeOutput(channel byte, p []byte) (int, error) {
 	}
 	ss.addOutput(written)
 	return written, nil
+}
+
+// runeCut moves a frame cut at k in b back to the start of the UTF-8
+// character it would split, if any (and if the frame keeps a byte). Bytes
+// that are not UTF-8 are cut anywhere.
+func runeCut(b []byte, k int) int {
+	for j := k; j > 0 && k-j < utf8.UTFMax-1; j-- {
+		if utf8.RuneStart(b[j]) {
+			if j == k || b[j] < 0xC0 {
+				return k // k starts a character, or the bytes are not UTF-8
+			}
+			if r, size := utf8.DecodeRune(b[j:]); r != utf8.RuneError && j+size > k {
+				return j
+			}
+			return k
+		}
+	}
+	return k
+}
+
+// incompleteTail is how many bytes at the end of b begin a UTF-8 character
+// that continues in later output (at most 3; 0 for anything else).
+func incompleteTail(b []byte) int {
+	for i := len(b) - 1; i >= 0 && len(b)-i < utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if b[i] >= 0xC0 && !utf8.FullRune(b[i:]) {
+				return len(b) - i
+			}
+			return 0
+		}
+	}
+	return 0
 }
 
 func (ss *session) addOutput(n int) {
@@ -439,16 +642,61 @@ func (ss *session) writeFrameLocked(channel byte, payload []byte) error {
 func (ss *session) writeFailed() {
 	ss.closed = true
 	ss.setEndReason("client_write_failed")
-	ss.cancel()
+	ss.clientGone()
 }
 
-// frameWriter is the exec's stdout or stderr.
+// clientGone stops the exec and drops the connection at once: nothing
+// more can reach the client, and no lock is taken, so that a writer
+// stalled on the connection cannot delay the exec's end.
+func (ss *session) clientGone() {
+	ss.gone.Store(true)
+	ss.cancel()
+	if ss.upgraded.Load() {
+		ss.conn.Close()
+	}
+}
+
+// frameWriter is the exec's stdout or stderr. With whole it holds back
+// the start of a UTF-8 character that the next write completes.
 type frameWriter struct {
 	ss      *session
 	channel byte
+	whole   bool
+	mu      sync.Mutex // client-go's copy may still be writing when a cancelled Stream returns
+	held    []byte     // at most 3 bytes
 }
 
-func (fw *frameWriter) Write(p []byte) (int, error) { return fw.ss.writeOutput(fw.channel, p) }
+func (fw *frameWriter) Write(p []byte) (int, error) {
+	if !fw.whole {
+		return fw.ss.writeOutput(fw.channel, p, false)
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	n := len(p)
+	if len(fw.held) > 0 {
+		p = append(fw.held, p...)
+		fw.held = nil
+	}
+	keep := incompleteTail(p)
+	if _, err := fw.ss.writeOutput(fw.channel, p[:len(p)-keep], true); err != nil {
+		return 0, err
+	}
+	fw.held = append(fw.held[:0:0], p[len(p)-keep:]...)
+	return n, nil
+}
+
+// flush sends what was held back: the stream ended. A writer still busy
+// means the session was cancelled: nothing more is owed then.
+func (fw *frameWriter) flush() {
+	if !fw.mu.TryLock() {
+		return
+	}
+	defer fw.mu.Unlock()
+	if len(fw.held) > 0 && fw.ss.ctx.Err() == nil {
+		_, _ = fw.ss.writeOutput(fw.channel, fw.held, false)
+		fw.held = nil
+	}
+}
 
 // warnOnce logs a client protocol problem once per session and kind: a
 // broken client must not be able to flood the log.
@@ -460,11 +708,14 @@ func (ss *session) warnOnce(kind, msg string, attrs ...any) {
 }
 
 // readLoop feeds client frames to the exec until the client goes away.
+// Stdin goes to a bounded queue: the loop waits for room only once the
+// queue is full, and a client that is sending while it waits is alive, so
+// the read deadline starts afresh afterwards.
 func (ss *session) readLoop() {
 	stdinClosed := false
 	defer func() {
-		if ss.stdinW != nil {
-			ss.stdinW.Close()
+		if ss.stdin != nil {
+			ss.stdin.closeWrite()
 		}
 	}()
 	for {
@@ -497,17 +748,21 @@ func (ss *session) readLoop() {
 		switch {
 		case f.channel == chanStdin:
 			switch {
-			case ss.stdinW == nil:
+			case ss.stdin == nil:
 				ss.warnOnce("stdin_not_granted", "client sent stdin but the token grants none; ignored")
 			case stdinClosed:
 				ss.warnOnce("stdin_after_close", "client sent stdin after closing it; ignored")
 			case len(f.payload) == 0:
 			default:
-				if _, err := ss.stdinW.Write(f.payload); err != nil {
-					stdinClosed = true // the exec is gone or stopped reading
+				waited, err := ss.stdin.push(ss.ctx, f.payload)
+				if err != nil {
+					stdinClosed = true // the exec is gone
 					continue
 				}
-				ss.bytesIn.Add(int64(len(f.payload)))
+				if waited {
+					ss.readExtended.Store(0)
+					ss.extendReadDeadline()
+				}
 			}
 		case f.channel == chanResize:
 			if ss.sizes == nil {
@@ -525,9 +780,9 @@ func (ss *session) readLoop() {
 				ss.warnOnce("bad_close", "client sent a malformed stream close; ignored")
 				continue
 			}
-			if f.payload[0] == chanStdin && ss.stdinW != nil && !stdinClosed {
+			if f.payload[0] == chanStdin && ss.stdin != nil && !stdinClosed {
 				stdinClosed = true
-				ss.stdinW.Close()
+				ss.stdin.closeWrite()
 			}
 		default:
 			ss.warnOnce("unknown_channel", "client sent a frame on an unknown channel; ignored", "channel", int(f.channel))
@@ -537,6 +792,7 @@ func (ss *session) readLoop() {
 
 // terminateProtocol closes the connection for a client protocol error.
 func (ss *session) terminateProtocol(code int, why string) {
+	ss.bound(endingGrace)
 	st := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonBadRequest, Message: why}
 	ss.sendStatusAndClose(st, code, why)
 	ss.cancel()
@@ -550,19 +806,38 @@ func (ss *session) clientEnded(err error) {
 	switch {
 	case closeFrame && ce.Code == websocket.CloseMessageTooBig, errors.Is(err, websocket.ErrReadLimit):
 		ss.setEndReason("message_too_big")
+		if !closeFrame {
+			// gorilla sent 1009 itself.
+			ss.closeCode.CompareAndSwap(0, websocket.CloseMessageTooBig)
+		}
 	case closeFrame:
 		ss.setEndReason(fmt.Sprintf("client_closed_%d", ce.Code))
 	case isTimeout(err):
 		ss.setEndReason("ping_timeout")
+	case isProtocolError(err):
+		// gorilla sent 1002 itself.
+		ss.setEndReason("protocol_error")
+		ss.closeCode.CompareAndSwap(0, websocket.CloseProtocolError)
 	default:
 		// EOF without a close frame (gorilla reports it as 1006): guacd's
 		// way of leaving.
 		ss.setEndReason("client_gone")
 	}
-	if !closeFrame {
-		ss.wmu.Lock()
-		ss.closed = true // nothing can be written to a vanished client
-		ss.wmu.Unlock()
+	if closeFrame || errors.Is(err, websocket.ErrReadLimit) || isProtocolError(err) {
+		// Our close frame is out; the exec stops, the connection closes
+		// once the reply had its chance.
+		ss.bound(endingGrace)
+		ss.cancel()
+		return
 	}
-	ss.cancel()
+	ss.clientGone()
+}
+
+// isProtocolError reports a read that gorilla failed for a protocol
+// violation, after sending 1002.
+func isProtocolError(err error) bool {
+	var ce *websocket.CloseError
+	var ne net.Error
+	return err != nil && !errors.As(err, &ce) && !errors.As(err, &ne) && !errors.Is(err, io.EOF) &&
+		!errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) && strings.HasPrefix(err.Error(), "websocket: ")
 }

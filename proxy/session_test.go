@@ -33,19 +33,44 @@ func TestMain(m *testing.M) {
 		// Idle keep-alive connections of the shared HTTP transports.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		// client-go's WebSocket ping loop stops at its first failed ping,
+		// up to one ping period (5 s) after a reset connection.
+		goleak.IgnoreTopFunction("k8s.io/client-go/tools/remotecommand.(*heartbeat).start"),
 	)
 }
 
 // harness runs the proxy in-process in front of the real local exec
 // backend (the kubelet streaming server running real processes).
 type harness struct {
-	t      *testing.T
-	srv    *Server
-	url    string
-	signer *hmac.Signer
+	t       *testing.T
+	srv     *Server
+	url     string
+	signer  *hmac.Signer
+	backend *localexec.Server
+	cut     *cutter      // between the proxy and the backend
+	log     *lockedLines // the proxy's log
 }
 
 func newHarness(t *testing.T, mod func(*Config)) *harness {
+	return newHarnessVia(t, exec.TransportAuto, mod)
+}
+
+// newHarnessVia runs the proxy with the given exec transport toward the
+// backend (auto means SPDY there: localexec has no v5).
+func newHarnessVia(t *testing.T, tr exec.Transport, mod func(*Config)) *harness {
+	t.Helper()
+	return newHarnessOpts(t, tr, false, mod)
+}
+
+// newHarnessCut puts a cutter between the proxy and the backend. A
+// userspace forwarder cannot pass on a reset while its writes toward a
+// backend that does not read are blocked: tests of blocked stdin go direct.
+func newHarnessCut(t *testing.T, tr exec.Transport, mod func(*Config)) *harness {
+	t.Helper()
+	return newHarnessOpts(t, tr, true, mod)
+}
+
+func newHarnessOpts(t *testing.T, tr exec.Transport, viaCutter bool, mod func(*Config)) *harness {
 	t.Helper()
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	backend, err := localexec.NewServer(localexec.Config{Logger: quiet, Pods: []localexec.Pod{{
@@ -57,7 +82,13 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 	}
 	bs := httptest.NewServer(backend)
 	t.Cleanup(func() { bs.Close(); backend.Close() })
-	dialer, err := exec.NewDialer(&rest.Config{Host: bs.URL}, exec.TransportAuto)
+	host := bs.URL
+	var cut *cutter
+	if viaCutter {
+		cut = newCutter(t, strings.TrimPrefix(bs.URL, "http://"))
+		host = "http://" + cut.ln.Addr().String()
+	}
+	dialer, err := exec.NewDialer(&rest.Config{Host: host}, tr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +97,15 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Verifier: v, Executor: dialer, Pods: dialer, NodeName: "node", Logger: quiet}
+	lines := &lockedLines{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			lines.mu.Lock()
+			t.Logf("proxy log:\n%s", lines.buf.String())
+			lines.mu.Unlock()
+		}
+	})
+	cfg := Config{Verifier: v, Executor: dialer, Pods: dialer, NodeName: "node", Logger: slog.New(slog.NewJSONHandler(lines, nil))}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -80,20 +119,31 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, srv: srv, url: ps.URL, signer: signer}
+	return &harness{t: t, srv: srv, url: ps.URL, signer: signer, backend: backend, cut: cut, log: lines}
 }
 
 func (h *harness) dial(protocol string, command ...string) *websocket.Conn {
 	h.t.Helper()
+	return h.dialClaims(protocol, func(*hmac.Claims) {}, command...)
+}
+
+func (h *harness) dialClaims(protocol string, mod func(*hmac.Claims), command ...string) *websocket.Conn {
+	h.t.Helper()
 	now := time.Now()
-	tok, err := h.signer.Sign(hmac.Claims{
+	c := hmac.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))},
 		Namespace:        "ns", Pod: "pod", Container: "c", Command: command, Stdin: true,
-	})
+	}
+	mod(&c)
+	tok, err := h.signer.Sign(c)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	d := websocket.Dialer{Subprotocols: []string{protocol}}
+	var protos []string
+	if protocol != "" {
+		protos = []string{protocol}
+	}
+	d := websocket.Dialer{Subprotocols: protos}
 	ws, resp, err := d.Dial("ws"+strings.TrimPrefix(h.url, "http")+"/api/v1/namespaces/ns/pods/pod/exec",
 		http.Header{"Authorization": {"Bearer " + tok}})
 	if err != nil {

@@ -32,6 +32,7 @@ func (h *hijackNotifier) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	wc := &notifyConn{Conn: c, onClose: h.onClose}
+	wc.unwatch = hangupWatcher.add(c, wc.closed)
 	var r io.Reader = wc
 	if n := brw.Reader.Buffered(); n > 0 {
 		pre, _ := brw.Reader.Peek(n)
@@ -50,22 +51,27 @@ func (h *hijackNotifier) Flush() {
 // notifyConn calls onClose once, when a read fails (the peer closed or reset
 // the connection) or the connection is closed locally. Both stream servers
 // read the connection continuously, so a read error is the disconnect.
+// A peer that hangs up while nothing reads is seen by hangupWatcher.
 type notifyConn struct {
 	net.Conn
 	onClose func()
 	once    sync.Once
+	unwatch func()
 }
+
+func (c *notifyConn) closed() { c.once.Do(c.onClose) }
 
 func (c *notifyConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil {
-		c.once.Do(c.onClose)
+		c.closed()
 	}
 	return n, err
 }
 
 func (c *notifyConn) Close() error {
+	c.unwatch()
 	err := c.Conn.Close()
-	c.once.Do(c.onClose)
+	c.closed()
 	return err
 }

@@ -188,6 +188,61 @@ k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d),
 	} else if g1 > g0 {
 		t.Errorf("proxy goroutines: %d at the start, still %d 60s after the last session", g0, g1)
 	}
+	if left, err := e.waitBackendProcesses(massDropBound); err != nil {
+		t.Errorf("after the churn: %v (%d left)", err, left)
+	}
+	massDisconnect(t, e, p, pp, min(n, 2000))
+}
+
+// massDropBound is how long, at most, the backend may run a process after
+// its session's client is gone (issue 11: 2,000 SPDY sessions dropped at
+// once left 308 processes alive 60 s later). The proxy resets its upstream
+// connections at once; what is left is the backend's teardown.
+const massDropBound = 30 * time.Second
+
+// massDisconnect opens n idle sessions, drops all their clients at once
+// (each client closes its connection) and checks that every process is
+// gone within massDropBound and the proxy counts no session.
+func massDisconnect(t *testing.T, e *env, p *proxyProc, pp path, n int) {
+	t.Helper()
+	ss, err := openIdleSessions(pp, n, 64)
+	if err != nil {
+		t.Fatalf("opening %d sessions to drop: %v", n, err)
+	}
+	if got := len(e.backend.PIDs()); got < n {
+		t.Errorf("%d sessions open but the backend runs %d processes", n, got)
+	}
+	start := time.Now()
+	for _, s := range ss {
+		s.cancel() // client-go closes the connection; stdin stays open
+	}
+	for _, s := range ss {
+		<-s.done
+	}
+	left, err := e.waitBackendProcesses(massDropBound)
+	gone := time.Since(start)
+	active, _ := p.Metric("k8s_ws_proxy_sessions_active")
+	fmt.Fprintf(os.Stdout, "  mass disconnect         %d sessions dropped at once: processes gone after %v (%d left), proxy active sessions %v\n",
+		n, gone.Round(time.Millisecond), left, active)
+	if err != nil {
+		t.Errorf("mass disconnect of %d sessions: %v (%d left)", n, err, left)
+	}
+}
+
+// waitBackendProcesses polls the backend's children (another process's:
+// no event to wait on) until none is left or within has passed.
+func (e *env) waitBackendProcesses(within time.Duration) (int, error) {
+	deadline := time.Now().Add(within)
+	for {
+		left := len(e.backend.PIDs())
+		if left == 0 {
+			return 0, nil
+		}
+		if time.Now().After(deadline) {
+			return left, fmt.Errorf("backend processes still running %v after their sessions ended", within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // loadSession runs one session of the load test and checks its output.

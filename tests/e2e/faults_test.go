@@ -137,9 +137,7 @@ func (e *env) baseline(t *testing.T) int {
 
 // TestFaultBackendKilledMidStream cuts the connection to the API server
 // under a live session. Over WebSocket the cut surfaces as an error and the
-// client gets a Failure status and 1011. (Over SPDY, client-go reports a
-// cut connection as a clean end: an empty error stream reads as success.
-// The API server speaks WebSocket v5, so SPDY is only a fallback.)
+// client gets a Failure status and 1011. (SPDY: TestFaultBackendCutOverSPDY.)
 func TestFaultBackendKilledMidStream(t *testing.T) {
 	e := startEnv(t, envOptions{viaCutter: true, transport: "websocket"})
 	base := e.baseline(t)

@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"sync"
+)
+
+// minStdinBuffer is the least stdin the proxy holds for a process that is
+// not reading; the limit is at least one whole inbound message.
+const minStdinBuffer = 1 << 20
+
+// stdinQueue carries the client's stdin to the exec. The read loop pushes
+// whole messages without waiting on the process, up to limit bytes; past
+// that it waits, so the client's TCP window closes and memory stays
+// bounded. It never waits on a lock a stalled writer holds: the session's
+// end (Close, or ctx) releases it at once.
+type stdinQueue struct {
+	mu     sync.Mutex
+	chunks [][]byte
+	size   int
+	limit  int
+	eof    bool // the client half-closed stdin
+	closed bool // the session is over
+
+	readable chan struct{} // capacity 1: data, EOF or close
+	space    chan struct{} // capacity 1: room was made
+	done     chan struct{} // closed by Close
+	once     sync.Once
+	taken    func(n int) // called for what the exec reads
+}
+
+func newStdinQueue(limit int, taken func(int)) *stdinQueue {
+	return &stdinQueue{limit: max(limit, minStdinBuffer), taken: taken,
+		readable: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// push queues p (which it keeps) and reports whether it had to wait for
+// room. It fails once the session is over or stdin was closed.
+func (q *stdinQueue) push(ctx context.Context, p []byte) (waited bool, err error) {
+	for {
+		q.mu.Lock()
+		switch {
+		case q.closed || q.eof:
+			q.mu.Unlock()
+			return waited, io.ErrClosedPipe
+		case q.size == 0 || q.size+len(p) <= q.limit:
+			q.chunks = append(q.chunks, p)
+			q.size += len(p)
+			q.mu.Unlock()
+			signal(q.readable)
+			return waited, nil
+		}
+		q.mu.Unlock()
+		waited = true
+		select {
+		case <-q.space:
+		case <-q.done:
+		case <-ctx.Done():
+			return waited, ctx.Err()
+		}
+	}
+}
+
+// closeWrite is the client's half-close: the exec reads what is queued,
+// then EOF.
+func (q *stdinQueue) closeWrite() {
+	q.mu.Lock()
+	q.eof = true
+	q.mu.Unlock()
+	signal(q.readable)
+}
+
+// Close ends the queue: Read returns EOF at once, what is queued is
+// dropped (the exec is gone).
+func (q *stdinQueue) Close() {
+	q.once.Do(func() {
+		q.mu.Lock()
+		q.closed = true
+		q.chunks, q.size = nil, 0
+		q.mu.Unlock()
+		close(q.done)
+	})
+}
+
+// Read is the exec taking stdin.
+func (q *stdinQueue) Read(p []byte) (int, error) {
+	for {
+		q.mu.Lock()
+		switch {
+		case q.closed:
+			q.mu.Unlock()
+			return 0, io.EOF
+		case q.size > 0:
+			n := 0
+			for n < len(p) && len(q.chunks) > 0 {
+				c := copy(p[n:], q.chunks[0])
+				n += c
+				if c == len(q.chunks[0]) {
+					q.chunks[0] = nil
+					q.chunks = q.chunks[1:]
+				} else {
+					q.chunks[0] = q.chunks[0][c:]
+				}
+			}
+			q.size -= n
+			q.mu.Unlock()
+			signal(q.space)
+			if q.taken != nil {
+				q.taken(n)
+			}
+			return n, nil
+		case q.eof:
+			q.mu.Unlock()
+			return 0, io.EOF
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.readable:
+		case <-q.done:
+		}
+	}
+}
