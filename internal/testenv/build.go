@@ -69,3 +69,9 @@ func build(pkg string, mode BuildMode) (bin string, remove func(), err error) {
 	}
 	return bin, remove, nil
 }
+
+// BuildPackage builds any main package of this module (its import path)
+// as BuildProxy builds the proxy, for tests' own helper binaries.
+func BuildPackage(pkg string, mode BuildMode) (bin string, remove func(), err error) {
+	return build(pkg, mode)
+}

@@ -2,12 +2,15 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +27,11 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
+
+// relayBin is tests/bench/relay, the bare hop, built as the proxy is.
+var relayBin string
+
+const relayPackage = "github.com/k8s-ws-proxy/k8s-ws-proxy/tests/bench/relay"
 
 // proxyBin is the k8s-ws-proxy binary measured, built once by TestMain as
 // `make build` builds it, never with -race.
@@ -43,6 +51,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	backendBin = bbin
+	rbin, removeRelay, err := testenv.BuildPackage(relayPackage, testenv.BuildRelease)
+	if err != nil {
+		remove()
+		removeBackend()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	relayBin = rbin
 	// client-go logs every stream a cancelled session leaves behind
 	// ("Copying stdin failed", ...); sessions here end that way by design,
 	// and failures reach the tests as errors.
@@ -51,6 +67,7 @@ func TestMain(m *testing.M) {
 	results.print(os.Stdout)
 	remove()
 	removeBackend()
+	removeRelay()
 	if code == 0 {
 		if err := findLeaks(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -80,31 +97,57 @@ const (
 	benchNode      = "bench-node"
 )
 
-// env is one local exec backend, the direct exec client toward it, and the
-// key material proxies in front of it use.
+// Path indices: every measurement runs the same sessions over the three
+// paths, interleaved.
+const (
+	direct = iota
+	relayed
+	proxied
+	nPaths
+)
+
+var pathNames = [nPaths]string{"direct", "relay", "proxy"}
+
+// env is one exec backend, reached either straight (the local backend) or
+// through a real kube-apiserver, the bare relay in front of that same
+// endpoint, and the key material proxies in front of it use.
 type env struct {
-	backend    *backendProc
-	backendURL string
-	// transport is what package exec's auto mode ends up using against the
-	// backend (SPDY: localexec, like a kubelet, has no v5). The direct path
-	// is forced to it, so that it does not pay auto's refused WebSocket
-	// attempt on every session; proxies are started with it for the same
-	// reason.
-	transport  exec.Transport
-	direct     *exec.Dialer
-	signer     *hmac.Signer
-	keyDir     string
-	kubeconfig string
+	backend *backendProc
+	// apiURL and apiCA are where exec clients go: the backend itself, or
+	// the API server in front of it.
+	apiURL string
+	apiCA  []byte
+	// clientCert and clientKey authenticate clients to the API server
+	// (nil toward the local backend, which asks for no credentials).
+	clientCert, clientKey []byte
+	relay                 *testenv.Proxy
+	// front signs the serving certificates of the relay and the proxies:
+	// both are reached over TLS, as the backend is.
+	front               *testenv.CA
+	frontCert, frontKey string // files
+	signer              *hmac.Signer
+	keyDir              string
+	kubeconfig          string
+	dialers             map[[2]int]*exec.Dialer // {transport index, path}
 }
 
+// newEnv starts the local backend in its own process and the relay in
+// front of it.
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	backend := startBackend(tb, benchNamespace+"/"+benchPod+":"+benchContainer, benchNode)
-	e := &env{backend: backend, backendURL: backend.url}
+	backend := startBackend(tb, benchNamespace+"/"+benchPod+":"+benchContainer, benchNode, nil, nil, nil)
+	e := &env{backend: backend, apiURL: backend.url, apiCA: backend.caPEM}
+	e.init(tb, func(path string) { testenv.WriteKubeconfigCA(tb, path, e.apiURL, e.apiCA) })
+	return e
+}
 
+// init writes the proxies' keys and kubeconfig and starts the relay
+// toward e.apiURL.
+func (e *env) init(tb testing.TB, writeKubeconfig func(path string)) {
+	tb.Helper()
 	dir := tb.TempDir()
 	e.kubeconfig = filepath.Join(dir, "kubeconfig")
-	testenv.WriteKubeconfigCA(tb, e.kubeconfig, e.backendURL, backend.caPEM)
+	writeKubeconfig(e.kubeconfig)
 	e.keyDir = filepath.Join(dir, "keys")
 	key := hmactest.NewKey(tb)
 	filewatchtest.WriteSecretDir(tb, e.keyDir, map[string][]byte{"key": key})
@@ -112,23 +155,68 @@ func newEnv(tb testing.TB) *env {
 	if e.signer, err = hmac.NewSigner(key); err != nil {
 		tb.Fatal(err)
 	}
+	e.front = testenv.NewCA(tb, "bench-front")
+	cert, fkey, _ := e.front.Serving(tb)
+	e.frontCert, e.frontKey = filepath.Join(dir, "front.crt"), filepath.Join(dir, "front.key")
+	files := map[string][]byte{e.frontCert: cert, e.frontKey: fkey, filepath.Join(dir, "api-ca.crt"): e.apiCA}
+	if e.clientCert != nil {
+		files[filepath.Join(dir, "client.crt")] = e.clientCert
+		files[filepath.Join(dir, "client.key")] = e.clientKey
+	}
+	for f, b := range files {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	args := []string{"--listen", "127.0.0.1:0", "--upstream", strings.TrimPrefix(e.apiURL, "https://"),
+		"--tls-cert-file", e.frontCert, "--tls-key-file", e.frontKey, "--upstream-ca-file", filepath.Join(dir, "api-ca.crt")}
+	if e.clientCert != nil {
+		args = append(args, "--upstream-cert-file", filepath.Join(dir, "client.crt"), "--upstream-key-file", filepath.Join(dir, "client.key"))
+	}
+	e.relay = testenv.StartBackendProcess(tb, testenv.ProxyOptions{Bin: relayBin, Args: args, KeepLines: 40})
+	e.dialers = map[[2]int]*exec.Dialer{}
+}
 
-	cfg := &rest.Config{Host: e.backendURL, TLSClientConfig: rest.TLSClientConfig{CAData: backend.caPEM}}
-	auto, err := exec.NewDialer(cfg, exec.TransportAuto)
+// dialer is package exec toward the endpoint (k = direct) or through the
+// relay (k = relayed), with transport tr.
+func (e *env) dialer(tb testing.TB, tr exec.Transport, k int) *exec.Dialer {
+	tb.Helper()
+	id := [2]int{transportIndex(tr), k}
+	if d := e.dialers[id]; d != nil {
+		return d
+	}
+	cfg := &rest.Config{Host: e.apiURL, TLSClientConfig: rest.TLSClientConfig{CAData: e.apiCA, CertData: e.clientCert, KeyData: e.clientKey}}
+	if k == relayed {
+		// TLS ends at the relay, which presents the client certificate
+		// upstream itself.
+		cfg = &rest.Config{Host: "https://" + e.relay.Addr, TLSClientConfig: rest.TLSClientConfig{CAData: e.front.PEM}}
+	}
+	d, err := exec.NewDialer(cfg, tr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res, err := auto.Stream(ctx, e.target(session{Command: []string{"true"}}), exec.Streams{Stdout: io.Discard, Stderr: io.Discard})
-	if err != nil {
-		tb.Fatalf("direct exec in auto mode: %v", err)
+	e.dialers[id] = d
+	return d
+}
+
+func transportIndex(tr exec.Transport) int {
+	if tr == exec.TransportWebSocket {
+		return 0
 	}
-	e.transport = res.Transport
-	if e.direct, err = exec.NewDialer(cfg, e.transport); err != nil {
-		tb.Fatal(err)
-	}
-	return e
+	return 1
+}
+
+// paths returns direct, relay and proxy paths for transport tr (the
+// clients' transport on the first two, the proxy's toward the backend on
+// the third), starting a proxy.
+func (e *env) paths(tb testing.TB, tr exec.Transport) ([nPaths]path, *proxyProc) {
+	tb.Helper()
+	p := e.startProxy(tb, tr)
+	return [nPaths]path{
+		clientPath{n: pathNames[direct], e: e, d: e.dialer(tb, tr, direct)},
+		clientPath{n: pathNames[relayed], e: e, d: e.dialer(tb, tr, relayed)},
+		p.path(e),
+	}, p
 }
 
 // session is one exec as a benchmark runs it; the same value runs on
@@ -157,38 +245,85 @@ type path interface {
 	prepare(s session) (run func(ctx context.Context) error, err error)
 }
 
-type directPath struct{ e *env }
+// clientPath is package exec (client-go's executors) to the endpoint,
+// straight or through the relay.
+type clientPath struct {
+	n string
+	e *env
+	d *exec.Dialer
+}
 
-func (d directPath) name() string { return "direct" }
+func (c clientPath) name() string { return c.n }
 
-func (d directPath) prepare(s session) (func(context.Context) error, error) {
+func (c clientPath) prepare(s session) (func(context.Context) error, error) {
 	st := exec.Streams{Stdin: s.Stdin, Stdout: s.Stdout, Stderr: s.Stderr, Sizes: s.Sizes}
 	if st.Stderr == nil {
 		st.Stderr = io.Discard
 	}
-	t := d.e.target(s)
+	t := c.e.target(s)
 	return func(ctx context.Context) error {
-		_, err := d.e.direct.Stream(ctx, t, st)
+		_, err := c.d.Stream(ctx, t, st)
 		return err
 	}, nil
 }
 
-// proxyProc is one k8s-ws-proxy process in front of an env's backend.
+// proxyProc is one k8s-ws-proxy process in front of an env's endpoint.
 type proxyProc struct {
 	*testenv.Proxy
 	transport exec.Transport
 }
 
-// startProxy starts the binary toward e's backend with the given exec
-// transport and waits for its "listening" line.
+// startProxy starts the binary toward e's endpoint with the given exec
+// transport, serving TLS with the relay's certificate, and waits for its
+// "listening" line.
 func (e *env) startProxy(tb testing.TB, transport exec.Transport, extraArgs ...string) *proxyProc {
 	tb.Helper()
 	args := testenv.ServeArgs(e.keyDir, e.kubeconfig, benchNode, string(transport),
-		append([]string{"--shutdown-grace", "2s", "--max-sessions", "4096"}, extraArgs...)...)
+		append([]string{"--shutdown-grace", "2s", "--max-sessions", "4096",
+			"--tls-cert-file", e.frontCert, "--tls-key-file", e.frontKey}, extraArgs...)...)
 	// Only the last lines are kept: a load run logs two audit lines per
 	// session.
-	p := testenv.StartProxy(tb, testenv.ProxyOptions{Bin: proxyBin, Args: args, KeepLines: 40})
+	o := testenv.ProxyOptions{Bin: proxyBin, Args: args, KeepLines: 40}
+	if *profile != "" {
+		profiles++
+		o.Env = []string{fmt.Sprintf("K8S_WS_PROXY_CPUPROFILE=%s-%s-%s-%d", *profile, sanitize(tb.Name()), transport, profiles)}
+	}
+	p := testenv.StartProxy(tb, o)
 	return &proxyProc{Proxy: p, transport: transport}
+}
+
+// profile is a path prefix for CPU and heap profiles of the proxy. The
+// proxy must then be built with -tags pprof (GOFLAGS=-tags=pprof go test
+// ...: the build of the binary inherits GOFLAGS); bulk and echo profile
+// the stretch they measure (see cmd/k8s-ws-proxy/profile_pprof.go).
+var (
+	profile  = flag.String("proxy.profile", "", "write CPU and heap profiles of the proxy under bulk and echo to this path prefix (needs GOFLAGS=-tags=pprof)")
+	profiles int
+)
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '=' || r == ' ' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// profiled runs f with the proxy's CPU profile on, when -proxy.profile
+// asks for it.
+func (p *proxyProc) profiled(tb testing.TB, f func()) {
+	if *profile == "" {
+		f()
+		return
+	}
+	if err := p.Process().Signal(syscall.SIGUSR1); err != nil {
+		tb.Fatal(err)
+	}
+	f()
+	if err := p.Process().Signal(syscall.SIGUSR2); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 type proxyPath struct {
@@ -208,8 +343,9 @@ func (pp proxyPath) prepare(s session) (func(context.Context) error, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := testenv.ExecURL(pp.p.Addr, c, !s.TTY)
-	ex, err := remotecommand.NewWebSocketExecutorForProtocols(&rest.Config{Host: "http://" + pp.p.Addr, BearerToken: tok},
+	u := "https" + strings.TrimPrefix(testenv.ExecURL(pp.p.Addr, c, !s.TTY), "http")
+	ex, err := remotecommand.NewWebSocketExecutorForProtocols(&rest.Config{Host: "https://" + pp.p.Addr, BearerToken: tok,
+		TLSClientConfig: rest.TLSClientConfig{CAData: pp.e.front.PEM}},
 		"GET", u, "v5.channel.k8s.io", "v4.channel.k8s.io")
 	if err != nil {
 		return nil, err

@@ -5,35 +5,44 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 )
 
 // TestHarness runs each kind of session the benchmarks and the load test
-// use once through both paths, and checks what the measurements rest on:
-// byte-exact output, the tty echo, and the proxy's RSS, descriptor and
+// use once through every path (direct, the bare relay, the proxy) for
+// each transport, and checks what the measurements rest on: byte-exact
+// output, the tty echo, the CPU time and the proxy's RSS, descriptor and
 // goroutine readings, goroutines returning to their count once the
 // sessions are gone.
 func TestHarness(t *testing.T) {
-	pr := newPair(t)
-	t.Logf("direct transport: %s", pr.e.transport)
+	e := newEnv(t)
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) { harness(t, e, tr) })
+	}
+}
+
+func harness(t *testing.T, e *env, tr exec.Transport) {
+	paths, p := e.paths(t, tr)
 	// The proxy keeps HTTP connections to the backend alive after its pod
 	// lookups (2 goroutines each): the baseline is taken once a warm-up
 	// as concurrent as the sessions below has filled that pool.
-	warm, err := openIdleSessions(pr.paths[1], 3, 3)
+	warm, err := openIdleSessions(paths[proxied], 3, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := closeIdleSessions(warm); err != nil {
 		t.Fatal(err)
 	}
-	g0, err := pr.p.settledGoroutines(30 * time.Second)
+	g0, err := p.settledGoroutines(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := seqOutput(20000)
-	for _, p := range pr.paths {
-		t.Run(p.name(), func(t *testing.T) {
+	for k, pt := range paths {
+		t.Run(pt.name(), func(t *testing.T) {
 			var out bytes.Buffer
-			run, err := p.prepare(session{Command: []string{"seq", "1", "20000"}, Stdout: &out})
+			run, err := pt.prepare(session{Command: []string{"seq", "1", "20000"}, Stdout: &out})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -45,13 +54,23 @@ func TestHarness(t *testing.T) {
 			if !bytes.Equal(out.Bytes(), want) {
 				t.Fatalf("seq output: %d bytes, want %d byte-exact", out.Len(), len(want))
 			}
-			if _, err := bulkOnce(p, 1<<20); err != nil {
+			// The middle process's CPU time moves with what passes
+			// through it: 8 MiB through TLS twice cannot take under a tick.
+			mid := []int{e.backend.proc.Process().Pid, e.relay.Process().Pid, p.Process().Pid}[k]
+			c0, err := cpuTime(mid)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if d, err := setupOnce(p); err != nil || d <= 0 {
+			if _, err := bulkOnce(pt, 8<<20); err != nil {
+				t.Fatal(err)
+			}
+			if c1, err := cpuTime(mid); err != nil || c1 <= c0 {
+				t.Fatalf("CPU time of the %s's middle process: %v before 8 MiB, %v after (%v)", pt.name(), c0, c1, err)
+			}
+			if d, err := setupOnce(pt); err != nil || d <= 0 {
 				t.Fatalf("setup: %v, %v", d, err)
 			}
-			echo, err := openEcho(p)
+			echo, err := openEcho(pt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -64,23 +83,27 @@ func TestHarness(t *testing.T) {
 			if err := echo.close(); err != nil {
 				t.Fatal(err)
 			}
-			idle, err := openIdleSessions(p, 3, 3)
+			before := e.backend.children()
+			idle, err := openIdleSessions(pt, 3, 3)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if n := newChildren(before, e.backend.children()); n != 3 {
+				t.Errorf("3 idle sessions open, %d new backend processes", n)
 			}
 			if err := closeIdleSessions(idle); err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
-	rss, err := pr.p.RSSKiB()
+	rss, err := p.RSSKiB()
 	if err != nil || rss < 1024 {
 		t.Fatalf("proxy RSS %d KiB, %v: not a plausible Go process", rss, err)
 	}
-	if fds, err := pr.p.FDs(); err != nil || fds < 3 {
+	if fds, err := p.FDs(); err != nil || fds < 3 {
 		t.Fatalf("proxy fds %d, %v", fds, err)
 	}
-	if g, err := pr.p.WaitGoroutines(g0, 30*time.Second); err != nil || g > g0 {
+	if g, err := p.WaitGoroutines(g0, 30*time.Second); err != nil || g > g0 {
 		t.Fatalf("proxy goroutines %d before the sessions, %d 30s after (%v)", g0, g, err)
 	}
 }

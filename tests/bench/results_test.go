@@ -12,10 +12,27 @@ import (
 
 // row is one line of the table printed at the end of a run.
 type row struct {
-	metric, direct, proxy, ratio, target string
-	pass                                 bool
-	samples                              string // what the numbers rest on
+	group  string // which stack and upstream transport; rows print grouped
+	metric string
+	// vals are the direct, relay and proxy figures ("-" where a path has
+	// none).
+	vals [nPaths]string
+	// compared says what the ratio is of ("proxy/relay", ...); ratio is
+	// its median over interleaved pairs with the interquartile range.
+	compared, ratio string
+	target          string // "-" for a figure without a target
+	pass            bool
+	samples         string // what the numbers rest on
 }
+
+// groups in print order: the headline first.
+var groupOrder = []string{groupWS, groupSPDY, groupAPI}
+
+const (
+	groupWS   = "local backend, proxy upstream websocket (headline)"
+	groupSPDY = "local backend, proxy upstream spdy"
+	groupAPI  = "through kube-apiserver (websocket v5 to it, spdy from it to the kubelet)"
+)
 
 // resultTable collects rows across benchmarks. A benchmark function runs
 // several times with growing b.N; the last (longest) run's row wins.
@@ -31,7 +48,7 @@ func (r *resultTable) set(x row) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range r.rows {
-		if r.rows[i].metric == x.metric {
+		if r.rows[i].group == x.group && r.rows[i].metric == x.metric {
 			r.rows[i] = x
 			return
 		}
@@ -47,6 +64,19 @@ func (r *resultTable) note(s string) {
 	}
 }
 
+// failed lists the metrics that missed their targets.
+func (r *resultTable) failed() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, x := range r.rows {
+		if x.target != "-" && !x.pass {
+			out = append(out, x.group+": "+x.metric)
+		}
+	}
+	return out
+}
+
 func (r *resultTable) print(w io.Writer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -54,18 +84,29 @@ func (r *resultTable) print(w io.Writer) {
 		return
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "k8s-ws-proxy side-by-side results (one run, direct and proxy interleaved)")
+	fmt.Fprintln(w, "k8s-ws-proxy side-by-side results (one run; direct, relay and proxy interleaved)")
 	for _, n := range r.notes {
 		fmt.Fprintln(w, "  "+n)
 	}
+	rows := slices.Clone(r.rows)
+	slices.SortStableFunc(rows, func(a, b row) int {
+		return slices.Index(groupOrder, a.group) - slices.Index(groupOrder, b.group)
+	})
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "metric\tdirect\tproxy\tratio\ttarget\tresult\tsamples")
-	for _, x := range r.rows {
+	last := ""
+	for _, x := range rows {
+		if x.group != last {
+			fmt.Fprintf(tw, "\n== %s\nmetric\tdirect\trelay\tproxy\tcompared\tmedian [IQR]\ttarget\tresult\tsamples\n", x.group)
+			last = x.group
+		}
 		v := "PASS"
-		if !x.pass {
+		switch {
+		case x.target == "-":
+			v = "-"
+		case !x.pass:
 			v = "FAIL"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.metric, x.direct, x.proxy, x.ratio, x.target, v, x.samples)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.metric, x.vals[0], x.vals[1], x.vals[2], x.compared, x.ratio, x.target, v, x.samples)
 	}
 	tw.Flush()
 }
@@ -82,13 +123,42 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[rank-1]
 }
 
+// quartiles are the first quartile, median and third quartile of xs,
+// linearly interpolated between order statistics.
+func quartiles(xs []float64) (q1, med, q3 float64) {
+	if len(xs) == 0 {
+		return math.NaN(), math.NaN(), math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	at := func(p float64) float64 {
+		pos := p * float64(len(s)-1)
+		i := int(math.Floor(pos))
+		if i+1 >= len(s) {
+			return s[len(s)-1]
+		}
+		f := pos - float64(i)
+		if f == 0 {
+			return s[i]
+		}
+		return s[i] + f*(s[i+1]-s[i])
+	}
+	return at(0.25), at(0.5), at(0.75)
+}
+
+// ratioSummary is "median [q1–q3]" of per-pair ratios, and the median.
+func ratioSummary(ratios []float64) (string, float64) {
+	q1, med, q3 := quartiles(ratios)
+	return fmt.Sprintf("%.2fx [%.2f–%.2f]", med, q1, q3), med
+}
+
 // ms formats a duration in milliseconds with enough digits for sub-ms
 // round trips.
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
 
-func ratioOf(proxy, direct float64) float64 {
-	if direct == 0 {
+func ratioOf(num, den float64) float64 {
+	if den == 0 {
 		return math.Inf(1)
 	}
-	return proxy / direct
+	return num / den
 }
