@@ -40,7 +40,7 @@ demo: build
 	bin/k8s-ws-proxy-demo
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./hmac/ ./tests/bench/
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./hmac/ ./tests/bench/
 
 load:
 	$(GO) test -tags load -run TestLoad -count=1 -timeout 30m -v ./tests/bench/

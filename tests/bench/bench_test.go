@@ -102,6 +102,7 @@ func bulk(b *testing.B, st stack) {
 		all   [nPaths]time.Duration // client + middle + backend
 		tput  [nPaths][]float64     // per round, MB/s
 		hopR  [nPaths][]float64     // per round, CPU s per GB of the middle
+		calls [nPaths]int64         // read+write system calls of the middle
 	)
 	b.ResetTimer()
 	st.proxy.profiled(b, func() {
@@ -119,13 +120,15 @@ func bulk(b *testing.B, st stack) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				delta := func(j int) time.Duration { return c1[j] - c0[j] }
+				delta := func(j int) time.Duration { return c1.cpu[j] - c0.cpu[j] }
 				var h time.Duration
 				switch k {
 				case relayed:
 					h = delta(relay)
+					calls[k] += c1.calls[relay] - c0.calls[relay]
 				case proxied:
 					h = delta(proxy)
+					calls[k] += c1.calls[proxy] - c0.calls[proxy]
 				}
 				spent[k] += d
 				hop[k] += h
@@ -177,6 +180,13 @@ func bulk(b *testing.B, st stack) {
 		samples: samples + "; utime+stime from /proc, 10 ms ticks",
 	})
 	check(b, st.group+": bulk CPU per GB", cmed <= 1.3)
+	perMB := func(k int) string { return fmt.Sprintf("%.1f /MB", float64(calls[k])/(gb*1e3)) }
+	results.set(row{
+		group: st.group, metric: "bulk: read+write syscalls of the middle",
+		vals:     [nPaths]string{"-", perMB(relayed), perMB(proxied)},
+		compared: "proxy/relay", ratio: fmt.Sprintf("%.2fx (totals)", ratioOf(float64(calls[proxied]), float64(calls[relayed]))), target: "-",
+		samples: "syscr+syscw from /proc/<pid>/io",
+	})
 	results.set(row{
 		group: st.group, metric: "bulk: CPU of client+middle+backend",
 		vals:     [nPaths]string{cs(allPerGB[0]), cs(allPerGB[1]), cs(allPerGB[2])},

@@ -39,6 +39,28 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * clockTick, nil
 }
 
+// syscalls is how many read and write system calls (syscr + syscw in
+// /proc/<pid>/io, all threads) process pid has made so far: each one is a
+// crossing into the kernel, and most of a relay's are one per TLS record.
+func syscalls(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for line := range strings.SplitSeq(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if ok && (k == "syscr" || k == "syscw") {
+			c, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/io: %q", pid, line)
+			}
+			n += c
+		}
+	}
+	return n, nil
+}
+
 // cpuMeter reads the CPU time of a fixed set of processes at once.
 type cpuMeter struct {
 	names []string
@@ -50,14 +72,24 @@ func (m *cpuMeter) add(name string, pid int) {
 	m.pids = append(m.pids, pid)
 }
 
-func (m *cpuMeter) read() ([]time.Duration, error) {
-	out := make([]time.Duration, len(m.pids))
+// reading is the CPU time and read/write system calls of each process.
+type reading struct {
+	cpu   []time.Duration
+	calls []int64
+}
+
+func (m *cpuMeter) read() (reading, error) {
+	r := reading{cpu: make([]time.Duration, len(m.pids)), calls: make([]int64, len(m.pids))}
 	for i, pid := range m.pids {
 		d, err := cpuTime(pid)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", m.names[i], err)
+			return r, fmt.Errorf("%s: %w", m.names[i], err)
 		}
-		out[i] = d
+		n, err := syscalls(pid)
+		if err != nil {
+			return r, fmt.Errorf("%s: %w", m.names[i], err)
+		}
+		r.cpu[i], r.calls[i] = d, n
 	}
-	return out, nil
+	return r, nil
 }

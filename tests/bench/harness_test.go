@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -61,11 +62,19 @@ func harness(t *testing.T, e *env, tr exec.Transport) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			s0, err := syscalls(mid)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if _, err := bulkOnce(pt, 8<<20); err != nil {
 				t.Fatal(err)
 			}
 			if c1, err := cpuTime(mid); err != nil || c1 <= c0 {
 				t.Fatalf("CPU time of the %s's middle process: %v before 8 MiB, %v after (%v)", pt.name(), c0, c1, err)
+			}
+			// At most 16 KiB a TLS record: 8 MiB is at least 512 reads.
+			if s1, err := syscalls(mid); err != nil || s1-s0 < 512 {
+				t.Fatalf("system calls of the %s's middle process: %d before 8 MiB, %d after (%v)", pt.name(), s0, s1, err)
 			}
 			if d, err := setupOnce(pt); err != nil || d <= 0 {
 				t.Fatalf("setup: %v, %v", d, err)
@@ -120,5 +129,30 @@ func TestPercentile(t *testing.T) {
 	}
 	if got := percentile(nil, 50); got != 0 {
 		t.Errorf("p50 of nothing = %v", got)
+	}
+}
+
+func TestQuartiles(t *testing.T) {
+	for _, c := range []struct {
+		xs        []float64
+		q1, m, q3 float64
+	}{
+		{[]float64{1}, 1, 1, 1},
+		{[]float64{4, 1, 3, 2}, 1.75, 2.5, 3.25},
+		{[]float64{5, 1, 4, 2, 3}, 2, 3, 4},
+	} {
+		q1, m, q3 := quartiles(c.xs)
+		if q1 != c.q1 || m != c.m || q3 != c.q3 {
+			t.Errorf("quartiles(%v) = %v, %v, %v; want %v, %v, %v", c.xs, q1, m, q3, c.q1, c.m, c.q3)
+		}
+	}
+	if s, med := ratioSummary([]float64{0.9, 1.1, 1.0}); s != "1.00x [0.95–1.05]" || med != 1 {
+		t.Errorf("ratioSummary = %q, %v", s, med)
+	}
+	// What the proxy adds over what the relay adds.
+	for _, c := range []struct{ p, r, want float64 }{{60, 50, 1.2}, {10, 0, math.Inf(1)}, {0, 0, 1}, {-5, 50, -0.1}} {
+		if got := excess(c.p, c.r); got != c.want {
+			t.Errorf("excess(%v, %v) = %v, want %v", c.p, c.r, got, c.want)
+		}
 	}
 }

@@ -46,7 +46,15 @@ func idleRun(b *testing.B, e *env, p path, n int, proc *testenv.Proxy, px *proxy
 	before := e.backend.children()
 
 	start := time.Now()
-	sessions, err := openIdleSessions(p, n, *idleParallel)
+	var sessions []*idleSession
+	open := func() { sessions, err = openIdleSessions(p, n, *idleParallel) }
+	if px != nil {
+		// With -proxy.profile: the heap profile is written with the
+		// sessions open.
+		px.profiled(b, open)
+	} else {
+		open()
+	}
 	if err != nil {
 		return f, err
 	}
