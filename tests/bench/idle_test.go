@@ -16,6 +16,19 @@ import (
 // goroutines return to their count once the sessions are closed.
 func idleRun(b *testing.B, e *env, p path, n int, proc *testenv.Proxy, px *proxyProc) (idleFigures, error) {
 	var f idleFigures
+	// An earlier run's processes still being killed would compete with
+	// these sessions for the backend (1,000 of them take 15-30 s to go on
+	// a loaded machine); they are waited for, within a bound, and
+	// whatever is left is told apart below.
+	drained := time.Now()
+	left := len(e.backend.children())
+	for left > 0 && time.Since(drained) < 2*time.Minute {
+		time.Sleep(200 * time.Millisecond) // polling: the backend announces no exit
+		left = len(e.backend.children())
+	}
+	if d := time.Since(drained); d > time.Second || left > 0 {
+		b.Logf("%s: waited %v for earlier sessions' backend processes to end, %d left", p.name(), d.Round(time.Millisecond), left)
+	}
 	// What the first sessions allocate once (the exec client, pools,
 	// connections kept alive toward the backend) is not a per-session cost.
 	warm, err := openIdleSessions(p, *idleParallel, *idleParallel)
@@ -92,7 +105,7 @@ func idleRun(b *testing.B, e *env, p path, n int, proc *testenv.Proxy, px *proxy
 	if len(before) > 0 {
 		// Processes of earlier sessions still running is the backend's or
 		// the earlier proxy's slowness, not this measurement's: say so.
-		b.Logf("%s: %d backend processes of earlier sessions were still running when these opened", p.name(), len(before))
+		b.Logf("%s: %d backend processes of earlier sessions (the warm-up's included) were still running when these opened", p.name(), len(before))
 	}
 	nf := float64(n)
 	f.rssKiB = float64(rss1-rss0) / nf
