@@ -21,11 +21,13 @@ func idleRun(b *testing.B, e *env, p path, n int, proc *testenv.Proxy, px *proxy
 	// a loaded machine); they are waited for, within a bound, and
 	// whatever is left is told apart below.
 	drained := time.Now()
-	left := len(e.backend.children())
-	for left > 0 && time.Since(drained) < 2*time.Minute {
-		time.Sleep(200 * time.Millisecond) // polling: the backend announces no exit
-		left = len(e.backend.children())
-	}
+	left := 0
+	_ = poll.Until(context.Background(), 200*time.Millisecond, 2*time.Minute, func(context.Context) error {
+		if left = len(e.backend.children()); left > 0 {
+			return fmt.Errorf("%d left", left) // the backend announces no exit
+		}
+		return nil
+	})
 	if d := time.Since(drained); d > time.Second || left > 0 {
 		b.Logf("%s: waited %v for earlier sessions' backend processes to end, %d left", p.name(), d.Round(time.Millisecond), left)
 	}
