@@ -51,8 +51,8 @@ type stack struct {
 	group string
 	paths [nPaths]path
 	proxy *proxyProc
-	relay int // pids
-	back  int
+	relay int // pid of the relay
+	back  int // pid of the backend (the kubelet behind an API server)
 }
 
 func (e *env) stack(tb testing.TB, group string, tr exec.Transport) stack {
