@@ -155,7 +155,11 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 // Verify checks token and, if it is valid, consumes its jti: the same token
 // is refused as ReasonReplayed from then on, until it has expired anyway.
 // The returned error is an *Error (see ReasonOf).
-func (v *Verifier) Verify(token string) (*Claims, error) {
+func (v *Verifier) Verify(token string) (*Claims, error) { return v.verify(token, v.replay.consume) }
+
+// verify checks token and hands its jti to record, whose refusal refuses the
+// token: Verify consumes it, Peek only looks.
+func (v *Verifier) verify(token string, record func(jti string, forgetAt, now time.Time) Reason) (*Claims, error) {
 	if len(token) > MaxTokenLen {
 		return nil, reject(ReasonMalformed, "token is %d bytes, longer than %d", len(token), MaxTokenLen)
 	}
@@ -198,7 +202,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, reject(ReasonTTLTooLong, "no iat and exp is %s away, max %s", ttl, v.maxTTL+v.leeway)
 	}
 
-	if r := v.replay.consume(c.ID, exp.Add(v.leeway), now); r != "" {
+	if r := record(c.ID, exp.Add(v.leeway), now); r != "" {
 		return nil, &Error{Reason: r}
 	}
 	return c, nil

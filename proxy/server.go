@@ -172,6 +172,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{pod}/attach", func(w http.ResponseWriter, r *http.Request) { s.serveSession(w, r, true) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	s.registerKubectl(mux) // discovery, GET pod, SPDY refusals, 404 Status for the rest
 	s.mux = mux
 	return s, nil
 }
