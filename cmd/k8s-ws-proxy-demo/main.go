@@ -2,7 +2,9 @@
 // cluster: a local exec backend (the upstream kubelet streaming server,
 // running local processes as the containers of pod default/demo) stands in
 // for the API server, the real k8s-ws-proxy binary serves in front of it,
-// and the demo prints a ready shell command and guacd's parameters.
+// and the demo prints a browser terminal's URL (the page, xterm.js, is
+// served by the demo, never by the proxy), a ready shell command and
+// guacd's parameters.
 //
 // It is a development tool: it links the local backend, which can run local
 // processes, so it is never part of the production image.
@@ -32,6 +34,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"k8s.io/client-go/rest"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy-demo/web"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeconfig"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
@@ -54,6 +57,7 @@ func main() {
 func run() error {
 	self, _ := os.Executable()
 	listen := flag.String("listen", "127.0.0.1:8080", "address the proxy listens on")
+	webListen := flag.String("web-listen", "127.0.0.1:8081", "address the browser terminal page is served on")
 	proxyBin := flag.String("proxy-bin", filepath.Join(filepath.Dir(self), "k8s-ws-proxy"), "the k8s-ws-proxy binary to run")
 	selfTest := flag.Bool("self-test", false, "run one session through the proxy, check its output, and exit")
 	flag.Parse()
@@ -107,6 +111,17 @@ func run() error {
 		return err
 	}
 
+	// The browser terminal's page, on its own origin: the proxy is told to
+	// accept WebSocket upgrades from it.
+	wln, err := net.Listen("tcp", *webListen)
+	if err != nil {
+		return err
+	}
+	wsrv := &http.Server{Handler: web.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go wsrv.Serve(wln)
+	defer wsrv.Close()
+	pageOrigin := "http://" + wln.Addr().String()
+
 	// The real proxy binary.
 	logPath := filepath.Join(work, "proxy.log")
 	logFile, err := os.Create(logPath)
@@ -115,7 +130,7 @@ func run() error {
 	}
 	defer logFile.Close()
 	cmd := osexec.Command(*proxyBin, "serve", "--listen", *listen, "--health-listen", "127.0.0.1:0",
-		"--key-dir", keyDir, "--kubeconfig", kubeconfigPath, "--node-name", demoNode)
+		"--key-dir", keyDir, "--kubeconfig", kubeconfigPath, "--node-name", demoNode, "--allowed-origins", pageOrigin)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
@@ -148,6 +163,9 @@ func run() error {
 		})
 	}
 	if *selfTest {
+		if err := checkPage(pageOrigin); err != nil {
+			return err
+		}
 		return runSelfTest(ctx, *proxyBin, addr, mint)
 	}
 	shellTok, err := mint([]string{"/bin/sh"})
@@ -158,11 +176,19 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	browserTok, err := mint([]string{"/bin/sh"})
+	if err != nil {
+		return err
+	}
 	host, port, _ := net.SplitHostPort(addr)
 	fmt.Printf(`
 k8s-ws-proxy demo is running (Ctrl-C stops it).
   proxy:    ws://%[1]s     log: %[2]s
   backend:  local processes as pod %[3]s/%[4]s, container %[5]s (kubelet streaming server)
+
+Open a terminal in a browser (the token is in the #fragment, never sent to a server):
+
+  %[13]s
 
 Open a shell, in another terminal (the token is single-use and valid 5 minutes):
 
@@ -177,7 +203,8 @@ guacd connection parameters (protocol "kubernetes"; another single-use token):
   hostname=%[10]s port=%[11]s use-ssl=false namespace=%[3]s container=%[5]s exec-command=/bin/sh
   pod=%[12]s
 
-`, addr, logPath, demoNamespace, demoPod, demoContainer, *proxyBin, shellTok, keyFile, demoNode, host, port, guacdTok)
+`, addr, logPath, demoNamespace, demoPod, demoContainer, *proxyBin, shellTok, keyFile, demoNode, host, port, guacdTok,
+		web.PageURL(pageOrigin, "ws://"+addr, demoNamespace, demoPod, demoContainer, []string{"/bin/sh"}, browserTok))
 	<-ctx.Done()
 	fmt.Println("stopping")
 	return nil
@@ -231,5 +258,22 @@ func runSelfTest(ctx context.Context, proxyBin, addr string, mint func([]string)
 		return fmt.Errorf("self-test: output %q lacks demo-42", out)
 	}
 	fmt.Println("self-test passed: a shell through the proxy ran and exited with code 5")
+	return nil
+}
+
+// checkPage fetches the page and the scripts it loads, as a browser would.
+func checkPage(origin string) error {
+	for _, path := range []string{"/", "/terminal.js", "/page.js", "/vendor/xterm/xterm.js", "/vendor/addon-fit/addon-fit.js"} {
+		resp, err := http.Get(origin + path)
+		if err != nil {
+			return fmt.Errorf("self-test: page: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("self-test: GET %s: %s", path, resp.Status)
+		}
+	}
+	fmt.Println("self-test: the browser terminal page is served at", origin)
 	return nil
 }
