@@ -72,11 +72,14 @@ else
 	  $(if $(PUSH),-push $(IMAGE),-layout $(OCI_LAYOUT)) -digest-file $(IMAGE_DIGEST_FILE)
 endif
 
-# CycloneDX SBOM of the proxy binary's module graph, as linked for linux.
+# CycloneDX SBOM of the binary the image ships (its embedded build info: the
+# modules actually linked), built with the image's flags.
 sbom:
-	@mkdir -p $(dir $(SBOM))
+	@mkdir -p $(dir $(SBOM)) dist/sbom-bin
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 GOFLAGS=-buildvcs=false $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+	  -o dist/sbom-bin/k8s-ws-proxy ./cmd/k8s-ws-proxy
 	$(GO) run github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_GOMOD_VERSION) \
-	  app -json -licenses -main cmd/k8s-ws-proxy -output $(SBOM) .
+	  bin -json -version $(VERSION) -output $(SBOM) dist/sbom-bin/k8s-ws-proxy
 
 # What a tag would publish: image refs and (built here) digests and sizes,
 # SBOM, signatures, the chart and its pinned image. Pushes nothing.
