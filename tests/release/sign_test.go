@@ -117,10 +117,18 @@ func TestCosignSignVerifyAndTamper(t *testing.T) {
 	if len(claims) == 0 {
 		t.Fatalf("cosign verify printed no verified signature payload:\n%s", out)
 	}
+	// cosign v3 lists every verified bundle on the digest, the SBOM
+	// attestation's too when TestSBOMAttestation ran first: one of them must
+	// be the image signature itself.
+	signed := false
 	for _, c := range claims {
 		if c.Critical.Image.DockerManifestDigest != img.Digest {
 			t.Errorf("verified signature is for %s, want the index %s", c.Critical.Image.DockerManifestDigest, img.Digest)
 		}
+		signed = signed || c.Critical.Type == "https://sigstore.dev/cosign/sign/v1"
+	}
+	if !signed {
+		t.Errorf("no verified cosign image signature (type cosign/sign/v1) among %+v", claims)
 	}
 
 	// Tamper: the same tag now names an index with one platform dropped.
