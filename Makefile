@@ -5,6 +5,8 @@
 #   make bench  side-by-side benchmark ratios
 #   make fuzz   run every fuzz target for FUZZTIME each
 #   make size   fail if the stripped serve binary passes 45 MB
+#   make image  the multi-arch image (Docker, or daemonless; see below)
+#   make release-dry  what a tag would publish (docs/release.md)
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -16,7 +18,7 @@ TEST_TIMEOUT ?= 40m
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test vet bench fuzz demo load image clean size
+.PHONY: all build test vet bench fuzz demo load image sbom release-dry clean size
 
 all: build
 
@@ -45,9 +47,46 @@ bench:
 load:
 	$(GO) test -tags load -run TestLoad -count=1 -timeout 30m -v ./tests/bench/
 
-IMAGE ?= ghcr.io/k8s-ws-proxy/k8s-ws-proxy:$(VERSION)
+# make image: the Dockerfile where a Docker engine answers (docker buildx,
+# both platforms), else the daemonless build (internal/tools/releaser, with
+# go-containerregistry): the same static nonroot image for linux/amd64 and
+# linux/arm64 as one OCI index, written to $(OCI_LAYOUT), or pushed to $(IMAGE)
+# with PUSH=1 (loopback registries over plain HTTP, others with the
+# credentials in ~/.docker/config.json). DAEMONLESS=1 forces the second path.
+IMAGE     ?= ghcr.io/k8s-ws-proxy/k8s-ws-proxy:$(VERSION)
+PLATFORMS ?= linux/amd64,linux/arm64
+OCI_LAYOUT ?= dist/oci
+IMAGE_DIGEST_FILE ?= dist/image.digest
+SBOM      ?= dist/sbom.cdx.json
+# Pins of internal/tools/release.go (tests/release checks they agree).
+CYCLONEDX_GOMOD_VERSION ?= v1.10.0
+PUSH      ?=
+DAEMONLESS ?= $(if $(shell docker info >/dev/null 2>&1 && echo yes),,1)
 image:
-	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+	@mkdir -p dist
+ifeq ($(DAEMONLESS),)
+	docker buildx build --platform $(PLATFORMS) --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
+	  -t $(IMAGE) $(if $(PUSH),--push --metadata-file dist/buildx.json,--output type=oci,dest=dist/image.oci.tar) .
+else
+	$(GO) run ./internal/tools/releaser image -version $(VERSION) -commit $(COMMIT) -platforms $(PLATFORMS) \
+	  $(if $(PUSH),-push $(IMAGE),-layout $(OCI_LAYOUT)) -digest-file $(IMAGE_DIGEST_FILE)
+endif
+
+# CycloneDX SBOM of the binary the image ships (its embedded build info: the
+# modules actually linked), built with the image's flags.
+sbom:
+	@mkdir -p $(dir $(SBOM)) dist/sbom-bin
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 GOFLAGS=-buildvcs=false $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+	  -o dist/sbom-bin/k8s-ws-proxy ./cmd/k8s-ws-proxy
+	$(GO) run github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_GOMOD_VERSION) \
+	  bin -json -version $(VERSION) -output $(SBOM) dist/sbom-bin/k8s-ws-proxy
+
+# What a tag would publish: image refs and (built here) digests and sizes,
+# SBOM, signatures, the chart and its pinned image. Pushes nothing.
+TAG ?= $(shell git describe --tags --exact-match 2>/dev/null || echo v0.0.0-dev)
+RELEASE_DRY_BUILD ?= true
+release-dry:
+	$(GO) run ./internal/tools/releaser plan -tag $(TAG) -commit $(COMMIT) -platforms $(PLATFORMS) -build=$(RELEASE_DRY_BUILD)
 
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
@@ -56,4 +95,4 @@ fuzz:
 	  done; done
 
 clean:
-	rm -rf bin/
+	rm -rf bin/ dist/
