@@ -4,11 +4,19 @@
 // per run, and authorization is the production pair Node,RBAC, so a test that
 // passes here passes against what a cluster would decide.
 //
-// There is no controller-manager, scheduler or kubelet: objects are stored and
-// admitted but nothing reconciles them. Tests create what controllers would
-// (a Node, a Pod's status) themselves, and the ServiceAccount admission plugin
-// is off because it would wait for tokens and default ServiceAccounts that
-// only the controller-manager creates.
+// By default there is no controller-manager, scheduler or kubelet: objects are
+// stored and admitted but nothing reconciles them. Tests create what
+// controllers would (a Node, a Pod's status) themselves, and the
+// ServiceAccount admission plugin is off because it would wait for default
+// ServiceAccounts that only the controller-manager creates.
+//
+// Options.ControlPlane adds kube-controller-manager and kube-scheduler (built
+// from the same k8s.io/kubernetes module as kube-apiserver) and KWOK playing
+// the kubelet of Options.FakeNodes nodes, and turns the ServiceAccount
+// admission plugin on as in a real cluster: Deployments, DaemonSets and Jobs
+// then get pods, pods get scheduled and become Running, garbage collection
+// runs, and a pod whose ServiceAccount does not exist is refused. Job pods
+// are run by Options.JobRunner (KWOK runs nothing).
 package kubeapi
 
 import (
@@ -33,7 +41,6 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeconfig"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // ServiceAccountIssuer is the issuer (and default audience) of the
@@ -51,6 +58,16 @@ type Options struct {
 	// ReadyTimeout bounds each server's start, per attempt. Zero: 3 min,
 	// generous because other test binaries may be compiling on the same cores.
 	ReadyTimeout time.Duration
+
+	// ControlPlane also runs kube-controller-manager, kube-scheduler and
+	// KWOK, with the ServiceAccount admission plugin on.
+	ControlPlane bool
+	// FakeNodes is how many KWOK nodes (kwok-node-0...) to register and
+	// wait Ready for, with ControlPlane.
+	FakeNodes int
+	// JobRunner, with ControlPlane, runs the pods of Jobs once they are
+	// Running; nil leaves them Running forever.
+	JobRunner JobRunner
 }
 
 // Server is a running etcd + kube-apiserver pair.
@@ -70,12 +87,19 @@ type Server struct {
 	// KubeletClientCertPEM and KubeletClientKeyPEM are what the API server
 	// presents to kubelets (CN kube-apiserver-kubelet-client).
 	KubeletClientCertPEM, KubeletClientKeyPEM []byte
-	// Measured start times, for reports.
-	EtcdStartup, APIServerStartup time.Duration
+	// Measured start times, for reports. ControlPlaneStartup covers the
+	// controller manager, the scheduler, KWOK and the fake nodes being Ready.
+	EtcdStartup, APIServerStartup, ControlPlaneStartup time.Duration
+	// FakeNodes are the names of the KWOK nodes (Options.FakeNodes).
+	FakeNodes []string
 
 	admin     *rest.Config
 	etcd      *process
 	apiserver *process
+
+	controllerManager, scheduler, kwok *process
+	stopJobs                           context.CancelFunc
+	jobsDone                           chan struct{}
 }
 
 // New starts a harness for one test and stops it in t.Cleanup, printing the
@@ -90,6 +114,11 @@ func New(t testing.TB, opts Options) *Server {
 		if t.Failed() {
 			t.Logf("kube-apiserver log tail:\n%s", s.apiserver.logTail(6000))
 			t.Logf("etcd log tail:\n%s", s.etcd.logTail(3000))
+			for _, p := range []*process{s.controllerManager, s.scheduler, s.kwok} {
+				if p != nil {
+					t.Logf("%s log tail:\n%s", p.name, p.logTail(3000))
+				}
+			}
 		}
 		if err := s.Stop(); err != nil {
 			t.Error(err)
@@ -110,11 +139,7 @@ func Start(ctx context.Context, opts Options) (s *Server, err error) {
 	}
 	buildCtx, cancel := context.WithTimeout(ctx, opts.BuildTimeout)
 	defer cancel()
-	etcdBin, err := tools.Etcd(buildCtx)
-	if err != nil {
-		return nil, err
-	}
-	apiBin, err := tools.KubeAPIServer(buildCtx)
+	bins, err := buildBinaries(buildCtx, opts.ControlPlane)
 	if err != nil {
 		return nil, err
 	}
@@ -133,20 +158,30 @@ func Start(ctx context.Context, opts Options) (s *Server, err error) {
 		return nil, err
 	}
 
-	etcdURL, err := s.startEtcd(ctx, etcdBin, opts.ReadyTimeout)
+	etcdURL, err := s.startEtcd(ctx, bins.etcd, opts.ReadyTimeout)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.startAPIServer(ctx, apiBin, etcdURL, opts); err != nil {
+	if err := s.startAPIServer(ctx, bins.apiserver, etcdURL, opts); err != nil {
 		return nil, err
+	}
+	if opts.ControlPlane {
+		if err := s.startControlPlane(ctx, bins, opts); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
 
-// Stop terminates the API server, then etcd, and removes Dir.
+// Stop terminates the control plane's components, the API server, then
+// etcd, and removes Dir.
 func (s *Server) Stop() error {
 	var errs []error
-	for _, p := range []*process{s.apiserver, s.etcd} {
+	if s.stopJobs != nil {
+		s.stopJobs()
+		<-s.jobsDone
+	}
+	for _, p := range []*process{s.kwok, s.scheduler, s.controllerManager, s.apiserver, s.etcd} {
 		if p != nil {
 			errs = append(errs, p.stop(15*time.Second))
 		}
@@ -362,10 +397,12 @@ func (s *Server) startAPIServer(ctx context.Context, bin, etcdURL string, opts O
 			// resolvable hostname.
 			"--kubelet-preferred-address-types=InternalIP",
 			"--enable-admission-plugins=NodeRestriction",
-			"--disable-admission-plugins=ServiceAccount",
 			"--profiling=false",
 			"--cert-dir=" + f("cert-dir"),
 			"--v=1",
+		}
+		if !opts.ControlPlane {
+			args = append(args, "--disable-admission-plugins=ServiceAccount")
 		}
 		args = append(args, opts.ExtraAPIServerFlags...)
 		p, err := startProcess("kube-apiserver", s.Dir, bin, args)
