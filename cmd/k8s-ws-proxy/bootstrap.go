@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/bootstrap"
 )
 
@@ -34,11 +35,18 @@ func bootstrapSecret(args []string, stderr io.Writer, getenv func(string) string
 	timeout := fs.Duration("timeout", 2*time.Minute, "overall deadline for the whole run")
 	attempts := fs.Int("attempts", 5, "tries per API call while the API server is unreachable or answers 429/5xx")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	rotate := fs.Bool("rotate", false, "add a new key named after its creation time (key-YYYYMMDDTHHMMSSZ), keep the previous ones while a token may carry them, prune older ones (--key-name is not used)")
+	maxTTL := fs.Duration("max-ttl", hmac.DefaultMaxTTL, "with --rotate: the proxies' --max-ttl")
+	leeway := fs.Duration("leeway", hmac.DefaultLeeway, "with --rotate: the proxies' --leeway")
+	propagation := fs.Duration("propagation-delay", bootstrap.DefaultPropagationDelay, "with --rotate: how long a Secret change takes to reach every proxy (the signers' delay)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: k8s-ws-proxy bootstrap-secret --namespace NS [--secret-name NAME] [--key-name key] [--kubeconfig PATH]
+       k8s-ws-proxy bootstrap-secret --rotate --namespace NS [--max-ttl D --leeway D --propagation-delay D]
 
 Creates the HMAC key Secret with 32 random bytes if it does not exist; an
-existing Secret is left untouched. The key is never printed.
+existing Secret is left untouched. With --rotate, adds a new key to the
+Secret instead and prunes keys no valid token can still carry (see
+docs/tokens.md, "Rotating keys"). Keys are never printed.
 
 `)
 		fs.PrintDefaults()
@@ -83,14 +91,24 @@ existing Secret is left untouched. The key is never printed.
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	out, err := bootstrap.EnsureSecret(ctx, client, bootstrap.Options{
+	opts := bootstrap.Options{
 		Namespace:  *namespace,
 		SecretName: *secretName,
 		KeyName:    *keyName,
 		Attempts:   *attempts,
 		Logger:     log,
 		APIServer:  cfg.Host,
-	})
+	}
+	if *rotate {
+		if _, err := bootstrap.RotateSecret(ctx, client, bootstrap.RotateOptions{
+			Options: opts, MaxTTL: *maxTTL, Leeway: *leeway, PropagationDelay: *propagation,
+		}); err != nil {
+			log.Error(err.Error(), "kind", string(bootstrap.KindOf(err)))
+			return 1
+		}
+		return 0
+	}
+	out, err := bootstrap.EnsureSecret(ctx, client, opts)
 	if err != nil {
 		log.Error(err.Error(), "kind", string(bootstrap.KindOf(err)))
 		return 1

@@ -95,7 +95,8 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 		tty, stdin, forGuacd                                                        bool
 		ttl                                                                         time.Duration
 	)
-	fs.StringVar(&keyFile, "key-file", "", "file holding the HMAC key (trailing whitespace is ignored); required")
+	fs.StringVar(&keyFile, "key-file", "", "file holding the HMAC key (trailing whitespace is ignored); this or --key-dir is required")
+	keyDir, propagation := tokenKeyDirFlags(fs)
 	fs.StringVar(&namespace, "namespace", "", "the pod's namespace; required")
 	fs.StringVar(&pod, "pod", "", "the pod's name; required")
 	fs.StringVar(&container, "container", "", "container name (default: the pod's default container)")
@@ -117,9 +118,12 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "token mint: unexpected argument %q (use --command once per argv element)\n", fs.Arg(0))
 		return 2
 	}
+	if code, ok := tokenPickKey(&keyFile, *keyDir, *propagation, stderr); !ok {
+		return code
+	}
 	switch {
 	case keyFile == "":
-		return tokenFail(stderr, "token mint: --key-file is required")
+		return tokenFail(stderr, "token mint: --key-file or --key-dir is required")
 	case namespace == "" || pod == "":
 		return tokenFail(stderr, "token mint: --namespace and --pod are required")
 	case ttl <= 0 || ttl > hmac.DefaultMaxTTL:

@@ -4,13 +4,14 @@
 // subcommand of the proxy's own binary), so the DaemonSet never mounts a Secret
 // that nothing created, and an existing key (an operator's own, or one made by
 // an earlier run) is never replaced: replacing it would invalidate every token
-// already handed out. Rotation is therefore explicit: delete the Secret and run
-// the hook again.
+// already handed out. Rotation is explicit: RotateSecret (bootstrap-secret
+// --rotate) adds a key beside the old ones (rotate.go); deleting the Secret and
+// running the hook again also works, with a refusal window.
 //
 // The hook's Role grants exactly `get` on the one Secret name and `create` on
 // secrets (create cannot be restricted by name), so the logic is get-then-create
 // and never update or list. A 409 on create means another writer won the race
-// and its key is kept.
+// and its key is kept. Rotation also needs update on that one Secret.
 package bootstrap
 
 import (
@@ -180,24 +181,7 @@ func EnsureSecret(ctx context.Context, client corev1client.SecretsGetter, opts O
 	if err != nil {
 		return "", err
 	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      opts.SecretName,
-			Namespace: opts.Namespace,
-			Labels: map[string]string{
-				"app.kubernetes.io/name":       "k8s-ws-proxy",
-				"app.kubernetes.io/component":  "hmac-key",
-				"app.kubernetes.io/managed-by": "k8s-ws-proxy-bootstrap",
-			},
-			Annotations: map[string]string{
-				// Tells whoever finds it why deleting it is the way to rotate.
-				"k8s-ws-proxy.io/rotate": "delete this Secret and re-run the Helm upgrade (or reconcile) to rotate the key",
-			},
-		},
-		Type: corev1.SecretTypeOpaque,
-		// client-go base64-encodes []byte values on the wire.
-		Data: map[string][]byte{opts.KeyName: key},
-	}
+	secret := newSecret(opts, opts.KeyName, key)
 	err = retry(ctx, opts, "create", func(ctx context.Context) error {
 		_, err := secrets.Create(ctx, secret, metav1.CreateOptions{})
 		return err
@@ -214,6 +198,30 @@ func EnsureSecret(ctx context.Context, client corev1client.SecretsGetter, opts O
 		return CreatedByOther, nil
 	default:
 		return "", explain(err, "create", opts)
+	}
+}
+
+// The annotation that tells whoever finds the Secret how to rotate it.
+const (
+	rotateAnnotation = "k8s-ws-proxy.io/rotate"
+	rotateHint       = "run k8s-ws-proxy bootstrap-secret --rotate (the chart's hmacSecret.rotation) to rotate without refusals; deleting this Secret also rotates but refuses new tokens until every proxy has the new key (docs/chart.md)"
+)
+
+func newSecret(opts Options, keyName string, key []byte) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      opts.SecretName,
+			Namespace: opts.Namespace,
+			Labels: map[string]string{
+				"app.kubernetes.io/name":       "k8s-ws-proxy",
+				"app.kubernetes.io/component":  "hmac-key",
+				"app.kubernetes.io/managed-by": "k8s-ws-proxy-bootstrap",
+			},
+			Annotations: map[string]string{rotateAnnotation: rotateHint},
+		},
+		Type: corev1.SecretTypeOpaque,
+		// client-go base64-encodes []byte values on the wire.
+		Data: map[string][]byte{keyName: key},
 	}
 }
 
