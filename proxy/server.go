@@ -89,6 +89,9 @@ type Config struct {
 	// Origin and one whose host equals the request's Host (guacd sends
 	// "http://{hostname}"). "*" accepts any.
 	AllowedOrigins []string
+	// Namespaces is the operator's namespace policy (policy.go); the zero
+	// value allows every namespace.
+	Namespaces NamespacePolicy
 	// Ready reports whether the proxy can authorise sessions (keys loaded).
 	Ready  func() bool
 	Logger *slog.Logger

@@ -80,6 +80,10 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		refuse(rej)
 		return
 	}
+	if rej := s.cfg.Namespaces.check(claims.Namespace); rej != nil {
+		refuse(rej)
+		return
+	}
 	protoName, err := negotiateProtocol(req.protocols)
 	if err != nil {
 		refuse(reject(http.StatusBadRequest, "unsupported_subprotocol", "%v", err))

@@ -53,6 +53,7 @@ type serveOptions struct {
 	logLevel       string
 	logFormat      string
 	tls            tlsFlags
+	namespaces     namespaceFlags
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -81,6 +82,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	o.tls.register(fs)
+	o.namespaces.register(fs)
 	return fs
 }
 
@@ -165,6 +167,10 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
+	namespaces, err := o.namespaces.policy()
+	if err != nil {
+		return fmt.Errorf("namespace policy: %w", err)
+	}
 	verifier, err := hmac.NewVerifier(hmac.VerifierOptions{
 		Keys: keyring, Audience: o.audience, Leeway: o.leeway, MaxTTL: o.maxTTL, ReplayCapacity: o.replayCapacity,
 	})
@@ -194,6 +200,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		IdleTimeout:    disabledIfZero(o.idleTimeout),
 		PingInterval:   disabledIfZero(o.pingInterval),
 		AllowedOrigins: splitList(o.allowedOrigins),
+		Namespaces:     namespaces,
 		Ready:          keyring.Ready,
 		Logger:         log,
 	})
