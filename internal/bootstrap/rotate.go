@@ -38,6 +38,10 @@ const DefaultPropagationDelay = 2 * time.Minute
 const (
 	rotatedKeyPrefix = "key-"
 	rotatedKeyLayout = "20060102T150405Z"
+	// keyNameResolution: a name records its key's creation to the second,
+	// so the key may have been made up to this much later. Ages are
+	// counted from the end of that second, erring on the safe side.
+	keyNameResolution = time.Second
 )
 
 // KeyName is the Secret data key (and so the file name in the proxy's key
@@ -93,7 +97,8 @@ type RotateResult struct {
 // Prunable returns the keys of names (the data keys of the Secret after
 // adding the newest) that no valid token can carry any more at now: every
 // key but the newest two whose successor has been the signing key for longer
-// than a token lives. The two newest always stay: the newest is not yet
+// than a token lives (ages counted from the end of the second a name
+// records). The two newest always stay: the newest is not yet
 // signed with, the one before it is what signers use now.
 func Prunable(names []string, now time.Time, propagation, maxTTL, leeway time.Duration) []string {
 	sorted := slices.Clone(names)
@@ -104,7 +109,7 @@ func Prunable(names []string, now time.Time, propagation, maxTTL, leeway time.Du
 		if !ok {
 			continue // successor's age unknown: keep
 		}
-		if !now.Before(succ.Add(propagation + maxTTL + leeway)) {
+		if !now.Before(succ.Add(keyNameResolution + propagation + maxTTL + leeway)) {
 			out = append(out, sorted[i])
 		}
 	}
@@ -225,7 +230,8 @@ func sortedKeys(m map[string][]byte) []string {
 
 // SelectSigningKey returns the file in dir (a key directory laid out as the
 // proxy reads it: every visible file one key) that a signer should use at
-// now: the newest key older than propagation. A key without a time in its
+// now: the newest key older than propagation (counted from the end of the
+// second its name records). A key without a time in its
 // name counts as old enough. If every key is younger (a Secret created by a
 // rotation moments ago), the oldest is returned with fallback set: proxies
 // that started after the Secret existed have it, and nothing better exists.
@@ -247,7 +253,7 @@ func SelectSigningKey(dir string, now time.Time, propagation time.Duration) (nam
 	sortKeys(names)
 	for i := len(names) - 1; i >= 0; i-- {
 		t, timed := KeyCreated(names[i])
-		if !timed || !now.Before(t.Add(propagation)) {
+		if !timed || !now.Before(t.Add(keyNameResolution+propagation)) {
 			return names[i], false, nil
 		}
 	}

@@ -34,7 +34,7 @@ func TestKeyNameRoundTrip(t *testing.T) {
 func TestPrunable(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	const prop, ttl, leeway = 2 * time.Minute, 5 * time.Minute, 30 * time.Second
-	window := prop + ttl + leeway
+	window := time.Second + prop + ttl + leeway // from the end of the named second
 	k := func(d time.Duration) string { return KeyName(t0.Add(d)) }
 	for _, tc := range []struct {
 		name  string
@@ -68,7 +68,7 @@ func TestRotateKeepsThenPrunes(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	now := t0
 	opts := RotateOptions{Options: testOpts(&buf), MaxTTL: 5 * time.Minute, Leeway: 30 * time.Second, PropagationDelay: 2 * time.Minute, Now: func() time.Time { return now }}
-	window := opts.MaxTTL + opts.Leeway + opts.PropagationDelay
+	window := time.Second + opts.MaxTTL + opts.Leeway + opts.PropagationDelay
 	rotate := func() RotateResult {
 		t.Helper()
 		r, err := RotateSecret(context.Background(), c.CoreV1(), opts)
@@ -138,6 +138,8 @@ func TestSelectSigningKey(t *testing.T) {
 	}
 	write(KeyName(t0))
 	const delay = 2 * time.Minute
+	// A name's age counts from the end of the second it records.
+	usable := delay + time.Second
 	for _, tc := range []struct {
 		setup    string
 		now      time.Time
@@ -146,9 +148,10 @@ func TestSelectSigningKey(t *testing.T) {
 	}{
 		{"", t0.Add(time.Minute), KeyName(t0), true},
 		{"key", t0.Add(time.Minute), "key", false},
-		{"", t0.Add(delay), KeyName(t0), false},
-		{KeyName(t0.Add(time.Minute)), t0.Add(delay + time.Minute - time.Second), KeyName(t0), false},
-		{"", t0.Add(delay + time.Minute), KeyName(t0.Add(time.Minute)), false},
+		{"", t0.Add(usable - time.Millisecond), "key", false},
+		{"", t0.Add(usable), KeyName(t0), false},
+		{KeyName(t0.Add(time.Minute)), t0.Add(usable + time.Minute - time.Millisecond), KeyName(t0), false},
+		{"", t0.Add(usable + time.Minute), KeyName(t0.Add(time.Minute)), false},
 	} {
 		if tc.setup != "" {
 			write(tc.setup)
