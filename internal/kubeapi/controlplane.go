@@ -30,8 +30,9 @@ const KWOKNodeAnnotation = "kwok.x-k8s.io/node"
 // JobRunner stands in for a Job pod's container runtime: it runs the pod's
 // (only) container however the test sees fit (typically the real binary with
 // the container's args, as the pod's ServiceAccount) and returns its exit
-// code. It is called once per pod, after KWOK has made the pod Running.
-type JobRunner func(ctx context.Context, pod *corev1.Pod) int
+// code. It is called once per pod, after KWOK has made the pod Running, with
+// the Server the pod runs on.
+type JobRunner func(ctx context.Context, s *Server, pod *corev1.Pod) int
 
 // binaries are the control plane's programs, built concurrently where that
 // pays: kube-controller-manager and kube-scheduler share most packages with
@@ -276,7 +277,7 @@ func (s *Server) runJobs(ctx context.Context, run JobRunner) {
 		started[pod.UID] = true
 		pod = pod.DeepCopy()
 		wg.Go(func() {
-			code := run(ctx, pod)
+			code := run(ctx, s, pod)
 			_ = completePod(ctx, cs, pod, code)
 		})
 	}

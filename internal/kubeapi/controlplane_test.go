@@ -20,7 +20,7 @@ import (
 // ServiceAccount is refused by admission, as in a real cluster.
 func TestControlPlane(t *testing.T) {
 	var ran atomic.Int32
-	s := New(t, Options{ControlPlane: true, FakeNodes: 2, JobRunner: func(ctx context.Context, pod *corev1.Pod) int {
+	s := New(t, Options{ControlPlane: true, FakeNodes: 2, JobRunner: func(ctx context.Context, _ *Server, pod *corev1.Pod) int {
 		ran.Add(1)
 		if pod.Spec.NodeName == "" {
 			return 3

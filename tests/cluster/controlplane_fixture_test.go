@@ -88,7 +88,7 @@ func controlPlane(t testing.TB) *kubeapi.Server {
 // POD_NAMESPACE comes from the downward API, and the credentials are a token
 // bound to this pod (what the kubelet projects into
 // /var/run/secrets/kubernetes.io/serviceaccount), written as a kubeconfig.
-func runJobPod(ctx context.Context, pod *corev1.Pod) int {
+func runJobPod(ctx context.Context, cp *kubeapi.Server, pod *corev1.Pod) int {
 	record := func(code int, out string) int {
 		hookRunsMu.Lock()
 		defer hookRunsMu.Unlock()
