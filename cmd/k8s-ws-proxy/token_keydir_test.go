@@ -10,6 +10,7 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/bootstrap"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 )
 
 // mint --key-dir signs with the newest key older than --propagation-delay:
@@ -19,7 +20,7 @@ func TestTokenMintKeyDirPicksPropagatedKey(t *testing.T) {
 	dir := t.TempDir()
 	// Two seconds old: past the end of the second its name records.
 	freshName := bootstrap.KeyName(time.Now().Add(-2 * time.Second))
-	hmactest.WriteSecretDir(t, dir, map[string][]byte{"key": old, freshName: fresh})
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"key": old, freshName: fresh})
 	kid := func(args ...string) (string, string) {
 		t.Helper()
 		code, out, errOut := runTokenCmd(t, "", append([]string{"mint", "--key-dir", dir, "--namespace", "a", "--pod", "p"}, args...)...)
@@ -48,7 +49,7 @@ func TestTokenMintKeyDirPicksPropagatedKey(t *testing.T) {
 	}
 	// Only young keys: the oldest, with a warning.
 	young := t.TempDir()
-	hmactest.WriteSecretDir(t, young, map[string][]byte{freshName: fresh})
+	filewatchtest.WriteSecretDir(t, young, map[string][]byte{freshName: fresh})
 	dir = young
 	if got, warn := kid(); got != hmac.KeyID(fresh) || !strings.Contains(warn, "younger than --propagation-delay") {
 		t.Errorf("only a young key: %s, stderr %q", got, warn)

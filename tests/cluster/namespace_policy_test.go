@@ -12,6 +12,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
@@ -82,7 +83,7 @@ func TestRBACNamespacesAndPolicy(t *testing.T) {
 	dir := t.TempDir()
 	key := hmactest.NewKey(t)
 	keyDir := filepath.Join(dir, "keys")
-	hmactest.WriteSecretDir(t, keyDir, map[string][]byte{"key": key})
+	filewatchtest.WriteSecretDir(t, keyDir, map[string][]byte{"key": key})
 	signer, err := hmac.NewSigner(key)
 	if err != nil {
 		t.Fatal(err)

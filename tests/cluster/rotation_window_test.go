@@ -19,7 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac/hmactest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
@@ -66,7 +66,7 @@ func runVolumes(t *testing.T, deadline time.Time, vols ...*secretProjector) {
 		next := deadline
 		for _, v := range vols {
 			for len(v.pending) > 0 && !time.Now().Before(v.pending[0].at) {
-				hmactest.SwapSecretDir(t, v.dir, v.pending[0].data)
+				filewatchtest.SwapSecretDir(t, v.dir, v.pending[0].data)
 				v.pending = v.pending[1:]
 			}
 			if len(v.pending) > 0 && v.pending[0].at.Before(next) {
@@ -227,8 +227,8 @@ func TestKeyRotationWithoutRefusals(t *testing.T) {
 	if len(first) != 1 {
 		t.Fatalf("first rotation made %v", first)
 	}
-	hmactest.SwapSecretDir(t, p.keyDir, data)
-	hmactest.SwapSecretDir(t, signerDir, data)
+	filewatchtest.SwapSecretDir(t, p.keyDir, data)
+	filewatchtest.SwapSecretDir(t, signerDir, data)
 	if err := pollUntil(ctx, func() error {
 		tok, err := mintFromDir(signerDir, rwPropagation)
 		if err != nil {
