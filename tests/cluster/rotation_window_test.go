@@ -279,7 +279,7 @@ func TestKeyRotationWithoutRefusals(t *testing.T) {
 	if len(pruned) != 2 || pruned[0] != first[0] {
 		t.Errorf("pruned %v; want the first two keys, the first being %s", pruned, first[0])
 	}
-	if attempts < 20 {
+	if attempts < 12 {
 		t.Errorf("only %d sessions attempted in %s; too few to show anything", attempts, 2*rwPruneAfter)
 	}
 
@@ -301,11 +301,14 @@ func TestKeyRotationWithoutRefusals(t *testing.T) {
 	// The seed's way in the same setup: sign with the newest key as soon as
 	// the control plane has it. Tokens signed inside the proxy's lag are
 	// refused: the window this procedure removes.
+	// The kubelet's lag varies from node to node; this proxy's is 4s this
+	// time, so the window holds several sessions.
+	proxyVol.lag = 4 * time.Second
 	seed := startSessionLoop(p, signerDir, 0)
 	rotate2 := rotate()
 	proxyVol.schedule(rotate2)
 	signerVol.schedule(rotate2)
-	runVolumes(t, time.Now().Add(rwProxyLag+time.Second), proxyVol, signerVol)
+	runVolumes(t, time.Now().Add(proxyVol.lag+time.Second), proxyVol, signerVol)
 	sAttempts, sRefused, _, _ := seed.finish()
 	t.Logf("signing with the newest key at once: %d sessions attempted, %d refused", sAttempts, len(sRefused))
 	if len(sRefused) == 0 {
