@@ -1,13 +1,11 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -89,21 +87,4 @@ func TestNamespaceDeniedBeforeUpgrade(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, `"reason":"namespace_denied"`) {
 		t.Fatalf("no namespace_denied rejection in the log:\n%s", l)
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
