@@ -157,6 +157,40 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 // The returned error is an *Error (see ReasonOf).
 func (v *Verifier) Verify(token string) (*Claims, error) { return v.verify(token, v.replay.consume) }
 
+// Check verifies token without consuming it: signature, algorithm, key,
+// times, audience, required claims, and that its jti has not been consumed
+// yet (ReasonReplayed). A caller that has more checks of its own (scope,
+// node, pod, limits) makes them after Check and calls Consume only once
+// they all passed, so a request refused for any other reason does not
+// spend the token. The returned error is an *Error (see ReasonOf).
+func (v *Verifier) Check(token string) (*Claims, error) {
+	return v.verify(token, func(jti string, _, now time.Time) Reason {
+		if v.replay.contains(jti, now) {
+			return ReasonReplayed
+		}
+		return ""
+	})
+}
+
+// Consume spends the jti of claims that Check returned: it succeeds for
+// exactly one caller per jti, however many race, and refuses the others
+// with ReasonReplayed (or ReasonReplayCacheFull when no more jtis can be
+// remembered, or ReasonExpired when the token expired since Check).
+func (v *Verifier) Consume(c *Claims) error {
+	if c == nil || c.ID == "" || c.ExpiresAt == nil {
+		return reject(ReasonMissingClaim, "claims without jti or exp cannot be consumed")
+	}
+	now := v.now()
+	forget := c.ExpiresAt.Add(v.leeway)
+	if !now.Before(forget) {
+		return reject(ReasonExpired, "token expired before it was used")
+	}
+	if r := v.replay.consume(c.ID, forget, now); r != "" {
+		return &Error{Reason: r}
+	}
+	return nil
+}
+
 // verify checks token and hands its jti to record, whose refusal refuses the
 // token: Verify consumes it, Peek only looks.
 func (v *Verifier) verify(token string, record func(jti string, forgetAt, now time.Time) Reason) (*Claims, error) {

@@ -26,9 +26,14 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
 
-// TokenVerifier checks a session token and consumes it (single use).
+// TokenVerifier checks session tokens and spends them (single use). The
+// server calls Check first and Consume only once every other check has
+// passed and a session slot is held, so that a refusal that is not the
+// token's fault (scope, node, pod, limits) does not burn it. Consume must
+// succeed for exactly one caller per token. *hmac.Verifier implements it.
 type TokenVerifier interface {
-	Verify(token string) (*hmac.Claims, error)
+	Check(token string) (*hmac.Claims, error)
+	Consume(claims *hmac.Claims) error
 }
 
 // Executor opens the exec or attach that a session bridges to.

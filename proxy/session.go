@@ -64,7 +64,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		return
 	}
 	_, verifySpan := s.tel.tracer.Start(ctx, "k8s_ws_proxy.token.verify")
-	claims, err := s.cfg.Verifier.Verify(req.token)
+	claims, err := s.cfg.Verifier.Check(req.token)
 	if err != nil {
 		verifySpan.SetStatus(codes.Error, string(hmac.ReasonOf(err)))
 		verifySpan.End()
@@ -117,6 +117,11 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		return
 	}
 	defer s.unregister(sess)
+	// Spent only now, with every other check passed and a slot held.
+	if err := s.cfg.Verifier.Consume(claims); err != nil {
+		refuse(tokenRejection(err))
+		return
+	}
 
 	var hdr http.Header
 	if protoName != "" {
