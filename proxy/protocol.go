@@ -80,7 +80,40 @@ func negotiateProtocol(offered []string) (name string, err error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("%w: offered %q, supported %q", errUnsupportedProtocol, offered, protocolPreference)
+	return "", fmt.Errorf("%w: offered %q, supported %q", errUnsupportedProtocol, redactProtocols(offered), protocolPreference)
+}
+
+// Bounds on how much of a client's offer a message repeats.
+const (
+	maxEchoedProtocols   = 8
+	maxEchoedProtocolLen = 64
+)
+
+// redactProtocols is the offer as a message may repeat it: any entry that
+// starts with the bearer prefix in any case (a mis-cased one is not read as
+// a token, but it still carries one) loses everything after the prefix,
+// and the list and its entries are cut to a few bytes of a client's input.
+func redactProtocols(offered []string) []string {
+	out := make([]string, 0, min(len(offered), maxEchoedProtocols+1))
+	for i, p := range offered {
+		if i == maxEchoedProtocols {
+			out = append(out, fmt.Sprintf("... %d more", len(offered)-i))
+			break
+		}
+		if hasBearerPrefix(p) {
+			p = p[:len(bearerProtocolPrefix)] + "<redacted>"
+		} else if len(p) > maxEchoedProtocolLen {
+			p = p[:maxEchoedProtocolLen] + "..."
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// hasBearerPrefix reports whether p starts with the bearer subprotocol's
+// prefix, ignoring case.
+func hasBearerPrefix(p string) bool {
+	return len(p) >= len(bearerProtocolPrefix) && strings.EqualFold(p[:len(bearerProtocolPrefix)], bearerProtocolPrefix)
 }
 
 // splitOfferedProtocols separates a bearer token carried as a subprotocol

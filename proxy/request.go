@@ -1,13 +1,14 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/conversion"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
@@ -21,6 +22,9 @@ type rejection struct {
 	reason  string
 	message string
 	auth    bool // the token itself was refused (counted as an auth failure)
+	// detail is for the log only: what the client must not see (the
+	// addresses in an API error), never the token.
+	detail string
 }
 
 func (r *rejection) Error() string { return r.message }
@@ -35,6 +39,7 @@ type execRequest struct {
 	podSegment string // the {pod} path segment: a pod name, or guacd's token
 	attach     bool   // .../attach rather than .../exec
 	query      url.Values
+	opts       corev1.PodExecOptions // the query as the API server reads it
 	token      string
 	protocols  []string // offered channel protocols, bearer entry removed
 }
@@ -61,6 +66,9 @@ func parseExecRequest(r *http.Request, attach bool) (*execRequest, *rejection) {
 		return nil, reject(http.StatusBadRequest, "bad_query", "query string is malformed")
 	}
 	req.query = q
+	if err := execParameterCodec.DecodeParameters(q, corev1.SchemeGroupVersion, &req.opts); err != nil {
+		return nil, reject(http.StatusBadRequest, "bad_query", "query string is malformed")
+	}
 
 	protocols, bearerProtos, err := splitOfferedProtocols(r.Header.Values("Sec-WebSocket-Protocol"))
 	if err != nil {
@@ -69,7 +77,8 @@ func parseExecRequest(r *http.Request, attach bool) (*execRequest, *rejection) {
 	req.protocols = protocols
 
 	var tokens []string
-	if h := r.Header.Get("Authorization"); h != "" {
+	// Every Authorization header counts: a second one is a second place.
+	for _, h := range r.Header.Values("Authorization") {
 		scheme, tok, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
 			return nil, reject(http.StatusUnauthorized, "malformed", "Authorization header is not a Bearer token")
@@ -143,18 +152,10 @@ func (req *execRequest) checkScope(c *hmac.Claims, nodeName string) *rejection {
 		}
 	}
 	for _, f := range []struct {
-		name  string
-		claim bool
-	}{{"tty", c.TTY}, {"stdin", c.Stdin}} {
-		vs, ok := req.query[f.name]
-		if !ok {
-			continue
-		}
-		b, err := parseBoolParam(vs)
-		if err != nil {
-			return reject(http.StatusBadRequest, "bad_query", "query parameter %s: %v", f.name, err)
-		}
-		if b != f.claim {
+		name         string
+		query, claim bool
+	}{{"tty", req.opts.TTY, c.TTY}, {"stdin", req.opts.Stdin, c.Stdin}} {
+		if _, ok := req.query[f.name]; ok && f.query != f.claim {
 			return reject(http.StatusForbidden, "scope_mismatch", "%s in the query does not match the token", f.name)
 		}
 	}
@@ -168,26 +169,43 @@ func (req *execRequest) wantStderr(tty bool) (bool, *rejection) {
 	if tty {
 		return false, nil
 	}
-	vs, ok := req.query["stderr"]
-	if !ok {
+	if _, ok := req.query["stderr"]; !ok {
 		return true, nil
 	}
-	b, err := parseBoolParam(vs)
-	if err != nil {
-		return false, reject(http.StatusBadRequest, "bad_query", "query parameter stderr: %v", err)
-	}
-	return b, nil
+	return req.opts.Stderr, nil
 }
 
-var errBadBool = errors.New("must be true, false, 1 or 0, given once")
-
-func parseBoolParam(vs []string) (bool, error) {
-	if len(vs) != 1 {
-		return false, errBadBool
-	}
-	b, err := strconv.ParseBool(vs[0])
+// execParameterCodec reads an exec query exactly as the API server
+// converts it into PodExecOptions: the same apimachinery conversion of
+// each boolean (absent, "0" or "false" in any case is false; anything
+// else, "yes" and the empty string included, is true; the first value
+// counts), so a client the API server accepts is read the same here.
+var execParameterCodec = func() runtime.ParameterCodec {
+	scheme := runtime.NewScheme()
+	scheme.AddKnownTypes(corev1.SchemeGroupVersion, &corev1.PodExecOptions{})
+	// The API server's generated Convert_url_Values_To_v1_PodExecOptions
+	// (k8s.io/kubernetes, not importable), field for field.
+	err := scheme.AddConversionFunc((*url.Values)(nil), (*corev1.PodExecOptions)(nil), func(a, b any, s conversion.Scope) error {
+		in, out := *a.(*url.Values), b.(*corev1.PodExecOptions)
+		for _, f := range []struct {
+			name string
+			dst  *bool
+		}{{"stdin", &out.Stdin}, {"stdout", &out.Stdout}, {"stderr", &out.Stderr}, {"tty", &out.TTY}} {
+			vs := in[f.name]
+			if err := runtime.Convert_Slice_string_To_bool(&vs, f.dst, s); err != nil {
+				return err
+			}
+		}
+		if vs := in["container"]; len(vs) > 0 {
+			if err := runtime.Convert_Slice_string_To_string(&vs, &out.Container, s); err != nil {
+				return err
+			}
+		}
+		out.Command = in["command"]
+		return nil
+	})
 	if err != nil {
-		return false, errBadBool
+		panic(err)
 	}
-	return b, nil
-}
+	return runtime.NewParameterCodec(scheme)
+}()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,6 +98,13 @@ type Config struct {
 	// Namespaces is the operator's namespace policy (policy.go); the zero
 	// value allows every namespace.
 	Namespaces NamespacePolicy
+	// LogBurst and LogInterval bound the "session rejected" lines of one
+	// reason: a burst of LogBurst, then one per LogInterval; the rest are
+	// counted (k8s_ws_proxy.log.suppressed) and the next line written says
+	// how many it stands for. Defaults DefaultLogBurst and
+	// DefaultLogInterval; a negative LogBurst logs every refusal.
+	LogBurst    int
+	LogInterval time.Duration
 	// Ready reports whether the proxy can authorise sessions (keys loaded).
 	Ready  func() bool
 	Logger *slog.Logger
@@ -112,6 +120,8 @@ type Server struct {
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
 	tel      *telemetry
+
+	rejectLog *logLimiter
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -148,6 +158,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PingInterval == 0 {
 		cfg.PingInterval = DefaultPingInterval
 	}
+	if cfg.LogBurst == 0 {
+		cfg.LogBurst = DefaultLogBurst
+	}
+	if cfg.LogInterval <= 0 {
+		cfg.LogInterval = DefaultLogInterval
+	}
 	if cfg.Ready == nil {
 		cfg.Ready = func() bool { return true }
 	}
@@ -163,6 +179,8 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		tel:      tel,
 		sessions: make(map[*session]struct{}),
+
+		rejectLog: newLogLimiter(cfg.LogBurst, cfg.LogInterval),
 	}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
@@ -253,6 +271,37 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
 }
 
+// originRejection refuses a foreign Origin. The client knows what it sent;
+// the log gets a bounded, redacted copy (an Origin is client input like any
+// other, and could carry a token).
+func originRejection(r *http.Request) *rejection {
+	rej := reject(http.StatusForbidden, "origin_not_allowed", "the request's Origin is not allowed (see --allowed-origins)")
+	rej.detail = "Origin " + strconv.Quote(redactProtocols([]string{r.Header.Get("Origin")})[0])
+	return rej
+}
+
+// logRejection logs a refusal, at most a burst of lines per reason and
+// then one per interval (an anonymous client must not be able to fill the
+// node's disk), and counts it, and the lines it did not write, in the
+// metrics.
+func (s *Server) logRejection(ctx context.Context, sid string, rej *rejection, r *http.Request) {
+	s.tel.rejected(ctx, rej.reason, rej.status, rej.auth)
+	ok, suppressed := s.rejectLog.allow(rej.reason, time.Now())
+	if !ok {
+		s.tel.logSuppressed(ctx, rej.reason)
+		return
+	}
+	attrs := []any{"sid", sid, "event", "rejected", "status", rej.status,
+		"reason", rej.reason, "detail", rej.message, "remote", r.RemoteAddr}
+	if rej.detail != "" {
+		attrs = append(attrs, "error", rej.detail)
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	s.log.Warn("session rejected", attrs...)
+}
+
 // newSessionID returns a random id for requests whose token carries no sid,
 // and for requests refused before a token could be read.
 func newSessionID() string {
@@ -324,7 +373,11 @@ func (s *Server) checkPod(ctx context.Context, c *hmac.Claims) *rejection {
 	case apierrors.IsForbidden(err):
 		return reject(http.StatusBadGateway, "pod_lookup_forbidden", "the proxy is not allowed to get pod %s/%s", c.Namespace, c.Pod)
 	case err != nil:
-		return reject(http.StatusBadGateway, "pod_lookup_failed", "looking up pod %s/%s failed: %v", c.Namespace, c.Pod, err)
+		// The error names the API server's address: the log gets it, the
+		// client only what failed.
+		rej := reject(http.StatusBadGateway, "pod_lookup_failed", "looking up pod %s/%s failed; the proxy could not reach the API server", c.Namespace, c.Pod)
+		rej.detail = err.Error()
+		return rej
 	}
 	if s.cfg.NodeName != "" && pod.Spec.NodeName != s.cfg.NodeName {
 		return reject(http.StatusForbidden, "wrong_node", "pod %s/%s is not on this node", c.Namespace, c.Pod)

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
@@ -54,6 +58,22 @@ func (h *harness) try(path string, header http.Header, protocols ...string) (int
 	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
+}
+
+// finish reads a session to its end, so that its exec (and the backend's
+// goroutines for it) are done before the test's leak check.
+func finish(t *testing.T, ws *websocket.Conn) {
+	t.Helper()
+	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				t.Errorf("session ended with %v", err)
+			}
+			ws.Close()
+			return
+		}
+	}
 }
 
 func bearerHeader(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
@@ -116,7 +136,7 @@ func TestRefusalDoesNotSpendToken(t *testing.T) {
 	if st, body, ws := h.try(execPath+"?command=true", bearerHeader(tok)); st != http.StatusSwitchingProtocols {
 		t.Fatalf("token refused after refusals that were not its fault: %d %s", st, body)
 	} else {
-		ws.Close()
+		finish(t, ws)
 	}
 	if st, body, _ := h.try(execPath+"?command=true", bearerHeader(tok)); st != http.StatusUnauthorized || !strings.Contains(body, "replayed") {
 		t.Fatalf("second use: %d %s", st, body)
@@ -141,7 +161,7 @@ func TestConcurrentUsesOneUpgrade(t *testing.T) {
 			switch {
 			case err == nil:
 				upgrades.Add(1)
-				ws.Close()
+				finish(t, ws)
 			case resp != nil && resp.StatusCode == http.StatusUnauthorized:
 				replayed.Add(1)
 			default:
@@ -153,5 +173,323 @@ func TestConcurrentUsesOneUpgrade(t *testing.T) {
 	wg.Wait()
 	if upgrades.Load() != 1 || replayed.Load() != 49 {
 		t.Fatalf("%d upgrades and %d replayed of 50, want 1 and 49", upgrades.Load(), replayed.Load())
+	}
+}
+
+// apiServerBools is how the API server reads a boolean exec parameter
+// (apimachinery's Convert_Slice_string_To_bool): tests/cluster checks the
+// same table against a real kube-apiserver.
+var apiServerBools = []struct {
+	value string
+	want  bool
+}{
+	{"true", true}, {"1", true}, {"yes", true}, {"TRUE", true}, {"True", true}, {"on", true}, {"", true}, {"2", true},
+	{"false", false}, {"0", false}, {"FALSE", false}, {"False", false},
+}
+
+// TestQueryBooleansAsAPIServer: tty and stdin in the query are read as the
+// API server reads them, then held against the token.
+func TestQueryBooleansAsAPIServer(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, tc := range apiServerBools {
+		for _, param := range []string{"tty", "stdin"} {
+			for _, claim := range []bool{true, false} {
+				tok := h.mint(func(c *hmac.Claims) {
+					if param == "tty" {
+						c.TTY = claim
+					} else {
+						c.Stdin = claim
+					}
+				}, "true")
+				st, body, ws := h.try(execPath+"?command=true&"+param+"="+tc.value, bearerHeader(tok))
+				if ws != nil {
+					finish(t, ws)
+				}
+				want := http.StatusForbidden
+				if claim == tc.want {
+					want = http.StatusSwitchingProtocols
+				}
+				if st != want {
+					t.Errorf("%s=%q with a token saying %v: status %d, want %d %s", param, tc.value, claim, st, want, body)
+				}
+			}
+		}
+	}
+}
+
+// TestTwoAuthorizationHeaders: two different Authorization headers are
+// conflicting tokens, like any other two places that disagree.
+func TestTwoAuthorizationHeaders(t *testing.T) {
+	h := newHarness(t, nil)
+	a, b := h.mint(nil, "true"), h.mint(nil, "true")
+	st, body, _ := h.try(execPath+"?command=true", http.Header{"Authorization": {"Bearer " + a, "Bearer " + b}})
+	if st != http.StatusBadRequest || !strings.Contains(body, "different tokens") {
+		t.Fatalf("two Authorization headers: status %d %s", st, body)
+	}
+	st, body, ws := h.try(execPath+"?command=true", http.Header{"Authorization": {"Bearer " + a, "Bearer " + a}})
+	if st != http.StatusSwitchingProtocols {
+		t.Fatalf("the same token twice: status %d %s", st, body)
+	}
+	finish(t, ws)
+}
+
+// logBuffer collects a Server's log.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// tokenForms are the encodings a token could leak in: itself, its
+// signature, and the base64url of the bearer subprotocol (with and without
+// its last characters, which depend on what follows).
+func tokenForms(tok string) []string {
+	enc := base64.RawURLEncoding.EncodeToString([]byte(tok))
+	return []string{tok, tok[strings.LastIndexByte(tok, '.')+1:], enc, enc[:len(enc)-3]}
+}
+
+// TestNoTokenInRejections: no refusal's body or log line carries a token
+// in any encoding, whatever place or case it was offered in.
+func TestNoTokenInRejections(t *testing.T) {
+	var log logBuffer
+	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&log, nil)) })
+	valid, other := h.mint(nil, "true"), h.mint(nil, "true")
+	sub := func(prefix, tok string) string { return prefix + base64.RawURLEncoding.EncodeToString([]byte(tok)) }
+	cases := []struct {
+		name      string
+		path      string
+		header    http.Header
+		protocols []string
+		status    int
+	}{
+		{"mis-cased bearer subprotocol beside a valid header", execPath + "?command=true", bearerHeader(valid),
+			[]string{"v3.channel.k8s.io", sub("Base64url.bearer.authorization.k8s.io.", other)}, http.StatusBadRequest},
+		{"upper-case bearer subprotocol alone", execPath + "?command=true", nil,
+			[]string{sub("BASE64URL.BEARER.AUTHORIZATION.K8S.IO.", other)}, http.StatusUnauthorized},
+		{"bearer subprotocol with an unsupported protocol", execPath + "?command=true", nil,
+			[]string{"v3.channel.k8s.io", sub("base64url.bearer.authorization.k8s.io.", other)}, http.StatusBadRequest},
+		{"conflicting subprotocol and header", execPath + "?command=true", bearerHeader(valid),
+			[]string{ProtocolV5, sub("base64url.bearer.authorization.k8s.io.", other)}, http.StatusBadRequest},
+		{"token in the Origin", execPath + "?command=true", http.Header{"Authorization": {"Bearer " + valid}, "Origin": {"https://" + other}},
+			nil, http.StatusForbidden},
+		{"bad scope", "/api/v1/namespaces/x/pods/pod/exec?command=true&token=" + other, nil, nil, http.StatusForbidden},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st, body, ws := h.try(tc.path, tc.header, tc.protocols...)
+			if ws != nil {
+				finish(t, ws)
+			}
+			if st != tc.status {
+				t.Errorf("status %d, want %d: %s", st, tc.status, body)
+			}
+			for _, tok := range []string{valid, other} {
+				for _, f := range tokenForms(tok) {
+					if strings.Contains(body, f) {
+						t.Errorf("the body carries a token: %s", body)
+					}
+				}
+			}
+		})
+	}
+	text := log.String()
+	if !strings.Contains(text, "session rejected") {
+		t.Fatalf("nothing logged: %s", text)
+	}
+	for _, tok := range []string{valid, other} {
+		for _, f := range tokenForms(tok) {
+			if strings.Contains(text, f) {
+				t.Fatalf("the log carries a token (%q):\n%s", f, text)
+			}
+		}
+	}
+}
+
+// TestPodOnAnotherNode: a token without a node claim for a pod that runs
+// on another node than this proxy's is refused by the pod lookup.
+func TestPodOnAnotherNode(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.NodeName = "other-node" })
+	st, body, _ := h.try(execPath+"?command=true", bearerHeader(h.mint(nil, "true")))
+	if st != http.StatusForbidden || !strings.Contains(body, "is not on this node") {
+		t.Fatalf("status %d %s", st, body)
+	}
+}
+
+// TestAllowedOrigins: a missing Origin and one matching the Host pass, a
+// listed one passes, others are refused; "*" passes any.
+func TestAllowedOrigins(t *testing.T) {
+	for _, tc := range []struct {
+		allowed []string
+		origin  string
+		ok      bool
+	}{
+		{nil, "", true},
+		{nil, "https://evil.example", false},
+		{[]string{"https://app.example", "https://other.example"}, "https://other.example", true},
+		{[]string{"https://app.example"}, "HTTPS://APP.EXAMPLE", true},
+		{[]string{"https://app.example"}, "https://app.example.evil", false},
+		{[]string{"https://app.example"}, "http://app.example", false},
+		{[]string{"*"}, "https://anything.example", true},
+		{[]string{"*"}, "null", true},
+	} {
+		h := newHarness(t, func(c *Config) { c.AllowedOrigins = tc.allowed })
+		hdr := bearerHeader(h.mint(nil, "true"))
+		if tc.origin != "" {
+			hdr.Set("Origin", tc.origin)
+		}
+		st, body, ws := h.try(execPath+"?command=true", hdr)
+		if ws != nil {
+			finish(t, ws)
+		}
+		if ok := st == http.StatusSwitchingProtocols; ok != tc.ok || (!ok && st != http.StatusForbidden) {
+			t.Errorf("allowed %q, Origin %q: status %d %s", tc.allowed, tc.origin, st, body)
+		}
+	}
+	// The Host's own origin passes without a list (guacd sends "http://{hostname}").
+	h := newHarness(t, nil)
+	hdr := bearerHeader(h.mint(nil, "true"))
+	hdr.Set("Origin", h.url)
+	if st, body, ws := h.try(execPath+"?command=true", hdr); st != http.StatusSwitchingProtocols {
+		t.Errorf("same-host Origin: status %d %s", st, body)
+	} else {
+		finish(t, ws)
+	}
+}
+
+// TestNoInternalAddressToClients: a failed pod lookup tells the client
+// what failed, not where; the log keeps the detail.
+func TestNoInternalAddressToClients(t *testing.T) {
+	var log logBuffer
+	pods := &flakyPods{err: errors.New(`Get "http://127.0.0.1:38443/api/v1/namespaces/ns/pods/pod": dial tcp 127.0.0.1:38443: connect: connection refused`)}
+	h := newHarness(t, func(c *Config) {
+		pods.PodGetter = c.Pods
+		c.Pods = pods
+		c.Logger = slog.New(slog.NewJSONHandler(&log, nil))
+	})
+	pods.failures.Store(1)
+	st, body, _ := h.try(execPath+"?command=true", bearerHeader(h.mint(nil, "true")))
+	if st != http.StatusBadGateway {
+		t.Fatalf("status %d %s", st, body)
+	}
+	if strings.Contains(body, "127.0.0.1") || strings.Contains(body, "http://") || !strings.Contains(body, "looking up pod ns/pod failed") {
+		t.Errorf("body %s", body)
+	}
+	if !strings.Contains(log.String(), "127.0.0.1:38443") {
+		t.Errorf("the log lost the detail: %s", log.String())
+	}
+}
+
+// metricsOf reads everything a manual reader holds, as "name{attrs} value"
+// lines.
+func metricsOf(t *testing.T, r *sdkmetric.ManualReader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok {
+				for _, dp := range sum.DataPoints {
+					var attrs []string
+					for _, kv := range dp.Attributes.ToSlice() {
+						attrs = append(attrs, string(kv.Key)+"="+kv.Value.Emit())
+					}
+					out[m.Name+"{"+strings.Join(attrs, ",")+"}"] += dp.Value
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestResultLabelBounded: a close code the client picks does not become a
+// label value of its own.
+func TestResultLabelBounded(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	h := newHarness(t, func(c *Config) { c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)) })
+	for _, code := range []int{4321, 3999, websocket.CloseNormalClosure} {
+		tok := h.mint(func(c *hmac.Claims) { c.Stdin = true }, "cat")
+		st, body, ws := h.try(execPath+"?command=cat", bearerHeader(tok))
+		if st != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d %s", st, body)
+		}
+		ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""))
+		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				break
+			}
+		}
+		ws.Close()
+		for deadline := time.Now().Add(20 * time.Second); h.srv.ActiveSessions() > 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("session did not end")
+			}
+		}
+	}
+	m := metricsOf(t, reader)
+	var results []string
+	for k := range m {
+		if strings.HasPrefix(k, "k8s_ws_proxy.sessions{") {
+			results = append(results, k)
+		}
+	}
+	if m["k8s_ws_proxy.sessions{result=client_closed_other}"] != 2 || m["k8s_ws_proxy.sessions{result=client_closed_1000}"] != 1 || len(results) != 2 {
+		t.Fatalf("session results %q", results)
+	}
+}
+
+// TestRejectionLogBounded: a flood of identical refusals writes a bounded
+// number of lines; every refusal is still counted, and so is every line
+// held back.
+func TestRejectionLogBounded(t *testing.T) {
+	var log logBuffer
+	reader := sdkmetric.NewManualReader()
+	h := newHarness(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&log, nil))
+		c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	})
+	const n = 2000
+	client := &http.Client{Timeout: 10 * time.Second}
+	start := time.Now()
+	for range n {
+		resp, err := client.Get(h.url + execPath + "?command=true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	elapsed := time.Since(start)
+	lines := strings.Count(log.String(), `"msg":"session rejected"`)
+	// A burst, then one per second of the flood.
+	if limit := DefaultLogBurst + int(elapsed/DefaultLogInterval) + 1; lines > limit || lines == 0 {
+		t.Fatalf("%d refusals in %s wrote %d log lines, want at most %d", n, elapsed, lines, limit)
+	}
+	m := metricsOf(t, reader)
+	if got := m["k8s_ws_proxy.rejections{reason=not_websocket,status=400}"]; got != n {
+		t.Errorf("rejections counted %d, want %d", got, n)
+	}
+	if got := m["k8s_ws_proxy.log.suppressed{reason=not_websocket}"]; got != int64(n-lines) {
+		t.Errorf("suppressed lines counted %d, want %d", got, n-lines)
+	}
+	if lines > DefaultLogBurst && !strings.Contains(log.String(), `"suppressed":`) {
+		t.Errorf("no line says how many it stands for")
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilexec "k8s.io/client-go/util/exec"
 
@@ -38,9 +37,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		if sid == "" {
 			sid = newSessionID()
 		}
-		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "status", rej.status,
-			"reason", rej.reason, "detail", rej.message, "remote", r.RemoteAddr)
-		s.tel.rejected(ctx, rej.reason, rej.status, rej.auth)
+		s.logRejection(ctx, sid, rej, r)
 		span.SetAttributes(attribute.String("k8s_ws_proxy.sid", sid), attribute.String("k8s_ws_proxy.rejection", rej.reason),
 			attribute.Int("http.response.status_code", rej.status))
 		span.SetStatus(codes.Error, rej.reason)
@@ -51,7 +48,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		return
 	}
 	if !s.originAllowed(r) {
-		refuse(reject(http.StatusForbidden, "origin_not_allowed", "Origin %q is not allowed", r.Header.Get("Origin")))
+		refuse(originRejection(r))
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
@@ -364,7 +361,6 @@ func (ss *session) finish(err error) (exitCode int) {
 	exitCode, closeCode := -1, websocket.CloseNormalClosure
 	var status *metav1.Status
 	var codeErr utilexec.CodeExitError
-	var statusErr *apierrors.StatusError
 	switch {
 	case err == nil:
 		exitCode = 0
@@ -383,14 +379,10 @@ func (ss *session) finish(err error) (exitCode int) {
 		// The client left or the session was terminated; what there was
 		// to say has been said.
 		return -1
-	case errors.As(err, &statusErr):
-		st := statusErr.Status()
-		status = &st
-		closeCode = websocket.CloseInternalServerErr
-		ss.setEndReason("exec_failed")
 	default:
-		st := apierrors.NewInternalError(err).Status()
-		status = &st
+		// The client reads what failed, not where (clientStatus); the
+		// close log line keeps err.
+		status = clientStatus(err)
 		closeCode = websocket.CloseInternalServerErr
 		ss.setEndReason("exec_failed")
 	}

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -20,6 +22,7 @@ type telemetry struct {
 	sessions     metric.Int64Counter
 	authFailures metric.Int64Counter
 	rejections   metric.Int64Counter
+	suppressed   metric.Int64Counter
 	bytes        metric.Int64Counter
 	execDial     metric.Float64Histogram
 	duration     metric.Float64Histogram
@@ -51,6 +54,10 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) (*telemetry,
 		metric.WithDescription("Upgrade requests refused before the upgrade, by reason and HTTP status.")); err != nil {
 		return nil, err
 	}
+	if t.suppressed, err = m.Int64Counter("k8s_ws_proxy.log.suppressed",
+		metric.WithDescription("Log lines not written because identical ones (same event and reason) came too fast, by reason.")); err != nil {
+		return nil, err
+	}
 	if t.bytes, err = m.Int64Counter("k8s_ws_proxy.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Payload bytes bridged, by direction (in = client to container).")); err != nil {
 		return nil, err
@@ -75,9 +82,29 @@ func (t *telemetry) rejected(ctx context.Context, reason string, status int, aut
 	}
 }
 
+func (t *telemetry) logSuppressed(ctx context.Context, reason string) {
+	t.suppressed.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
 func (t *telemetry) ended(ctx context.Context, result string, in, out int64, d time.Duration) {
-	t.sessions.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
+	t.sessions.Add(ctx, 1, metric.WithAttributes(attribute.String("result", resultLabel(result))))
 	t.bytes.Add(ctx, in, metric.WithAttributes(attribute.String("direction", "in")))
 	t.bytes.Add(ctx, out, metric.WithAttributes(attribute.String("direction", "out")))
 	t.duration.Record(ctx, d.Seconds())
+}
+
+// resultLabel keeps the result label a bounded set: a client chooses its
+// close code (about 4,000 possible values), so client_closed_<code> keeps
+// only the codes RFC 6455 and its registry define and folds the rest into
+// client_closed_other. The log line keeps the exact code.
+func resultLabel(result string) string {
+	code, ok := strings.CutPrefix(result, "client_closed_")
+	if !ok {
+		return result
+	}
+	n, err := strconv.Atoi(code)
+	if err != nil || n < 1000 || n > 1015 || code != strconv.Itoa(n) {
+		return "client_closed_other"
+	}
+	return result
 }

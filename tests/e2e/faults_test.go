@@ -116,6 +116,14 @@ func TestFaultBackendUnreachable(t *testing.T) {
 	if status != http.StatusBadGateway || !strings.Contains(body, "looking up pod") {
 		t.Fatalf("status %d body %s, want 502 naming the pod lookup", status, body)
 	}
+	// What failed, not where: the address is for the log.
+	if strings.Contains(body, "127.0.0.1") {
+		t.Fatalf("the refusal names an internal address: %s", body)
+	}
+	e.WaitLog(10*time.Second, "session rejected", func(m map[string]any) bool {
+		s, _ := m["error"].(string)
+		return m["reason"] == "pod_lookup_failed" && strings.Contains(s, "127.0.0.1:1")
+	})
 	if d := time.Since(start); d > 20*time.Second {
 		t.Fatalf("refusal took %v", d)
 	}
@@ -147,6 +155,9 @@ func TestFaultBackendKilledMidStream(t *testing.T) {
 	code, status := r.closedWith()
 	if code != websocket.CloseInternalServerErr || !strings.Contains(status, `"status":"Failure"`) {
 		t.Fatalf("close %d status %q, want 1011 with a Failure status", code, status)
+	}
+	if strings.Contains(status, "127.0.0.1") {
+		t.Fatalf("channel 3 names an internal address: %s", status)
 	}
 	e.WaitLog(10*time.Second, "session closed", func(m map[string]any) bool { return m["reason"] == "exec_failed" })
 	r.ws.Close()
