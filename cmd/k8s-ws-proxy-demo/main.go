@@ -33,6 +33,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy-demo/web"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
@@ -103,7 +104,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	bsrv := &http.Server{Handler: backend, ReadHeaderTimeout: 10 * time.Second}
+	// The backend's own log is not shown; klog (the upstream streaming
+	// code) and net/http's error log go to the same discarded JSON stream
+	// instead of text on the demo's terminal.
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	klog.SetSlogLogger(quiet)
+	bsrv := &http.Server{Handler: backend, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+		ErrorLog: slog.NewLogLogger(quiet.Handler(), slog.LevelWarn)}
 	go bsrv.Serve(bln)
 	defer bsrv.Close()
 	kubeconfigPath := filepath.Join(work, "kubeconfig")

@@ -68,6 +68,7 @@ docs/tokens.md, "Rotating keys"). Keys are never printed.
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})).
 		With("component", "bootstrap-secret", "version", version)
+	routeKlog(log)
 
 	if *namespace == "" {
 		log.Error("no namespace: pass --namespace or set POD_NAMESPACE")

@@ -50,6 +50,8 @@ type serveOptions struct {
 	pingInterval   time.Duration
 	allowedOrigins string
 	readHeaderTO   time.Duration
+	httpIdleTO     time.Duration
+	maxPending     int
 	logLevel       string
 	logFormat      string
 	tls            tlsFlags
@@ -79,6 +81,8 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.pingInterval, "ping-interval", proxy.DefaultPingInterval, "server ping period; a client silent for two periods is closed; 0 disables")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated Origin values accepted besides none and one matching the Host header; * accepts any")
 	fs.DurationVar(&o.readHeaderTO, "read-header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris guard)")
+	fs.DurationVar(&o.httpIdleTO, "http-idle-timeout", 60*time.Second, "how long a keep-alive connection may wait for its next request (both listeners); sessions are not affected")
+	fs.IntVar(&o.maxPending, "max-pending-connections", 256, "most connections per listener that are not sessions (requests, idle keep-alives, handshakes); more are closed at once; 0 disables")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	o.tls.register(fs)
@@ -132,6 +136,7 @@ func runServe(args []string) int {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		return 2
 	}
+	routeKlog(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := serve(ctx, o, log); err != nil {
@@ -218,8 +223,13 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
-	ln = wrapTLS(ln, tlsReloader)
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: o.readHeaderTO, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	sessionConns, err := proxy.NewConnLimiter("sessions", o.maxPending, log, tel.meters)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	ln = wrapTLS(sessionConns.Listener(ln), tlsReloader)
+	httpSrv := newHTTPServer(srv, log, o.readHeaderTO, o.httpIdleTO, sessionConns)
 	errc := make(chan error, 2)
 	go func() { errc <- httpSrv.Serve(ln) }()
 
@@ -231,8 +241,15 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 			ln.Close()
 			return fmt.Errorf("listen %s: %w", o.healthListen, err)
 		}
+		healthConns, err := proxy.NewConnLimiter("health", o.maxPending, log, tel.meters)
+		if err != nil {
+			ln.Close()
+			hln.Close()
+			return err
+		}
 		healthAddr = hln.Addr().String()
-		healthSrv = &http.Server{Handler: healthMux(srv, tel.metricsHandler), ReadHeaderTimeout: 10 * time.Second}
+		healthSrv = newHTTPServer(healthMux(srv, tel.metricsHandler), log, o.readHeaderTO, o.httpIdleTO, healthConns)
+		hln = healthConns.Listener(hln)
 		go func() { errc <- healthSrv.Serve(hln) }()
 	}
 	// Operators and the chart read liveness from this line: log it only

@@ -89,7 +89,9 @@ func run(ctx context.Context, args []string, logOut io.Writer) int {
 	hs := &http.Server{
 		Handler:           backend,
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Keep-alive connections between requests are not held forever.
+		IdleTimeout: 60 * time.Second,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if useTLS {
 		if hs.TLSConfig, err = localexec.LoadTLSConfig(*certFile, *keyFile, *clientCA); err != nil {

@@ -101,6 +101,13 @@ func startEnv(t *testing.T, o envOptions) *env {
 	}
 
 	args := testenv.ServeArgs(e.keyDir, kubeconfig, testNode, o.transport, append([]string{"--shutdown-grace", "5s"}, o.extraArgs...)...)
+	// Registered before StartProxy's own cleanup, so it runs after the
+	// proxy has stopped and sees the whole log.
+	t.Cleanup(func() {
+		if e.Proxy != nil {
+			assertJSONLog(t, e.Proxy)
+		}
+	})
 	e.Proxy = testenv.StartProxy(t, testenv.ProxyOptions{Bin: proxyBin, Args: args, Env: o.env})
 	return e
 }

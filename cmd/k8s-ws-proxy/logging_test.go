@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/klog/v2"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// TestLogsAreJSON: what client-go writes through klog and what net/http
+// writes to its error log come out as JSON records on the process's log.
+func TestLogsAreJSON(t *testing.T) {
+	var buf lockedBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	routeKlog(log)
+	t.Cleanup(func() { klog.ClearLogger() })
+	utilruntime.HandleError(errors.New("Copying stdin failed: io: read/write on closed pipe"))
+	klog.ErrorS(errors.New("broken pipe"), "Websocket Ping failed")
+	klog.Warning("a plain klog warning")
+	errorLog(log).Printf("http: Accept error: accept tcp [::]:8080: accept4: too many open files; retrying in 5ms")
+	klog.Flush()
+
+	lines := strings.Split(strings.TrimSpace(buf.b.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d lines, want 4:\n%s", len(lines), buf.b.String())
+	}
+	for _, line := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil || m["msg"] == nil || m["level"] == nil {
+			t.Errorf("not a JSON record: %q", line)
+		}
+	}
+	if !strings.Contains(lines[3], `"level":"WARN"`) || !strings.Contains(lines[3], "too many open files") {
+		t.Errorf("net/http's error line: %s", lines[3])
+	}
+}
