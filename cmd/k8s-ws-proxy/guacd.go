@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -129,4 +131,37 @@ func guacdRequestLen(namespace, pod, container, execCommand, terminalType string
 		len(guacdPath(namespace, pod, container, execCommand, false, terminalType)),
 		len(guacdPath(namespace, pod, container, execCommand, true, terminalType)),
 	)
+}
+
+// guacdStreams gives a --for-guacd token tty and stdin: guacd always sends
+// stdin=true&stdout=true&tty=true, so a token without either is refused by
+// the proxy and the user sees only "Aborted. See logs.". Both default to on;
+// turning one off explicitly is an error.
+func guacdStreams(tty, ttySet, stdin, stdinSet bool) (bool, bool, error) {
+	if (ttySet && !tty) || (stdinSet && !stdin) {
+		return false, false, errors.New("--for-guacd needs --tty and --stdin: guacd always sends tty=true and stdin=true, " +
+			"and the proxy refuses a request that asks for more than its token grants")
+	}
+	return true, true, nil
+}
+
+// guacdCheckCommand refuses an argv that guacd 1.6.1 cannot send so that
+// the proxy matches it: 1.6.1 splits exec-command at every space, tab or
+// newline (runs of them included) and replaces $TERM with its
+// terminal-type, while the proxy compares the words joined by single
+// spaces. Single spaces inside an argument are fine.
+func guacdCheckCommand(argv []string) error {
+	for _, a := range argv {
+		switch {
+		case a == "":
+			return errors.New("--for-guacd: an empty --command argument cannot be sent by guacd")
+		case strings.Contains(a, "$TERM"):
+			return fmt.Errorf("--for-guacd: --command %q contains $TERM, which guacd 1.6.1 replaces with its terminal-type "+
+				"before sending: write the value itself (e.g. TERM=%s, see --guacd-terminal-type)", a, guacdDefaultTerminalType)
+		case strings.ContainsAny(a, "\t\n\r\v\f"), strings.Contains(a, "  "), a != strings.TrimSpace(a):
+			return fmt.Errorf("--for-guacd: --command %q has whitespace other than single spaces between words, "+
+				"which guacd 1.6.1's word splitting cannot preserve", a)
+		}
+	}
+	return nil
 }

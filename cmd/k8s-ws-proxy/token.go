@@ -109,7 +109,7 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&sid, "sid", "", "session id for audit (default: random)")
 	fs.StringVar(&jti, "jti", "", "unique token id (default: random, 128 bits)")
 	fs.StringVar(&audience, "audience", hmac.DefaultAudience, "aud claim; must match the proxy's --audience")
-	fs.BoolVar(&forGuacd, "for-guacd", false, "refuse a token that would not fit guacd's 1024-byte request line (the token is guacd's pod parameter)")
+	fs.BoolVar(&forGuacd, "for-guacd", false, "a token guacd can use: tty and stdin set (guacd always sends both), a command that survives guacd 1.6.1's word splitting, and a request line under guacd's 1024 bytes (the token is guacd's pod parameter)")
 	fs.StringVar(&termType, "guacd-terminal-type", guacdDefaultTerminalType, "guacd's terminal-type, which its main branch substitutes for $TERM in the command (with --for-guacd)")
 	if code, stop := tokenParseFlags(fs, args, stdout, stderr, "mint --key-file FILE --namespace NS --pod POD [flags]"); stop {
 		return code
@@ -128,6 +128,17 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 		return tokenFail(stderr, "token mint: --namespace and --pod are required")
 	case ttl <= 0 || ttl > hmac.DefaultMaxTTL:
 		return tokenFail(stderr, "token mint: --ttl must be above 0 and at most %s (the proxy's default max TTL)", hmac.DefaultMaxTTL)
+	}
+	if forGuacd {
+		explicit := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+		var err error
+		if tty, stdin, err = guacdStreams(tty, explicit["tty"], stdin, explicit["stdin"]); err != nil {
+			return tokenFail(stderr, "token mint: %v", err)
+		}
+		if err := guacdCheckCommand(command); err != nil {
+			return tokenFail(stderr, "token mint: %v", err)
+		}
 	}
 	key, err := hmac.LoadKeyFile(keyFile)
 	if err != nil {
