@@ -166,3 +166,52 @@ func TestHealthEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestRejectionFloodBoundedLog: 5,000 anonymous refusals write a bounded
+// number of log lines; the metrics count every refusal and every line held
+// back.
+func TestRejectionFloodBoundedLog(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	const n = 5000
+	client := &http.Client{Timeout: 10 * time.Second}
+	mark := e.LogMark()
+	start := time.Now()
+	for range n {
+		resp, err := client.Get("http://" + e.Addr + "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=sh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	elapsed := time.Since(start)
+	client.CloseIdleConnections()
+	waitFor(t, 10*time.Second, "the metrics count every refusal", func() bool {
+		v, err := e.Metric(`k8s_ws_proxy_rejections_total`)
+		return err == nil && v >= n
+	})
+	lines := 0
+	for _, m := range e.LogLines("session rejected") {
+		if m["reason"] == "not_websocket" {
+			lines++
+		}
+	}
+	// A burst of 20, then one a second.
+	if limit := 20 + int(elapsed/time.Second) + 1; lines > limit || lines == 0 {
+		t.Fatalf("%d refusals in %s wrote %d lines (%d lines in all since the flood began), want at most %d", n, elapsed, lines, e.LogMark()-mark, limit)
+	}
+	m := e.metrics(t)
+	want := `k8s_ws_proxy_log_suppressed_total{`
+	i := strings.Index(m, want)
+	if i < 0 || !strings.Contains(m[i:], `reason="not_websocket"`) {
+		t.Fatalf("/metrics lacks %s reason=\"not_websocket\"", want)
+	}
+	line := m[i : i+strings.IndexByte(m[i:], '\n')]
+	if v, err := testenv.ParseMetric(line, "k8s_ws_proxy_log_suppressed_total"); err != nil || int(v) != n-lines {
+		t.Fatalf("suppressed %v (%v), want %d: %s", v, err, n-lines, line)
+	}
+	t.Logf("%d refusals in %s: %d log lines", n, elapsed.Round(time.Millisecond), lines)
+}

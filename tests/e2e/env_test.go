@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,6 +53,9 @@ type env struct {
 	key     []byte
 	signer  *hmac.Signer
 	cutter  *cutter
+	// minted holds every token mint made, for the no-token checks.
+	mintMu sync.Mutex
+	minted []string
 }
 
 type envOptions struct {
@@ -119,7 +123,11 @@ func (e *env) claims(command ...string) hmac.Claims {
 
 func (e *env) mint(c hmac.Claims) string {
 	e.t.Helper()
-	return testenv.Mint(e.t, e.signer, c)
+	tok := testenv.Mint(e.t, e.signer, c)
+	e.mintMu.Lock()
+	e.minted = append(e.minted, tok)
+	e.mintMu.Unlock()
+	return tok
 }
 
 // waitFor polls cond until it holds or the deadline passes. It is for

@@ -188,6 +188,23 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 		{"unknown subprotocol", func() upgradeRequest {
 			return upgradeRequest{path: base + "/exec?command=sh", header: bearer(e.mint(e.claims("sh"))), protocols: []string{"v3.channel.k8s.io"}}
 		}, 400, "unsupported_subprotocol"},
+		{"two different Authorization headers", func() upgradeRequest {
+			return upgradeRequest{path: base + "/exec?command=sh",
+				header: http.Header{"Authorization": {"Bearer " + e.mint(e.claims("sh")), "Bearer " + e.mint(e.claims("sh"))}}, protocols: v4}
+		}, 400, "conflicting_tokens"},
+		{"mis-cased bearer subprotocol beside a valid header", func() upgradeRequest {
+			return upgradeRequest{path: base + "/exec?command=sh", header: bearer(e.mint(e.claims("sh"))),
+				protocols: []string{"v3.channel.k8s.io", "Base64url.bearer.authorization.k8s.io." + base64.RawURLEncoding.EncodeToString([]byte(e.mint(e.claims("sh"))))}}
+		}, 400, "unsupported_subprotocol"},
+		{"bearer subprotocol beside an unsupported protocol", func() upgradeRequest {
+			return upgradeRequest{path: base + "/exec?command=sh",
+				protocols: []string{"v3.channel.k8s.io", "base64url.bearer.authorization.k8s.io." + base64.RawURLEncoding.EncodeToString([]byte(e.mint(e.claims("sh"))))}}
+		}, 400, "unsupported_subprotocol"},
+		{"token in the Origin", func() upgradeRequest {
+			h := bearer(e.mint(e.claims("sh")))
+			h.Set("Origin", "https://"+e.mint(e.claims("sh")))
+			return upgradeRequest{path: base + "/exec?command=sh", header: h, protocols: v4}
+		}, 403, "origin_not_allowed"},
 	}
 	// Spend the replayed token once, successfully.
 	if st, _, ws := e.tryUpgrade(t, upgradeRequest{path: base + "/exec?command=sh", header: bearer(replayed), protocols: v4}); st != 101 {
@@ -195,6 +212,7 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 	} else {
 		ws.Close()
 	}
+	var bodies []string
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := c.req()
@@ -202,6 +220,7 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 			if ws != nil {
 				ws.Close()
 			}
+			bodies = append(bodies, body)
 			if status != c.status {
 				t.Fatalf("status %d, want %d; body %s", status, c.status, body)
 			}
@@ -222,11 +241,23 @@ func TestRejectionsBeforeUpgrade(t *testing.T) {
 
 	// No token may appear anywhere in the log or the metrics, and the
 	// metrics count the refusals by reason.
+	// Every minted token is checked in every encoding: itself, its
+	// signature, and the base64url of the bearer subprotocol (less its
+	// last characters, which depend on what follows).
 	metrics := e.metrics(t)
-	for where, text := range map[string]string{"log": e.LogText(), "metrics": metrics} {
-		if strings.Contains(text, replayed) || strings.Contains(text, strings.Split(replayed, ".")[2]) {
-			t.Fatalf("a token appears in the proxy's %s", where)
+	texts := map[string]string{"log": e.LogText(), "metrics": metrics, "refusal bodies": strings.Join(bodies, "\n")}
+	for _, tok := range e.minted {
+		enc := base64.RawURLEncoding.EncodeToString([]byte(tok))
+		for where, text := range texts {
+			for _, form := range []string{tok, strings.Split(tok, ".")[2], enc[:len(enc)-3]} {
+				if strings.Contains(text, form) {
+					t.Fatalf("a token appears in the proxy's %s: %q", where, form)
+				}
+			}
 		}
+	}
+	if len(e.minted) < 30 {
+		t.Fatalf("only %d tokens minted: the check above proves little", len(e.minted))
 	}
 	for _, want := range []string{`k8s_ws_proxy_auth_failures_total{`, `reason="expired"`, `reason="replayed"`,
 		`k8s_ws_proxy_rejections_total{`, `reason="scope_mismatch"`, `k8s_ws_proxy_sessions_active{`,
