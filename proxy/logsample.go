@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -57,4 +60,66 @@ func (l *logLimiter) allow(key string, now time.Time) (bool, int64) {
 	n := b.suppressed
 	b.suppressed = 0
 	return true, n
+}
+
+// maxSampledKeys bounds the keys a sampledHandler tracks; messages past it
+// share one bucket.
+const maxSampledKeys = 64
+
+// NewSampledHandler wraps h so that records with the same kind of message
+// pass for a burst, then one per interval, like the "session rejected"
+// lines; a record that passes after some were dropped carries
+// "suppressed". It is for logs whose lines a client can cause at will,
+// such as net/http's error log ("http: TLS handshake error from ...": the
+// kind is the text before " from " or the first ": ").
+func NewSampledHandler(h slog.Handler, burst int, interval time.Duration) slog.Handler {
+	return &sampledHandler{h: h, limit: newLogLimiter(burst, interval)}
+}
+
+type sampledHandler struct {
+	h     slog.Handler
+	limit *logLimiter
+}
+
+func (s *sampledHandler) Enabled(ctx context.Context, l slog.Level) bool { return s.h.Enabled(ctx, l) }
+
+func (s *sampledHandler) Handle(ctx context.Context, r slog.Record) error {
+	key := messageKind(r.Message)
+	s.limit.mu.Lock()
+	if _, ok := s.limit.buckets[key]; !ok && len(s.limit.buckets) >= maxSampledKeys {
+		key = "other"
+	}
+	s.limit.mu.Unlock()
+	ok, suppressed := s.limit.allow(key, time.Now())
+	if !ok {
+		return nil
+	}
+	if suppressed > 0 {
+		r = r.Clone()
+		r.AddAttrs(slog.Int64("suppressed", suppressed))
+	}
+	return s.h.Handle(ctx, r)
+}
+
+func (s *sampledHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &sampledHandler{h: s.h.WithAttrs(as), limit: s.limit}
+}
+
+func (s *sampledHandler) WithGroup(name string) slog.Handler {
+	return &sampledHandler{h: s.h.WithGroup(name), limit: s.limit}
+}
+
+// messageKind is the fixed part of a net/http error message.
+func messageKind(msg string) string {
+	rest := strings.TrimPrefix(msg, "http: ")
+	if i := strings.Index(rest, " from "); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.Index(rest, ": "); i >= 0 {
+		rest = rest[:i]
+	}
+	if len(rest) > 64 {
+		rest = rest[:64]
+	}
+	return rest
 }

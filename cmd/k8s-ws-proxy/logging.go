@@ -19,9 +19,10 @@ func routeKlog(logger *slog.Logger) {
 }
 
 // errorLog is net/http's error log ("http: Accept error", "http: TLS
-// handshake error") as warnings on logger.
+// handshake error") as warnings on logger, sampled: any client can cause
+// a handshake error line, and a flood of them must not fill the disk.
 func errorLog(logger *slog.Logger) *log.Logger {
-	return slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	return slog.NewLogLogger(proxy.NewSampledHandler(logger.Handler(), proxy.DefaultLogBurst, proxy.DefaultLogInterval), slog.LevelWarn)
 }
 
 // newHTTPServer is every listener's http.Server: its error log on slog,

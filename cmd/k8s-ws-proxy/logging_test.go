@@ -51,3 +51,22 @@ func TestLogsAreJSON(t *testing.T) {
 		t.Errorf("net/http's error line: %s", lines[3])
 	}
 }
+
+// TestErrorLogSampled: a flood of one kind of net/http error (any client
+// can cause TLS handshake errors) writes a burst, not a line each; another
+// kind still gets through.
+func TestErrorLogSampled(t *testing.T) {
+	var buf lockedBuffer
+	l := errorLog(slog.New(slog.NewJSONHandler(&buf, nil)))
+	for i := range 1000 {
+		l.Printf("http: TLS handshake error from 127.0.0.1:%d: EOF", 1000+i)
+	}
+	l.Printf("http: Accept error: accept tcp [::]:8080: accept4: too many open files; retrying in 5ms")
+	text := buf.b.String()
+	if n := strings.Count(text, "TLS handshake error"); n > 21 || n == 0 {
+		t.Fatalf("1000 handshake errors wrote %d lines", n)
+	}
+	if !strings.Contains(text, "Accept error") {
+		t.Fatalf("another kind of error was dropped:\n%s", text)
+	}
+}
