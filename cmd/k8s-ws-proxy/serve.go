@@ -82,7 +82,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated Origin values accepted besides none and one matching the Host header; * accepts any")
 	fs.DurationVar(&o.readHeaderTO, "read-header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris guard)")
 	fs.DurationVar(&o.httpIdleTO, "http-idle-timeout", 60*time.Second, "how long a keep-alive connection may wait for its next request (both listeners); sessions are not affected")
-	fs.IntVar(&o.maxPending, "max-pending-connections", 256, "most connections per listener that are not sessions (requests, idle keep-alives, handshakes); more are closed at once; 0 disables")
+	fs.IntVar(&o.maxPending, "max-pending-connections", 256, "most connections per listener that are not sessions (requests, idle keep-alives, handshakes); past it the oldest is closed; 0 disables")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	o.tls.register(fs)

@@ -78,9 +78,10 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 }
 
 // TestPendingConnectionsCapped: at most --max-pending-connections
-// connections that are not sessions are held per listener; more are closed
-// at once, logged and counted; upgraded sessions do not count, and a place
-// freed is usable again.
+// connections that are not sessions are held per listener; a new one past
+// the limit is served and the oldest is closed (logged and counted), so
+// stalled connections cannot lock real clients out; upgraded sessions do
+// not count.
 func TestPendingConnectionsCapped(t *testing.T) {
 	const limit = 5
 	e := startEnv(t, envOptions{extraArgs: []string{"--max-pending-connections", "5"}})
@@ -97,26 +98,28 @@ func TestPendingConnectionsCapped(t *testing.T) {
 		}
 		held = append(held, k)
 	}
+	// One more is served, and the oldest idle one is closed to make room.
 	extra := dialKeepAlive(t, e.Addr)
-	if st, err := extra.get("/healthz"); err == nil {
-		t.Fatalf("connection %d answered %d; the limit is %d", limit+1, st, limit)
+	if st, err := extra.get("/healthz"); err != nil || st != http.StatusOK {
+		t.Fatalf("connection %d past the limit: %d %v", limit+1, st, err)
+	}
+	if err := held[0].closedByServer(15 * time.Second); err != io.EOF {
+		t.Fatalf("the oldest connection was not closed at the limit: %v", err)
+	}
+	for i, k := range held[1:] {
+		if st, err := k.get("/healthz"); err != nil || st != http.StatusOK {
+			t.Fatalf("connection %d was closed too: %d %v", i+2, st, err)
+		}
 	}
 	for _, s := range sessions {
 		s.echo("still-here")
 	}
-	e.WaitLog(10*time.Second, "connection refused", func(m map[string]any) bool {
+	e.WaitLog(10*time.Second, "connection evicted", func(m map[string]any) bool {
 		return m["reason"] == "too_many_connections" && m["server"] == "sessions"
 	})
-	if m := e.metrics(t); !strings.Contains(m, `k8s_ws_proxy_connections_refused_total{`) || !strings.Contains(m, `server="sessions"`) {
-		t.Fatalf("/metrics does not count the refused connection")
+	if m := e.metrics(t); !strings.Contains(m, `k8s_ws_proxy_connections_evicted_total{`) || !strings.Contains(m, `server="sessions"`) {
+		t.Fatalf("/metrics does not count the closed connection")
 	}
-	// A place freed is a place again.
-	held[0].conn.Close()
-	waitFor(t, 10*time.Second, "a freed place accepts a connection", func() bool {
-		k := dialKeepAlive(t, e.Addr)
-		st, err := k.get("/healthz")
-		return err == nil && st == http.StatusOK
-	})
 }
 
 // TestHealthEndpoints: /healthz and /readyz on both listeners, over HTTP
