@@ -426,6 +426,13 @@ func TestResultLabelBounded(t *testing.T) {
 		if st != http.StatusSwitchingProtocols {
 			t.Fatalf("status %d %s", st, body)
 		}
+		// The exec is up (cat echoes) before the client leaves, so that
+		// no half-opened stream is left behind in the backend.
+		ws.WriteMessage(websocket.BinaryMessage, []byte("\x00up\n"))
+		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "\x01up\n" {
+			t.Fatalf("echo: %q %v", msg, err)
+		}
 		ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""))
 		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 		for {
