@@ -1,12 +1,8 @@
 package proxy
 
 import (
-	"context"
 	"errors"
-	"io"
-	"net"
 	"regexp"
-	"syscall"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,40 +20,24 @@ func scrubAddresses(msg string) string {
 }
 
 // clientStatus is the channel 3 status for an exec that failed with err:
-// an API server status keeps its reason and code, with any address taken
-// out of its text; anything else (a transport error toward the API server)
-// is an internal error that says what kind of failure it was.
+// an API server status keeps its reason and code, anything else (a
+// transport error toward the API server, an error the runtime reported)
+// is an internal error; either way the text keeps what failed and loses
+// every address (the close log line keeps err whole).
 func clientStatus(err error) *metav1.Status {
 	var statusErr *apierrors.StatusError
-	if errors.As(err, &statusErr) {
-		st := statusErr.Status()
-		st.Message = scrubAddresses(st.Message)
-		if st.Details != nil {
-			d := *st.Details
-			d.Causes = append([]metav1.StatusCause(nil), d.Causes...)
-			for i := range d.Causes {
-				d.Causes[i].Message = scrubAddresses(d.Causes[i].Message)
-			}
-			st.Details = &d
+	if !errors.As(err, &statusErr) {
+		statusErr = apierrors.NewInternalError(err)
+	}
+	st := statusErr.Status()
+	st.Message = scrubAddresses(st.Message)
+	if st.Details != nil {
+		d := *st.Details
+		d.Causes = append([]metav1.StatusCause(nil), d.Causes...)
+		for i := range d.Causes {
+			d.Causes[i].Message = scrubAddresses(d.Causes[i].Message)
 		}
-		return &st
+		st.Details = &d
 	}
-	st := apierrors.NewInternalError(errors.New(execFailure(err))).Status()
 	return &st
-}
-
-// execFailure names the kind of transport failure, in words for a user.
-func execFailure(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "the exec stream timed out"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return "the connection to the API server was reset"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "the API server refused the connection"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return "the connection to the API server closed early"
-	}
-	return "the exec failed"
 }

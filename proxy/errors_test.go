@@ -25,14 +25,14 @@ func TestClientStatusHasNoAddress(t *testing.T) {
 		err  error
 		want string
 	}{
-		{reset, "reset"},
-		{fmt.Errorf("error reading from error stream: %w", reset), "reset"},
-		{fmt.Errorf(`Get "https://10.0.0.1:6443/api": %w`, io.ErrUnexpectedEOF), "closed early"},
-		{&net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.ParseIP("fd00::1"), Port: 6443}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, "refused"},
+		{reset, "read tcp <address>-><address>: read: connection reset by peer"},
+		{fmt.Errorf("error reading from error stream: %w", reset), "error reading from error stream"},
+		{fmt.Errorf(`Get "https://10.0.0.1:6443/api": %w`, io.ErrUnexpectedEOF), "unexpected EOF"},
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.ParseIP("fd00::1"), Port: 6443}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, "connection refused"},
 		{apierrors.NewInternalError(errors.New("error dialing backend: dial tcp 10.1.2.3:10250: i/o timeout")), "error dialing backend"},
 		{apierrors.NewServiceUnavailable("proxy error from 127.0.0.1:6443 while dialing kubelet.internal:10250, code 503: 503 Service Unavailable"), "proxy error"},
 		{apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, "web-0"), `pods "web-0" not found`},
-		{errors.New("something odd at [fd00::1]:10250 via http://kubelet:10250/exec"), "the exec failed"},
+		{errors.New("something odd at [fd00::1]:10250 via http://kubelet:10250/exec"), "something odd at <address> via <address>"},
 	}
 	for _, tc := range cases {
 		st := clientStatus(tc.err)
