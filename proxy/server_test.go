@@ -194,7 +194,7 @@ func TestQueryBooleansAsAPIServer(t *testing.T) {
 	for _, tc := range apiServerBools {
 		for _, param := range []string{"tty", "stdin"} {
 			for _, claim := range []bool{true, false} {
-				tok := h.mint(func(c *hmac.Claims) {
+				tok := h.mintWith(func(c *hmac.Claims) {
 					if param == "tty" {
 						c.TTY = claim
 					} else {
@@ -221,7 +221,7 @@ func TestQueryBooleansAsAPIServer(t *testing.T) {
 // conflicting tokens, like any other two places that disagree.
 func TestTwoAuthorizationHeaders(t *testing.T) {
 	h := newHarness(t, nil)
-	a, b := h.mint(nil, "true"), h.mint(nil, "true")
+	a, b := h.mintWith(nil, "true"), h.mintWith(nil, "true")
 	st, body, _ := h.try(execPath+"?command=true", http.Header{"Authorization": {"Bearer " + a, "Bearer " + b}})
 	if st != http.StatusBadRequest || !strings.Contains(body, "different tokens") {
 		t.Fatalf("two Authorization headers: status %d %s", st, body)
@@ -264,7 +264,7 @@ func tokenForms(tok string) []string {
 func TestNoTokenInRejections(t *testing.T) {
 	var log logBuffer
 	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&log, nil)) })
-	valid, other := h.mint(nil, "true"), h.mint(nil, "true")
+	valid, other := h.mintWith(nil, "true"), h.mintWith(nil, "true")
 	sub := func(prefix, tok string) string { return prefix + base64.RawURLEncoding.EncodeToString([]byte(tok)) }
 	cases := []struct {
 		name      string
@@ -320,7 +320,7 @@ func TestNoTokenInRejections(t *testing.T) {
 // on another node than this proxy's is refused by the pod lookup.
 func TestPodOnAnotherNode(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.NodeName = "other-node" })
-	st, body, _ := h.try(execPath+"?command=true", bearerHeader(h.mint(nil, "true")))
+	st, body, _ := h.try(execPath+"?command=true", bearerHeader(h.mintWith(nil, "true")))
 	if st != http.StatusForbidden || !strings.Contains(body, "is not on this node") {
 		t.Fatalf("status %d %s", st, body)
 	}
@@ -344,7 +344,7 @@ func TestAllowedOrigins(t *testing.T) {
 		{[]string{"*"}, "null", true},
 	} {
 		h := newHarness(t, func(c *Config) { c.AllowedOrigins = tc.allowed })
-		hdr := bearerHeader(h.mint(nil, "true"))
+		hdr := bearerHeader(h.mintWith(nil, "true"))
 		if tc.origin != "" {
 			hdr.Set("Origin", tc.origin)
 		}
@@ -358,7 +358,7 @@ func TestAllowedOrigins(t *testing.T) {
 	}
 	// The Host's own origin passes without a list (guacd sends "http://{hostname}").
 	h := newHarness(t, nil)
-	hdr := bearerHeader(h.mint(nil, "true"))
+	hdr := bearerHeader(h.mintWith(nil, "true"))
 	hdr.Set("Origin", h.url)
 	if st, body, ws := h.try(execPath+"?command=true", hdr); st != http.StatusSwitchingProtocols {
 		t.Errorf("same-host Origin: status %d %s", st, body)
@@ -378,7 +378,7 @@ func TestNoInternalAddressToClients(t *testing.T) {
 		c.Logger = slog.New(slog.NewJSONHandler(&log, nil))
 	})
 	pods.failures.Store(1)
-	st, body, _ := h.try(execPath+"?command=true", bearerHeader(h.mint(nil, "true")))
+	st, body, _ := h.try(execPath+"?command=true", bearerHeader(h.mintWith(nil, "true")))
 	if st != http.StatusBadGateway {
 		t.Fatalf("status %d %s", st, body)
 	}
@@ -421,7 +421,7 @@ func TestResultLabelBounded(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	h := newHarness(t, func(c *Config) { c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)) })
 	for _, code := range []int{4321, 3999, websocket.CloseNormalClosure} {
-		tok := h.mint(func(c *hmac.Claims) { c.Stdin = true }, "cat")
+		tok := h.mintWith(func(c *hmac.Claims) { c.Stdin = true }, "cat")
 		st, body, ws := h.try(execPath+"?command=cat", bearerHeader(tok))
 		if st != http.StatusSwitchingProtocols {
 			t.Fatalf("status %d %s", st, body)
