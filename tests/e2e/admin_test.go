@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+)
+
+// adminDo calls the binary's admin API with a fresh admin token of scope.
+func (e *env) adminDo(t *testing.T, method, path, scope string) (int, string) {
+	t.Helper()
+	addr, _ := e.LogLines("listening")[0]["admin_address"].(string)
+	if addr == "" {
+		t.Fatalf("listening line without admin_address")
+	}
+	tok, err := e.signer.SignAdmin(hmac.AdminClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: "control-plane"}, Scope: scope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(method, "http://"+addr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// Issue 15 through the binary: --admin-listen lists and revokes a live
+// session, whose process is gone within 1 s of the DELETE and whose
+// client reads Revoked and 1008; --max-sessions-per-subject answers 429
+// with a Status before the upgrade.
+func TestAdminRevokeThroughBinary(t *testing.T) {
+	e := startEnv(t, envOptions{extraArgs: []string{"--admin-listen", "127.0.0.1:0", "--max-sessions-per-subject", "1"}})
+	c := e.claims("sleep", "600")
+	c.Stdin, c.SID = true, "e2e-1"
+	q := url.Values{"container": {testContainer}, "command": c.Command}
+	path := "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?" + q.Encode()
+	_, body, ws := e.tryUpgrade(t, upgradeRequest{path: path, header: bearer(e.mint(c)), protocols: []string{"v5.channel.k8s.io"}})
+	if ws == nil {
+		t.Fatalf("open: %s", body)
+	}
+	defer ws.Close()
+	e.waitProcesses(t, 10*time.Second, 1)
+
+	// Same subject, second session: refused before the upgrade.
+	c2 := e.claims("sleep", "600")
+	status, body, ws2 := e.tryUpgrade(t, upgradeRequest{path: path, header: bearer(e.mint(c2)), protocols: []string{"v5.channel.k8s.io"}})
+	if ws2 != nil {
+		ws2.Close()
+		t.Fatal("second session of the subject upgraded")
+	}
+	if status != http.StatusTooManyRequests || !strings.Contains(body, `"reason":"TooManyRequests"`) {
+		t.Fatalf("second session: %d %s", status, body)
+	}
+
+	code, body := e.adminDo(t, "GET", "/sessions", hmac.ScopeSessionsList)
+	var list struct {
+		Items []struct {
+			SID, Sub string
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(body), &list); code != 200 || err != nil || len(list.Items) != 1 || list.Items[0].SID != "e2e-1" || list.Items[0].Sub != c.Subject {
+		t.Fatalf("GET /sessions: %d %s", code, body)
+	}
+	if code, body := e.adminDo(t, "DELETE", "/sessions/e2e-1", hmac.ScopeSessionsList); code != 403 || !strings.Contains(body, `"kind":"Status"`) {
+		t.Fatalf("DELETE with the list scope: %d %s", code, body)
+	}
+	if code, body := e.adminDo(t, "DELETE", "/sessions/nope", hmac.ScopeSessionsRevoke); code != 404 || !strings.Contains(body, `"reason":"NotFound"`) {
+		t.Fatalf("DELETE unknown: %d %s", code, body)
+	}
+
+	start := time.Now()
+	if code, body := e.adminDo(t, "DELETE", "/sessions/e2e-1", hmac.ScopeSessionsRevoke); code != 200 || !strings.Contains(body, `"e2e-1"`) {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	e.waitProcesses(t, time.Second-time.Since(start), 0)
+	t.Logf("process gone %v after the DELETE", time.Since(start))
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var st string
+	for {
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+				t.Fatalf("ended with %v, want 1008", err)
+			}
+			break
+		}
+		if len(msg) > 0 && msg[0] == 3 {
+			st = string(msg[1:])
+		}
+	}
+	if !strings.Contains(st, `"reason":"Revoked"`) {
+		t.Fatalf("status %q", st)
+	}
+	e.WaitLog(5*time.Second, "session closed", func(m map[string]any) bool {
+		return m["sid"] == "e2e-1" && m["reason"] == "revoked" && m["close_code"] == float64(1008)
+	})
+}
