@@ -112,6 +112,8 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup
+	// revocations are the subjects and token ids refused (revocations.go).
+	revocations atomic.Pointer[Revocations]
 }
 
 // New validates cfg and returns a Server.

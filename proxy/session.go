@@ -147,6 +147,9 @@ func (s *Server) register(sess *session) *rejection {
 	if rej := s.admitSubject(sess); rej != nil {
 		return rej
 	}
+	if rej := s.admitRevoked(sess); rej != nil {
+		return rej
+	}
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
 	return nil

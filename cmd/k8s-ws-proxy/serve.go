@@ -48,6 +48,7 @@ type serveOptions struct {
 	maxPerSubject  int
 	adminListen    string
 	adminMaxTTL    time.Duration
+	revocations    string
 	maxLifetime    time.Duration
 	idleTimeout    time.Duration
 	pingInterval   time.Duration
@@ -79,6 +80,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.maxPerSubject, "max-sessions-per-subject", 0, "most concurrent sessions of one token subject (sub); more get 429 before the upgrade; 0 disables")
 	fs.StringVar(&o.adminListen, "admin-listen", "", "address of the admin API (GET/DELETE /sessions, docs/admin.md), authenticated by admin tokens; empty disables")
 	fs.DurationVar(&o.adminMaxTTL, "admin-max-ttl", hmac.DefaultAdminMaxTTL, "longest accepted admin token lifetime (exp - iat); admin tokens are not single-use")
+	fs.StringVar(&o.revocations, "revocations-file", "", "file of revoked subjects (sub:X) and token ids (jti:X), one a line, hot-reloaded: refused from now on, live sessions ended; empty disables")
 	fs.DurationVar(&o.maxLifetime, "max-session-lifetime", proxy.DefaultMaxLifetime, "sessions are closed after this long; 0 disables")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "sessions with no input or output for this long are closed; 0 disables")
 	fs.DurationVar(&o.pingInterval, "ping-interval", proxy.DefaultPingInterval, "server ping period; a client silent for two periods is closed; 0 disables")
@@ -216,6 +218,17 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	})
 	if err != nil {
 		return err
+	}
+
+	if o.revocations != "" {
+		rf, err := srv.WatchRevocations(o.revocations, log)
+		if err != nil {
+			return err
+		}
+		rfCtx, stopRF := context.WithCancel(context.Background())
+		rfDone := make(chan error, 1)
+		go func() { rfDone <- rf.Run(rfCtx) }()
+		defer func() { stopRF(); <-rfDone }()
 	}
 
 	keyringCtx, stopKeyring := context.WithCancel(context.Background())
