@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	osexec "os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +81,21 @@ func TestAdminRevokeThroughBinary(t *testing.T) {
 	}
 	if code, body := e.adminDo(t, "DELETE", "/sessions/nope", hmac.ScopeSessionsRevoke); code != 404 || !strings.Contains(body, `"reason":"NotFound"`) {
 		t.Fatalf("DELETE unknown: %d %s", code, body)
+	}
+	// The CLI against the same endpoint.
+	adminURL := "http://" + e.LogLines("listening")[0]["admin_address"].(string)
+	keyFile := filepath.Join(e.keyDir, "key")
+	out, err := osexec.Command(proxyBin, "sessions", "list", "--admin-url", adminURL, "--key-file", keyFile).Output()
+	if err != nil || !strings.Contains(string(out), `"sid": "e2e-1"`) {
+		t.Fatalf("sessions list: %v\n%s", err, out)
+	}
+	out, err = osexec.Command(proxyBin, "sessions", "revoke", "--admin-url", adminURL, "--key-file", keyFile, "nope").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `404 NotFound: sessions "nope" not found`) {
+		t.Fatalf("sessions revoke nope: %v\n%s", err, out)
+	}
+	out, err = osexec.Command(proxyBin, "sessions", "revoke", "--admin-url", adminURL, "--key-file", keyFile).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "give a SID or --sub") {
+		t.Fatalf("sessions revoke without target: %v\n%s", err, out)
 	}
 
 	start := time.Now()
