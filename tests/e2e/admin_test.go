@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 )
 
 // adminDo calls the binary's admin API with a fresh admin token of scope.
@@ -124,4 +125,47 @@ func TestAdminRevokeThroughBinary(t *testing.T) {
 	e.WaitLog(5*time.Second, "session closed", func(m map[string]any) bool {
 		return m["sid"] == "e2e-1" && m["reason"] == "revoked" && m["close_code"] == float64(1008)
 	})
+}
+
+// --revocations-file through the binary: read at start (a revocation
+// survives restarts), and a ConfigMap-style swap ends a live session,
+// reports the junk line by number, and leaves the rest in force.
+func TestRevocationsFileThroughBinary(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "revocations")
+	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"list": []byte("sub:mallory\n")})
+	e := startEnv(t, envOptions{extraArgs: []string{"--revocations-file", filepath.Join(dir, "list")}})
+	open := func(sub string) (int, string, *websocket.Conn) {
+		c := e.claims("sleep", "600")
+		c.Stdin, c.Subject = true, sub
+		q := url.Values{"container": {testContainer}, "command": c.Command}
+		return e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?" + q.Encode(),
+			header: bearer(e.mint(c)), protocols: []string{"v5.channel.k8s.io"}})
+	}
+	if status, body, ws := open("mallory"); ws != nil || status != 403 || !strings.Contains(body, "revoked") {
+		t.Fatalf("mallory at start: %d %s", status, body)
+	}
+	_, body, ws := open("alice")
+	if ws == nil {
+		t.Fatalf("alice: %s", body)
+	}
+	defer ws.Close()
+	e.waitProcesses(t, 10*time.Second, 1)
+	filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"list": []byte("sub:mallory\nsome junk\nsub:alice\n")})
+	ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+				t.Fatalf("alice's session ended with %v, want 1008", err)
+			}
+			break
+		}
+	}
+	e.waitProcesses(t, 5*time.Second, 0)
+	p := e.WaitLog(5*time.Second, "revocations file problem", nil)
+	if msg, _ := p["error"].(string); !strings.Contains(msg, "line 2:") || strings.Contains(msg, "junk") {
+		t.Fatalf("problem line %v", p)
+	}
+	if status, body, ws := open("mallory"); ws != nil || status != 403 {
+		t.Fatalf("mallory after the swap: %d %s", status, body)
+	}
 }
