@@ -204,6 +204,10 @@ func TestAdminListAndRevokeBySubject(t *testing.T) {
 	b1 := h.dialClaims(ProtocolV5, withSubject("bob", "b-1", false), "cat")
 	echo(t, a1, "hello\n")
 	echo(t, b1, "hi\n")
+	// Every exec is up before anything is revoked: an exec cancelled while
+	// its SPDY streams are being set up leaves the backend waiting for them
+	// until its stream-creation timeout (a goroutine goleak would report).
+	echo(t, a2, "x\n")
 
 	var list SessionList
 	if code := adminCall(t, "GET", admin+"/sessions", h.adminToken(hmac.ScopeSessionsList), &list); code != 200 {

@@ -106,6 +106,7 @@ func TestRevocationsFile(t *testing.T) {
 	bob := h.dialClaims(ProtocolV5, func(c *hmac.Claims) { c.Subject, c.SID, c.ID = "bob", "b-1", "bob-token-1" }, "cat")
 	carol := h.dialClaims(ProtocolV5, withSubject("carol", "c-1", false), "cat")
 	echo(t, alice, "a\n")
+	echo(t, bob, "b\n") // up before it is revoked (see TestAdminListAndRevokeBySubject)
 	ended := []<-chan ending{readAsync(alice, 20*time.Second), readAsync(bob, 20*time.Second)}
 
 	filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"revocations": []byte("sub:alice\nthis is junk\njti:bob-token-1\n")})
