@@ -81,6 +81,9 @@ type Config struct {
 	// MaxSessions bounds concurrent sessions; more get 503 before the
 	// upgrade. Default DefaultMaxSessions.
 	MaxSessions int
+	// MaxSessionsPerSubject bounds concurrent sessions of one token sub;
+	// more get 429 before the upgrade. Zero or negative: no bound.
+	MaxSessionsPerSubject int
 	// MaxLifetime ends a session after this long. Default
 	// DefaultMaxLifetime; negative disables.
 	MaxLifetime time.Duration
@@ -127,6 +130,8 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup
+	// revocations are the subjects and token ids refused (revocations.go).
+	revocations atomic.Pointer[Revocations]
 }
 
 // New validates cfg and returns a Server.
@@ -341,6 +346,8 @@ func rejectionReason(code int) metav1.StatusReason {
 		return metav1.StatusReasonServiceUnavailable
 	case http.StatusBadRequest:
 		return metav1.StatusReasonBadRequest
+	case http.StatusTooManyRequests:
+		return metav1.StatusReasonTooManyRequests
 	}
 	return metav1.StatusReasonUnknown
 }

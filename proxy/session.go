@@ -150,6 +150,12 @@ func (s *Server) register(sess *session) *rejection {
 	if len(s.sessions) >= s.cfg.MaxSessions {
 		return reject(http.StatusServiceUnavailable, "too_many_sessions", "the proxy is at its limit of %d concurrent sessions", s.cfg.MaxSessions)
 	}
+	if rej := s.admitSubject(sess); rej != nil {
+		return rej
+	}
+	if rej := s.admitRevoked(sess); rej != nil {
+		return rej
+	}
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
 	return nil

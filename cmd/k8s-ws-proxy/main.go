@@ -6,6 +6,7 @@
 //	token             mint, verify or inspect session tokens
 //	bootstrap-secret  create the HMAC Secret if it does not exist (Helm hook)
 //	shell             attach the local terminal to a session through a proxy
+//	sessions          list or revoke live sessions through a proxy's admin API
 //	version           print the build version
 package main
 
@@ -39,6 +40,8 @@ func run(args []string) int {
 		return runBootstrapSecret(args)
 	case "shell":
 		return runShell(args)
+	case "sessions":
+		return runSessions(args)
 	case "version":
 		fmt.Printf("k8s-ws-proxy %s (commit %s)\n", version, commit)
 		return 0
@@ -60,6 +63,7 @@ subcommands:
   token             mint|verify|inspect session tokens
   bootstrap-secret  create the HMAC key Secret if absent (Helm hook)
   shell             attach the local terminal to a session through a proxy
+  sessions          list|revoke live sessions through a proxy's admin API
   version           print the build version
 
 Run "k8s-ws-proxy <subcommand> --help" for the flags of each.

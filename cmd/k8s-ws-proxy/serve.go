@@ -45,6 +45,10 @@ type serveOptions struct {
 	maxMessageSize int64
 	shutdownGrace  time.Duration
 	maxSessions    int
+	maxPerSubject  int
+	adminListen    string
+	adminMaxTTL    time.Duration
+	revocations    string
 	maxLifetime    time.Duration
 	idleTimeout    time.Duration
 	pingInterval   time.Duration
@@ -76,6 +80,10 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.Int64Var(&o.maxMessageSize, "max-message-size", proxy.DefaultMaxMessageSize, "largest message accepted from clients; larger ones close the session with 1009")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long live sessions may run on before they are closed")
 	fs.IntVar(&o.maxSessions, "max-sessions", proxy.DefaultMaxSessions, "most concurrent sessions; more get 503 before the upgrade")
+	fs.IntVar(&o.maxPerSubject, "max-sessions-per-subject", 0, "most concurrent sessions of one token subject (sub); more get 429 before the upgrade; 0 disables")
+	fs.StringVar(&o.adminListen, "admin-listen", "", "address of the admin API (GET/DELETE /sessions, docs/admin.md), authenticated by admin tokens; empty disables")
+	fs.DurationVar(&o.adminMaxTTL, "admin-max-ttl", hmac.DefaultAdminMaxTTL, "longest accepted admin token lifetime (exp - iat); admin tokens are not single-use")
+	fs.StringVar(&o.revocations, "revocations-file", "", "file of revoked subjects (sub:X) and token ids (jti:X), one a line, hot-reloaded: refused from now on, live sessions ended; empty disables")
 	fs.DurationVar(&o.maxLifetime, "max-session-lifetime", proxy.DefaultMaxLifetime, "sessions are closed after this long; 0 disables")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "sessions with no input or output for this long are closed; 0 disables")
 	fs.DurationVar(&o.pingInterval, "ping-interval", proxy.DefaultPingInterval, "server ping period; a client silent for two periods is closed; 0 disables")
@@ -182,6 +190,16 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("verifier: %w", err)
 	}
+	if o.audience == hmac.AdminAudience {
+		return fmt.Errorf("--audience %q is the admin tokens' audience: session and admin tokens must never be interchangeable", o.audience)
+	}
+	var adminVerifier *hmac.AdminVerifier
+	if o.adminListen != "" {
+		adminVerifier, err = hmac.NewAdminVerifier(hmac.AdminVerifierOptions{Keys: keyring, Leeway: o.leeway, MaxTTL: o.adminMaxTTL})
+		if err != nil {
+			return fmt.Errorf("admin verifier: %w", err)
+		}
+	}
 	tel, err := newTelemetry(ctx, keyring.RegisterMetrics, tlsMetrics(tlsReloader))
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
@@ -192,25 +210,37 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		_ = tel.shutdown(shutdownCtx)
 	}()
 	srv, err := proxy.New(proxy.Config{
-		MeterProvider:  tel.meters,
-		TracerProvider: tel.tracers,
-		Verifier:       verifier,
-		Executor:       dialer,
-		Pods:           dialer,
-		NodeName:       o.nodeName,
-		MaxFrameSize:   o.maxFrameSize,
-		MaxMessageSize: o.maxMessageSize,
-		MaxSessions:    o.maxSessions,
-		MaxLifetime:    disabledIfZero(o.maxLifetime),
-		IdleTimeout:    disabledIfZero(o.idleTimeout),
-		PingInterval:   disabledIfZero(o.pingInterval),
-		AllowedOrigins: splitList(o.allowedOrigins),
-		Namespaces:     namespaces,
-		Ready:          keyring.Ready,
-		Logger:         log,
+		MeterProvider:         tel.meters,
+		TracerProvider:        tel.tracers,
+		Verifier:              verifier,
+		Executor:              dialer,
+		Pods:                  dialer,
+		NodeName:              o.nodeName,
+		MaxFrameSize:          o.maxFrameSize,
+		MaxMessageSize:        o.maxMessageSize,
+		MaxSessions:           o.maxSessions,
+		MaxSessionsPerSubject: o.maxPerSubject,
+		MaxLifetime:           disabledIfZero(o.maxLifetime),
+		IdleTimeout:           disabledIfZero(o.idleTimeout),
+		PingInterval:          disabledIfZero(o.pingInterval),
+		AllowedOrigins:        splitList(o.allowedOrigins),
+		Namespaces:            namespaces,
+		Ready:                 keyring.Ready,
+		Logger:                log,
 	})
 	if err != nil {
 		return err
+	}
+
+	if o.revocations != "" {
+		rf, err := srv.WatchRevocations(o.revocations, log)
+		if err != nil {
+			return err
+		}
+		rfCtx, stopRF := context.WithCancel(context.Background())
+		rfDone := make(chan error, 1)
+		go func() { rfDone <- rf.Run(rfCtx) }()
+		defer func() { stopRF(); <-rfDone }()
 	}
 
 	keyringCtx, stopKeyring := context.WithCancel(context.Background())
@@ -230,7 +260,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	}
 	ln = wrapTLS(sessionConns.Listener(ln), tlsReloader)
 	httpSrv := newHTTPServer(srv, log, o.readHeaderTO, o.httpIdleTO, sessionConns)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- httpSrv.Serve(ln) }()
 
 	var healthSrv *http.Server
@@ -252,9 +282,35 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		hln = healthConns.Listener(hln)
 		go func() { errc <- healthSrv.Serve(hln) }()
 	}
+	var adminSrv *http.Server
+	var adminAddr string
+	if o.adminListen != "" {
+		aln, err := net.Listen("tcp", o.adminListen)
+		if err != nil {
+			ln.Close()
+			if healthSrv != nil {
+				healthSrv.Close()
+			}
+			return fmt.Errorf("listen %s: %w", o.adminListen, err)
+		}
+		adminConns, err := proxy.NewConnLimiter("admin", o.maxPending, log, tel.meters)
+		if err != nil {
+			ln.Close()
+			aln.Close()
+			if healthSrv != nil {
+				healthSrv.Close()
+			}
+			return err
+		}
+		adminAddr = aln.Addr().String()
+		// The session port's TLS (and client certificates, when required)
+		// apply to the admin port too.
+		adminSrv = newHTTPServer(srv.AdminHandler(adminVerifier), log, o.readHeaderTO, o.httpIdleTO, adminConns)
+		go func() { errc <- adminSrv.Serve(wrapTLS(adminConns.Listener(aln), tlsReloader)) }()
+	}
 	// Operators and the chart read liveness from this line: log it only
 	// once the sockets accept connections.
-	log.Info("listening", "address", ln.Addr().String(), "health_address", healthAddr,
+	log.Info("listening", "address", ln.Addr().String(), "health_address", healthAddr, "admin_address", adminAddr,
 		"node", o.nodeName, "exec_transport", string(transport), "version", version)
 
 	select {
@@ -273,6 +329,9 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	_ = httpSrv.Shutdown(shutdownCtx)
 	if healthSrv != nil {
 		_ = healthSrv.Shutdown(context.Background())
+	}
+	if adminSrv != nil {
+		_ = adminSrv.Shutdown(context.Background())
 	}
 	log.Info("stopped")
 	return nil
