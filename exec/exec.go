@@ -136,6 +136,12 @@ func (d *Dialer) Transport() Transport { return d.transport }
 // GetPod reads a pod, so that a caller can check it exists, where it runs
 // and its containers before accepting a session for it.
 func (d *Dialer) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	if c, ok, err := d.impersonatedCore(ctx); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return c.Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	}
 	return d.pods.Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
@@ -194,20 +200,21 @@ func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error
 func (d *Dialer) stream(outer context.Context, u *url.URL, opts remotecommand.StreamOptions) (Result, error) {
 	ctx, closeConns := tracking(outer)
 	defer closeConns()
+	cfg := d.configFor(ctx) // impersonating the session's user, if any
 
 	switch d.transport {
 	case TransportSPDY:
 		sp := &trackedSPDY{d: d, u: u}
 		return Result{Transport: TransportSPDY}, sp.StreamWithContext(ctx, opts)
 	case TransportWebSocket:
-		ex, err := remotecommand.NewWebSocketExecutorForProtocols(d.cfg, "GET", u.String(),
+		ex, err := remotecommand.NewWebSocketExecutorForProtocols(cfg, "GET", u.String(),
 			"v5.channel.k8s.io", "v4.channel.k8s.io")
 		if err != nil {
 			return Result{Transport: TransportWebSocket}, err
 		}
 		return Result{Transport: TransportWebSocket}, ex.StreamWithContext(ctx, opts)
 	default:
-		ws, err := remotecommand.NewWebSocketExecutor(d.cfg, "GET", u.String())
+		ws, err := remotecommand.NewWebSocketExecutor(cfg, "GET", u.String())
 		if err != nil {
 			return Result{Transport: TransportWebSocket}, err
 		}

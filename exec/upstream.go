@@ -142,7 +142,7 @@ func (c *spdyCall) missingStatus() bool {
 // connection is watched for a status. A configured HTTP proxy cannot be
 // combined with a substitute dialer in client-go, so with one the
 // connections are not tracked (ending relies on client-go's close).
-func (d *Dialer) spdyExecutor(u *url.URL, call *spdyCall) (remotecommand.Executor, error) {
+func (d *Dialer) spdyExecutor(ctx context.Context, u *url.URL, call *spdyCall) (remotecommand.Executor, error) {
 	tlsConfig, err := rest.TLSConfigFor(d.cfg)
 	if err != nil {
 		return nil, err
@@ -161,7 +161,8 @@ func (d *Dialer) spdyExecutor(u *url.URL, call *spdyCall) (remotecommand.Executo
 	if err != nil {
 		return nil, err
 	}
-	wrapper, err := rest.HTTPWrappersForConfig(d.cfg, rt)
+	// The session's identity, if any, becomes Impersonate-* headers here.
+	wrapper, err := rest.HTTPWrappersForConfig(d.configFor(ctx), rt)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +250,7 @@ func (t *trackedSPDY) StreamWithContext(ctx context.Context, o remotecommand.Str
 		*t.used = TransportSPDY
 	}
 	call := &spdyCall{}
-	ex, err := t.d.spdyExecutor(t.u, call)
+	ex, err := t.d.spdyExecutor(ctx, t.u, call)
 	if err != nil {
 		return err
 	}

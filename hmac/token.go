@@ -68,6 +68,9 @@ type Claims struct {
 	Stdin     bool     `json:"stdin,omitempty"`
 	// Node, when set, is the only node whose proxy may accept the token.
 	Node string `json:"node,omitempty"`
+	// Groups are the user's groups, sent as Impersonate-Group when the
+	// proxy impersonates the user (--impersonate); ignored otherwise.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // wireClaims fixes the member order and the compact forms of the encoding:
@@ -89,6 +92,7 @@ type wireClaims struct {
 	TTY       bool     `json:"tty,omitempty"`
 	Stdin     bool     `json:"stdin,omitempty"`
 	Node      string   `json:"node,omitempty"`
+	Groups    []string `json:"groups,omitempty"`
 }
 
 func unixPtr(d *jwt.NumericDate) *int64 {
@@ -118,6 +122,7 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 		TTY:       c.TTY,
 		Stdin:     c.Stdin,
 		Node:      c.Node,
+		Groups:    c.Groups,
 	}
 	switch len(c.Audience) {
 	case 0:
@@ -139,6 +144,7 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 func (c *Claims) allStrings() []string {
 	s := []string{c.Issuer, c.Subject, c.ID, c.SID, c.Namespace, c.Pod, c.Container, c.Node}
 	s = append(s, c.Audience...)
+	s = append(s, c.Groups...)
 	return append(s, c.Command...)
 }
 

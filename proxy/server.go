@@ -25,6 +25,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/recording"
 )
 
 // TokenVerifier checks session tokens and spends them (single use). The
@@ -108,6 +109,15 @@ type Config struct {
 	// DefaultLogInterval; a negative LogBurst logs every refusal.
 	LogBurst    int
 	LogInterval time.Duration
+	// Impersonate makes the pod lookup and the exec act as the token's
+	// user (sub, groups) at the API server; Access, when set, checks that
+	// user's exec right before the upgrade.
+	Impersonate bool
+	Access      AccessChecker
+	// Recorder records sessions (asciicast); nil or mode off records none.
+	Recorder *recording.Recorder
+	// Version is the proxy's version, for recording headers.
+	Version string
 	// Ready reports whether the proxy can authorise sessions (keys loaded).
 	Ready  func() bool
 	Logger *slog.Logger
@@ -123,6 +133,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
 	tel      *telemetry
+	recTel   *recordingInstruments
 
 	rejectLog *logLimiter
 
@@ -187,6 +198,7 @@ func New(cfg Config) (*Server, error) {
 
 		rejectLog: newLogLimiter(cfg.LogBurst, cfg.LogInterval),
 	}
+	s.recTel = newRecordingInstruments(cfg.MeterProvider)
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: cfg.MaxFrameSize + 16,
@@ -377,6 +389,10 @@ func (s *Server) checkPod(ctx context.Context, c *hmac.Claims) *rejection {
 	switch {
 	case apierrors.IsNotFound(err):
 		return reject(http.StatusNotFound, "pod_not_found", "pod %s/%s not found", c.Namespace, c.Pod)
+	case apierrors.IsForbidden(err) && s.cfg.Impersonate:
+		// The user (or the proxy's right to impersonate them) was refused:
+		// pass the API server's reason on.
+		return reject(http.StatusForbidden, "forbidden", "%s", err.Error())
 	case apierrors.IsForbidden(err):
 		return reject(http.StatusBadGateway, "pod_lookup_forbidden", "the proxy is not allowed to get pod %s/%s", c.Namespace, c.Pod)
 	case err != nil:

@@ -93,7 +93,12 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	}
 	span.SetAttributes(attribute.String("k8s_ws_proxy.sid", sid), attribute.String("k8s.namespace.name", claims.Namespace),
 		attribute.String("k8s.pod.name", claims.Pod), attribute.String("k8s.container.name", claims.Container))
+	ctx = s.withIdentity(ctx, claims, sid)
 	if rej := s.checkPod(ctx, claims); rej != nil {
+		refuse(rej)
+		return
+	}
+	if rej := s.checkImpersonation(ctx, claims); rej != nil {
 		refuse(rej)
 		return
 	}
@@ -107,15 +112,22 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		stderr: stderr,
 	}
 	sess.payload = sess.proto.maxPayload(s.cfg.MaxFrameSize)
-	sess.ctx, sess.cancel = context.WithCancel(context.Background())
+	sess.ctx, sess.cancel = context.WithCancel(s.withIdentity(context.Background(), claims, sid))
 	defer sess.cancel()
 	if rej := s.register(sess); rej != nil {
 		refuse(rej)
 		return
 	}
 	defer s.unregister(sess)
+	// The recording is a check too: opened before the token is spent, so
+	// a required-mode refusal leaves the token usable for a retry.
+	if rej := sess.openRecording(protoName); rej != nil {
+		refuse(rej)
+		return
+	}
 	// Spent only now, with every other check passed and a slot held.
 	if err := s.cfg.Verifier.Consume(claims); err != nil {
+		sess.discardRecording()
 		refuse(tokenRejection(err))
 		return
 	}
@@ -128,6 +140,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	conn, err := s.upgrader.Upgrade(bw, r, hdr)
 	if err != nil {
 		// The upgrader has already answered the client.
+		sess.discardRecording()
 		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
 		return
 	}
@@ -216,6 +229,7 @@ type session struct {
 	readExtended atomic.Int64 // unix nanoseconds of the last read deadline extension
 
 	traceCtx context.Context
+	rec      *sessionRecording // nil when not recorded
 }
 
 func (ss *session) logger() *slog.Logger {
@@ -321,6 +335,7 @@ func (ss *session) run() {
 	if err != nil && exitCode < 0 && !errors.Is(err, context.Canceled) {
 		attrs = append(attrs, "error", err.Error())
 	}
+	attrs = append(attrs, ss.closeRecording(exitCode, reason)...)
 	ss.logger().Info("session closed", attrs...)
 	ss.srv.tel.ended(ss.traceCtx, reason, in, out, duration)
 	span := trace.SpanFromContext(ss.traceCtx)
@@ -560,7 +575,8 @@ func (ss *session) writeOutput(channel byte, p []byte, whole bool) (int, error) 
 	if ss.closed || ss.gone.Load() {
 		return 0, errSessionClosed
 	}
-	written := 0
+	orig, written := p, 0
+	defer func() { ss.recordOutput(channel, orig[:written]) }()
 	for len(p) > 0 {
 		// One batch: frames until the output ends or the batch is full.
 		ss.out.startBatch()
@@ -770,6 +786,7 @@ func (ss *session) readLoop() {
 					ss.readExtended.Store(0)
 					ss.extendReadDeadline()
 				}
+				ss.recordInput(f.payload)
 			}
 		case f.channel == chanResize:
 			if ss.sizes == nil {
@@ -782,6 +799,7 @@ func (ss *session) readLoop() {
 				continue
 			}
 			ss.sizes.Set(size)
+			ss.recordResize(size)
 		case f.channel == chanClose && ss.proto.streamClose && !ss.proto.base64:
 			if len(f.payload) != 1 {
 				ss.warnOnce("bad_close", "client sent a malformed stream close; ignored")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,6 +61,7 @@ type serveOptions struct {
 	logFormat      string
 	tls            tlsFlags
 	namespaces     namespaceFlags
+	rec            recordingFlags
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -95,6 +97,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	o.tls.register(fs)
 	o.namespaces.register(fs)
+	o.rec.register(fs)
 	return fs
 }
 
@@ -209,7 +212,26 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		defer cancel()
 		_ = tel.shutdown(shutdownCtx)
 	}()
+	var srvRef atomic.Pointer[proxy.Server]
+	recCtx, stopRecorder := context.WithCancel(ctx)
+	recorder, err := o.rec.recorder(recCtx, log, func() {
+		if s := srvRef.Load(); s != nil {
+			s.RecordingStored()
+		}
+	})
+	if err != nil {
+		stopRecorder()
+		return err
+	}
+	// An upload under way when the proxy stops stays in the spool and is
+	// sent on the next start.
+	defer recorder.Wait()
+	defer stopRecorder()
 	srv, err := proxy.New(proxy.Config{
+		Recorder:              recorder,
+		Version:               version,
+		Impersonate:           o.rec.impersonate,
+		Access:                dialer,
 		MeterProvider:         tel.meters,
 		TracerProvider:        tel.tracers,
 		Verifier:              verifier,
@@ -231,6 +253,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	srvRef.Store(srv)
 
 	if o.revocations != "" {
 		rf, err := srv.WatchRevocations(o.revocations, log)

@@ -55,6 +55,9 @@ type Options struct {
 	// BuildTimeout bounds building the binaries when they are not cached
 	// yet (a cold kube-apiserver build takes several minutes). Zero: 30 min.
 	BuildTimeout time.Duration
+	// AuditPolicy, when set, is an audit.k8s.io/v1 Policy (YAML); the API
+	// server then writes its audit log (JSON lines) to AuditLogPath.
+	AuditPolicy string
 	// ReadyTimeout bounds each server's start, per attempt. Zero: 3 min,
 	// generous because other test binaries may be compiling on the same cores.
 	ReadyTimeout time.Duration
@@ -87,6 +90,9 @@ type Server struct {
 	// KubeletClientCertPEM and KubeletClientKeyPEM are what the API server
 	// presents to kubelets (CN kube-apiserver-kubelet-client).
 	KubeletClientCertPEM, KubeletClientKeyPEM []byte
+	// AuditLogPath is the API server's audit log when Options.AuditPolicy
+	// was set, else empty.
+	AuditLogPath string
 	// Measured start times, for reports. ControlPlaneStartup covers the
 	// controller manager, the scheduler, KWOK and the fake nodes being Ready.
 	EtcdStartup, APIServerStartup, ControlPlaneStartup time.Duration
@@ -403,6 +409,16 @@ func (s *Server) startAPIServer(ctx context.Context, bin, etcdURL string, opts O
 		}
 		if !opts.ControlPlane {
 			args = append(args, "--disable-admission-plugins=ServiceAccount")
+		}
+		if opts.AuditPolicy != "" {
+			if err := os.WriteFile(f("audit-policy.yaml"), []byte(opts.AuditPolicy), 0o600); err != nil {
+				return err
+			}
+			s.AuditLogPath = f("audit.log")
+			// Batching off: an event is in the file once the request is
+			// done, so a test reads it without waiting for a flush.
+			args = append(args, "--audit-policy-file="+f("audit-policy.yaml"), "--audit-log-path="+s.AuditLogPath,
+				"--audit-log-mode=blocking", "--audit-log-format=json")
 		}
 		args = append(args, opts.ExtraAPIServerFlags...)
 		p, err := startProcess("kube-apiserver", s.Dir, bin, args)

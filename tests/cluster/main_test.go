@@ -46,7 +46,7 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
 	start := time.Now()
-	api, err = kubeapi.Start(ctx, kubeapi.Options{})
+	api, err = kubeapi.Start(ctx, kubeapi.Options{AuditPolicy: auditPolicy})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting kube-apiserver:", err)
 		return 1
