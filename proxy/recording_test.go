@@ -310,3 +310,42 @@ func TestRecordingMaxBytes(t *testing.T) {
 		})
 	}
 }
+
+// --exit-notice=auto tells a guacd user (v4, tty) the exit code on the
+// terminal; a v5 client's stdout stays exact; never writes nothing.
+func TestExitNotice(t *testing.T) {
+	for _, tc := range []struct {
+		notice ExitNotice
+		proto  string
+		want   bool
+	}{
+		{ExitNoticeAuto, "v4.channel.k8s.io", true},
+		{ExitNoticeAuto, "v5.channel.k8s.io", false},
+		{ExitNoticeNever, "v4.channel.k8s.io", false},
+		{ExitNoticeAlways, "v5.channel.k8s.io", true},
+	} {
+		t.Run(string(tc.notice)+"-"+tc.proto, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.ExitNotice = tc.notice })
+			now := time.Now()
+			tok, _ := h.signer.Sign(hmac.Claims{
+				RegisteredClaims: jwt.RegisteredClaims{IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))},
+				Namespace:        "ns", Pod: "pod", Container: "c", Command: []string{"sh", "-c", "printf done; exit 7"}, TTY: true, Stdin: true,
+			})
+			d := websocket.Dialer{Subprotocols: []string{tc.proto}}
+			ws, resp, err := d.Dial("ws"+strings.TrimPrefix(h.url, "http")+"/api/v1/namespaces/ns/pods/pod/exec",
+				http.Header{"Authorization": {"Bearer " + tok}})
+			if err != nil {
+				t.Fatalf("dial: %v (%v)", err, resp)
+			}
+			defer ws.Close()
+			out, _, _ := readSession(t, ws)
+			notice := "\r\n[k8s-ws-proxy] process exited with code 7\r\n"
+			if got := strings.HasSuffix(string(out), notice); got != tc.want {
+				t.Fatalf("stdout %q; notice wanted: %v", out, tc.want)
+			}
+			if !tc.want && string(out) != "done" {
+				t.Fatalf("stdout %q, want exactly %q", out, "done")
+			}
+		})
+	}
+}

@@ -114,6 +114,9 @@ type Config struct {
 	// user's exec right before the upgrade.
 	Impersonate bool
 	Access      AccessChecker
+	// ExitNotice: when to write the exit code to the terminal too; the
+	// zero value is never (auto: tty sessions on v4 or older, i.e. guacd).
+	ExitNotice ExitNotice
 	// Recorder records sessions (asciicast); nil or mode off records none.
 	Recorder *recording.Recorder
 	// Version is the proxy's version, for recording headers.

@@ -407,6 +407,9 @@ func (ss *session) finish(err error) (exitCode int) {
 		closeCode = websocket.CloseInternalServerErr
 		ss.setEndReason("exec_failed")
 	}
+	if exitCode >= 0 {
+		ss.exitNotice(exitCode)
+	}
 	ss.sendStatusAndClose(status, closeCode, "")
 	return exitCode
 }

@@ -212,6 +212,10 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		defer cancel()
 		_ = tel.shutdown(shutdownCtx)
 	}()
+	exitNotice, err := proxy.ParseExitNotice(o.rec.exitNotice)
+	if err != nil {
+		return fmt.Errorf("--exit-notice: %w", err)
+	}
 	var srvRef atomic.Pointer[proxy.Server]
 	recCtx, stopRecorder := context.WithCancel(ctx)
 	recorder, err := o.rec.recorder(recCtx, log, func() {
@@ -232,6 +236,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		Version:               version,
 		Impersonate:           o.rec.impersonate,
 		Access:                dialer,
+		ExitNotice:            exitNotice,
 		MeterProvider:         tel.meters,
 		TracerProvider:        tel.tracers,
 		Verifier:              verifier,

@@ -1,0 +1,45 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ExitNotice says when the exit status is also written to the terminal.
+type ExitNotice string
+
+const (
+	// ExitNoticeAuto writes it for tty sessions on v4 or older protocols:
+	// what guacd speaks, and guacd ignores channel 3, so its user would
+	// never learn the exit code otherwise.
+	ExitNoticeAuto   ExitNotice = "auto"
+	ExitNoticeAlways ExitNotice = "always"
+	ExitNoticeNever  ExitNotice = "never"
+)
+
+// ParseExitNotice parses an --exit-notice value.
+func ParseExitNotice(s string) (ExitNotice, error) {
+	switch n := ExitNotice(strings.ToLower(strings.TrimSpace(s))); n {
+	case ExitNoticeAuto, ExitNoticeAlways, ExitNoticeNever:
+		return n, nil
+	case "":
+		return ExitNoticeNever, nil
+	}
+	return "", fmt.Errorf("unknown exit notice %q: want auto, always or never", s)
+}
+
+// exitNotice writes "[k8s-ws-proxy] process exited with code N" to the
+// terminal before the status, when the policy asks for it. v5 clients
+// read the status and keep their byte-exact stdout under auto.
+func (ss *session) exitNotice(code int) {
+	switch ss.srv.cfg.ExitNotice {
+	case ExitNoticeAlways:
+	case ExitNoticeAuto:
+		if !ss.claims.TTY || ss.proto.name == "v5.channel.k8s.io" {
+			return
+		}
+	default: // never, and the zero value
+		return
+	}
+	ss.sendNotice(fmt.Sprintf("\r\n[k8s-ws-proxy] process exited with code %d\r\n", code))
+}
