@@ -44,6 +44,11 @@ var claimDecoders = map[string]func(c *Claims, raw json.RawMessage) error{
 		c.Command = l
 		return err
 	},
+	"groups": func(c *Claims, raw json.RawMessage) error {
+		l, err := stringList(raw)
+		c.Groups = l
+		return err
+	},
 }
 
 // maxNumericDate bounds exp, nbf and iat: 2^53 seconds is exact in a
