@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,54 +12,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 )
-
-// cutter forwards TCP to target until cut, as a node losing its API
-// server connection would.
-type cutter struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newCutter(t *testing.T, target string) *cutter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cutter{ln: ln}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, in, out)
-			c.mu.Unlock()
-			wg.Go(func() { io.Copy(out, in); out.Close() })
-			wg.Go(func() { io.Copy(in, out); in.Close() })
-		}
-	})
-	t.Cleanup(func() { ln.Close(); c.cut(); wg.Wait() })
-	return c
-}
-
-func (c *cutter) cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, x := range c.conns {
-		x.Close()
-	}
-	c.conns = nil
-}
 
 // A connection to the backend cut under a live session is a failure on
 // every transport: v4 and v5 backends always send a status, so an error
@@ -72,8 +23,8 @@ func TestCutUpstreamIsFailure(t *testing.T) {
 	cfg, _ := backend(t)
 	for _, tr := range allTransports {
 		t.Run(string(tr), func(t *testing.T) {
-			cut := newCutter(t, strings.TrimPrefix(cfg.Host, "http://"))
-			d := dialer(t, &rest.Config{Host: "http://" + cut.ln.Addr().String()}, tr)
+			cut := testnet.NewCutter(t, strings.TrimPrefix(cfg.Host, "http://"))
+			d := dialer(t, &rest.Config{Host: "http://" + cut.Addr()}, tr)
 			ctx := testCtx(t, 30*time.Second)
 			out := newSyncBuf()
 			done := make(chan error, 1)
@@ -85,7 +36,7 @@ func TestCutUpstreamIsFailure(t *testing.T) {
 			if _, err := out.waitFor(ctx, func(s string) bool { return s == "up\n" }); err != nil {
 				t.Fatal(err)
 			}
-			cut.cut()
+			cut.Cut()
 			select {
 			case err := <-done:
 				if err == nil {

@@ -62,7 +62,7 @@ func TestClosedLineForEachEnding(t *testing.T) {
 		}, want{reason: "shutdown", exit: -1, close: 1001, in: 3, outGE: 4}},
 		{"backend_cut", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
 			echo(t, h, ws)
-			h.cut.cut()
+			h.cut.Cut()
 		}, want{reason: "exec_failed", exit: -1, close: 1011, in: 3, out: 3}},
 	}
 	for _, tr := range upstreams {

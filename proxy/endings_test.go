@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -31,53 +30,6 @@ var upstreams = []exec.Transport{exec.TransportWebSocket, exec.TransportSPDY}
 
 // clientProtocols are the client protocols with binary frames.
 var clientProtocols = []string{ProtocolV5, ProtocolV4, ProtocolV1}
-
-// cutter forwards TCP to target until cut, as a node losing its API
-// server connection would.
-type cutter struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newCutter(t *testing.T, target string) *cutter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cutter{ln: ln}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, in, out)
-			c.mu.Unlock()
-			wg.Go(func() { io.Copy(out, in); out.Close() })
-			wg.Go(func() { io.Copy(in, out); in.Close() })
-		}
-	})
-	t.Cleanup(func() { ln.Close(); c.cut(); wg.Wait() })
-	return c
-}
-
-func (c *cutter) cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, x := range c.conns {
-		x.Close()
-	}
-	c.conns = nil
-}
 
 // lockedLines is the proxy's JSON log.
 type lockedLines struct {
@@ -353,7 +305,7 @@ func TestCutUpstreamReportsFailure(t *testing.T) {
 				if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "\x01before-cut\n" {
 					t.Fatalf("echo: %q %v", msg, err)
 				}
-				h.cut.cut()
+				h.cut.Cut()
 				e := readToEnd(ws, 30*time.Second)
 				if e.code != websocket.CloseInternalServerErr {
 					t.Fatalf("close %d status %q, want 1011", e.code, e.status)

@@ -21,6 +21,7 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 )
 
 func TestMain(m *testing.M) {
@@ -47,8 +48,8 @@ type harness struct {
 	url     string
 	signer  *hmac.Signer
 	backend *localexec.Server
-	cut     *cutter      // between the proxy and the backend
-	log     *lockedLines // the proxy's log
+	cut     *testnet.Cutter // between the proxy and the backend
+	log     *lockedLines    // the proxy's log
 }
 
 func newHarness(t *testing.T, mod func(*Config)) *harness {
@@ -83,10 +84,10 @@ func newHarnessOpts(t *testing.T, tr exec.Transport, viaCutter bool, mod func(*C
 	bs := httptest.NewServer(backend)
 	t.Cleanup(func() { bs.Close(); backend.Close() })
 	host := bs.URL
-	var cut *cutter
+	var cut *testnet.Cutter
 	if viaCutter {
-		cut = newCutter(t, strings.TrimPrefix(bs.URL, "http://"))
-		host = "http://" + cut.ln.Addr().String()
+		cut = testnet.NewCutter(t, strings.TrimPrefix(bs.URL, "http://"))
+		host = "http://" + cut.Addr()
 	}
 	dialer, err := exec.NewDialer(&rest.Config{Host: host}, tr)
 	if err != nil {

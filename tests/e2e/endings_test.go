@@ -62,7 +62,7 @@ func TestFaultBackendCutOverSPDY(t *testing.T) {
 				e := startEnv(t, envOptions{viaCutter: true, transport: transport})
 				r := e.openCat(t, proto, false)
 				r.echo("before-cut")
-				e.cutter.cut()
+				e.cutter.Cut()
 				code, status := r.closedWith()
 				if code != websocket.CloseInternalServerErr {
 					t.Fatalf("close %d status %q, want 1011", code, status)

@@ -19,6 +19,7 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 )
 
 // proxyBin is the k8s-ws-proxy binary under test, built once by TestMain,
@@ -52,7 +53,7 @@ type env struct {
 	keyDir  string
 	key     []byte
 	signer  *hmac.Signer
-	cutter  *cutter
+	cutter  *testnet.Cutter
 	// minted holds every token mint made, for the no-token checks.
 	mintMu sync.Mutex
 	minted []string
@@ -90,8 +91,8 @@ func startEnv(t *testing.T, o envOptions) *env {
 	case o.backendAddr != "":
 		apiAddr = o.backendAddr
 	case o.viaCutter:
-		e.cutter = newCutter(t, apiAddr)
-		apiAddr = e.cutter.ln.Addr().String()
+		e.cutter = testnet.NewCutter(t, apiAddr)
+		apiAddr = e.cutter.Addr()
 	}
 	testenv.WriteKubeconfig(t, kubeconfig, "http://"+apiAddr)
 	e.keyDir = filepath.Join(dir, "keys")

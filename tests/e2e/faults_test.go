@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,51 +54,6 @@ func (e *env) expectNoLeak(t *testing.T, base int) {
 	}); err != nil {
 		t.Fatalf("proxy goroutines %d, %d before the sessions: leak", n, base)
 	}
-}
-
-// cutter is a TCP forwarder between the proxy and the backend that a test
-// can cut, as a node losing its API server connection would.
-type cutter struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newCutter(t *testing.T, target string) *cutter {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cutter{ln: ln}
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, in, out)
-			c.mu.Unlock()
-			go func() { io.Copy(out, in); out.Close() }()
-			go func() { io.Copy(in, out); in.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); c.cut() })
-	return c
-}
-
-func (c *cutter) cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, x := range c.conns {
-		x.Close()
-	}
-	c.conns = nil
 }
 
 func TestFaultBackendUnreachable(t *testing.T) {
@@ -151,7 +104,7 @@ func TestFaultBackendKilledMidStream(t *testing.T) {
 	base := e.baseline(t)
 	r := e.openCat(t, "v5.channel.k8s.io", false)
 	r.echo("before-cut")
-	e.cutter.cut()
+	e.cutter.Cut()
 	code, status := r.closedWith()
 	if code != websocket.CloseInternalServerErr || !strings.Contains(status, `"status":"Failure"`) {
 		t.Fatalf("close %d status %q, want 1011 with a Failure status", code, status)
