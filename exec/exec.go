@@ -59,6 +59,11 @@ type Target struct {
 	TTY, Stdin, Stdout, Stderr bool
 }
 
+// SeparateStderr is the rule every side of a session applies: a terminal
+// carries the process's stderr in stdout, so a separate stderr stream
+// exists only when one is requested without a tty.
+func SeparateStderr(tty, requested bool) bool { return requested && !tty }
+
 // Streams are the caller's ends of the session.
 type Streams struct {
 	// Stdin is read until EOF, which half-closes the process's stdin (SPDY
@@ -149,7 +154,7 @@ func (d *Dialer) GetPod(ctx context.Context, namespace, name string) (*corev1.Po
 // the parameters client-go sends.
 func (d *Dialer) URL(t Target) *url.URL {
 	req := d.core.Post().Namespace(t.Namespace).Resource("pods").Name(t.Pod)
-	stderr := t.Stderr && !t.TTY
+	stderr := SeparateStderr(t.TTY, t.Stderr)
 	if len(t.Command) == 0 {
 		req = req.SubResource("attach").VersionedParams(&corev1.PodAttachOptions{
 			Container: t.Container, Stdin: t.Stdin, Stdout: t.Stdout, Stderr: stderr, TTY: t.TTY,
@@ -180,7 +185,7 @@ func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error
 	if t.Stdout {
 		opts.Stdout = s.Stdout
 	}
-	if t.Stderr && !t.TTY {
+	if SeparateStderr(t.TTY, t.Stderr) {
 		opts.Stderr = s.Stderr
 	}
 	if t.TTY && s.Sizes != nil {
@@ -248,13 +253,13 @@ func check(t Target, s Streams) error {
 	switch {
 	case t.Namespace == "" || t.Pod == "":
 		return errors.New("exec: namespace and pod are required")
-	case !t.Stdin && !t.Stdout && !(t.Stderr && !t.TTY):
+	case !t.Stdin && !t.Stdout && !SeparateStderr(t.TTY, t.Stderr):
 		return errors.New("exec: at least one of stdin, stdout, stderr is required")
 	case t.Stdin && s.Stdin == nil:
 		return errors.New("exec: Target.Stdin without Streams.Stdin")
 	case t.Stdout && s.Stdout == nil:
 		return errors.New("exec: Target.Stdout without Streams.Stdout")
-	case t.Stderr && !t.TTY && s.Stderr == nil:
+	case SeparateStderr(t.TTY, t.Stderr) && s.Stderr == nil:
 		return errors.New("exec: Target.Stderr without Streams.Stderr")
 	}
 	for _, a := range t.Command {

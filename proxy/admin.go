@@ -227,23 +227,3 @@ func (ss *session) revoke(by *hmac.AdminClaims) bool {
 	}()
 	return true
 }
-
-// admitSubject applies --max-sessions-per-subject; the caller holds s.mu.
-// Tokens without a sub count as one subject, "".
-func (s *Server) admitSubject(sess *session) *rejection {
-	limit := s.cfg.MaxSessionsPerSubject
-	if limit <= 0 {
-		return nil
-	}
-	n := 0
-	for ss := range s.sessions {
-		if ss.claims.Subject == sess.claims.Subject {
-			n++
-		}
-	}
-	if n >= limit {
-		return reject(http.StatusTooManyRequests, "too_many_sessions_for_subject",
-			"subject %q is at its limit of %d concurrent sessions", sess.claims.Subject, limit)
-	}
-	return nil
-}

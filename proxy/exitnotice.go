@@ -32,7 +32,7 @@ func ParseExitNotice(s string) (ExitNotice, error) {
 // terminal before the status, when the policy asks for it. v5 clients
 // read the status and keep their byte-exact stdout under auto.
 func (ss *session) exitNotice(code int) {
-	switch ss.srv.cfg.ExitNotice {
+	switch ss.cfg.ExitNotice {
 	case ExitNoticeAlways:
 	case ExitNoticeAuto:
 		if !ss.claims.TTY || ss.proto.name == "v5.channel.k8s.io" {

@@ -21,7 +21,7 @@ func (ss *session) touch() { ss.lastActivity.Store(time.Now().UnixNano()) }
 // fallen a quarter period behind, as re-arming the runtime's timer costs
 // more than reading a keystroke.
 func (ss *session) extendReadDeadline() {
-	p := ss.srv.cfg.PingInterval
+	p := ss.cfg.PingInterval
 	if p <= 0 {
 		return
 	}
@@ -41,7 +41,7 @@ func isTimeout(err error) bool {
 // startTimers arms the session's lifetime, idle and ping timers. They run
 // as timers, not goroutines, so an idle session costs no stack.
 func (ss *session) startTimers() (stop func()) {
-	cfg := ss.srv.cfg
+	cfg := ss.cfg
 	var timers []*time.Timer
 	if cfg.MaxLifetime > 0 {
 		timers = append(timers, time.AfterFunc(cfg.MaxLifetime, func() {

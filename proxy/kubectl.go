@@ -262,7 +262,7 @@ func (s *Server) explainRefusal(ctx context.Context, r *http.Request, attach boo
 		"this proxy serves exec and attach over WebSocket only (%s); SPDY is not supported", strings.Join(protocolPreference, ", "))
 	switch {
 	case s.draining.Load():
-		return "", reject(http.StatusServiceUnavailable, "draining", "the proxy is shutting down; retry on another instance")
+		return "", rejectDraining()
 	case !s.originAllowed(r):
 		return "", reject(http.StatusForbidden, "origin_not_allowed", "Origin %q is not allowed", r.Header.Get("Origin"))
 	}
@@ -282,14 +282,11 @@ func (s *Server) explainRefusal(ctx context.Context, r *http.Request, attach boo
 	if rej := req.checkScope(claims, s.cfg.NodeName); rej != nil {
 		return sid, rej
 	}
-	if _, rej := req.wantStderr(claims.TTY); rej != nil {
-		return sid, rej
-	}
 	if rej := s.checkPod(ctx, claims); rej != nil {
 		return sid, rej
 	}
 	if s.ActiveSessions() >= s.cfg.MaxSessions {
-		return sid, reject(http.StatusServiceUnavailable, "too_many_sessions", "the proxy is at its limit of %d concurrent sessions", s.cfg.MaxSessions)
+		return sid, rejectTooMany(s.cfg.MaxSessions)
 	}
 	if used {
 		return sid, tokenRejection(&hmac.Error{Reason: hmac.ReasonReplayed})
@@ -311,13 +308,4 @@ func (s *Server) refuseRequest(ctx context.Context, span trace.Span, w http.Resp
 		attribute.Int("http.response.status_code", rej.status))
 	span.SetStatus(codes.Error, rej.reason)
 	writeRejection(w, rej)
-}
-
-// sessionIDOf is the session id a request with these claims is logged under,
-// as serveSession chooses it.
-func sessionIDOf(c *hmac.Claims) string {
-	if c.SID == "" || len(c.SID) > 64 {
-		return newSessionID()
-	}
-	return c.SID
 }

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"net/http"
 	"path"
 )
 
@@ -47,12 +46,4 @@ func matchAny(patterns []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// check is the admission step: 403 namespace_denied before the upgrade.
-func (p NamespacePolicy) check(ns string) *rejection {
-	if p.Allows(ns) {
-		return nil
-	}
-	return reject(http.StatusForbidden, "namespace_denied", "namespace %q is not open to sessions through this proxy (its --allowed-namespaces/--denied-namespaces policy)", ns)
 }

@@ -66,23 +66,6 @@ func protocolFor(name string) wireProtocol {
 // none of them is one we speak.
 var errUnsupportedProtocol = errors.New("none of the offered WebSocket subprotocols is supported")
 
-// negotiateProtocol picks the newest supported protocol among those offered.
-// A client that offers none (a bare WebSocket) gets channel.k8s.io, as the API
-// server does; its response then carries no Sec-WebSocket-Protocol header.
-func negotiateProtocol(offered []string) (name string, err error) {
-	if len(offered) == 0 {
-		return "", nil
-	}
-	for _, want := range protocolPreference {
-		for _, o := range offered {
-			if o == want {
-				return want, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("%w: offered %q, supported %q", errUnsupportedProtocol, redactProtocols(offered), protocolPreference)
-}
-
 // Bounds on how much of a client's offer a message repeats.
 const (
 	maxEchoedProtocols   = 8
@@ -114,29 +97,6 @@ func redactProtocols(offered []string) []string {
 // prefix, ignoring case.
 func hasBearerPrefix(p string) bool {
 	return len(p) >= len(bearerProtocolPrefix) && strings.EqualFold(p[:len(bearerProtocolPrefix)], bearerProtocolPrefix)
-}
-
-// splitOfferedProtocols separates a bearer token carried as a subprotocol
-// (browsers cannot set headers) from the channel protocols offered.
-func splitOfferedProtocols(values []string) (protocols []string, bearer []string, err error) {
-	for _, v := range values {
-		for _, p := range strings.Split(v, ",") {
-			p = strings.TrimSpace(p)
-			if p == "" {
-				continue
-			}
-			if enc, ok := strings.CutPrefix(p, bearerProtocolPrefix); ok {
-				tok, derr := base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
-				if derr != nil || len(tok) == 0 {
-					return nil, nil, errors.New("bearer token subprotocol is not valid base64url")
-				}
-				bearer = append(bearer, string(tok))
-				continue
-			}
-			protocols = append(protocols, p)
-		}
-	}
-	return protocols, bearer, nil
 }
 
 // frame is one decoded inbound message.

@@ -46,10 +46,10 @@ func newRecordingInstruments(mp metric.MeterProvider) *recordingInstruments {
 	return ri
 }
 
-func (s *Server) recordingFailed(ctx context.Context, reason string) {
-	if s.recTel != nil && s.recTel.failures != nil {
-		s.recTel.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason),
-			attribute.String("mode", string(s.cfg.Recorder.Mode()))))
+func (ss *session) recordingFailed(reason string) {
+	if ss.recTel != nil && ss.recTel.failures != nil {
+		ss.recTel.failures.Add(ss.ctx, 1, metric.WithAttributes(attribute.String("reason", reason),
+			attribute.String("mode", string(ss.cfg.Recorder.Mode()))))
 	}
 }
 
@@ -64,7 +64,7 @@ func (s *Server) RecordingStored() {
 // openRecording creates the session's recording before the upgrade. In
 // required mode a recording that cannot be opened refuses the session.
 func (ss *session) openRecording(protocol string) *rejection {
-	r := ss.srv.cfg.Recorder
+	r := ss.cfg.Recorder
 	if !r.Enabled() {
 		return nil
 	}
@@ -79,10 +79,10 @@ func (ss *session) openRecording(protocol string) *rejection {
 	rec, err := r.Open(recording.Header{
 		Command: strings.Join(c.Command, " "), Title: title,
 		SID: ss.id, Subject: c.Subject, Namespace: c.Namespace, Pod: c.Pod, Container: c.Container,
-		Node: ss.srv.cfg.NodeName, Transport: protocol, ProxyVersion: ss.srv.cfg.Version,
+		Node: ss.cfg.NodeName, Transport: protocol, ProxyVersion: ss.cfg.Version,
 	})
 	if err != nil {
-		ss.srv.recordingFailed(ss.ctx, "open_failed")
+		ss.recordingFailed("open_failed")
 		ss.logger().Warn("recording failed", "event", "recording_failed", "stage", "open",
 			"mode", string(r.Mode()), "error", err.Error())
 		if r.Required() {
@@ -135,8 +135,8 @@ func (ss *session) recordingResult(err error) {
 			reason = "max_bytes"
 		}
 		ss.rec.failure.Store(&reason)
-		ss.srv.recordingFailed(ss.ctx, reason)
-		mode := ss.srv.cfg.Recorder.Mode()
+		ss.recordingFailed(reason)
+		mode := ss.cfg.Recorder.Mode()
 		msg := "recording stopped; the session goes on"
 		if ss.rec.required {
 			msg = "recording failed; ending the session"
@@ -165,7 +165,7 @@ func (ss *session) closeRecording(exitCode int, reason string) []any {
 	if f := ss.rec.failure.Load(); f != nil {
 		attrs = append(attrs, "recording_failure", *f)
 	} else if err != nil && !ss.rec.stopped.Load() {
-		ss.srv.recordingFailed(ss.ctx, "close_failed")
+		ss.recordingFailed("close_failed")
 		ss.logger().Warn("recording failed", "event", "recording_failed", "stage", "close", "error", err.Error())
 		attrs = append(attrs, "recording_failure", "close_failed")
 	}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -180,13 +179,4 @@ func (s *Server) SetRevocations(rv Revocations) {
 	for _, ss := range hit {
 		ss.revoke(revocationsFileAdmin)
 	}
-}
-
-// admitRevoked refuses a revoked subject or token id; the caller holds
-// s.mu, so a session is either refused or ended by SetRevocations.
-func (s *Server) admitRevoked(sess *session) *rejection {
-	if rv := s.revocations.Load(); rv != nil && rv.match(sess.claims) {
-		return reject(http.StatusForbidden, "revoked", "the token's subject or id is revoked")
-	}
-	return nil
 }

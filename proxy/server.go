@@ -2,16 +2,10 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +14,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
@@ -272,153 +264,4 @@ func (s *Server) Drain(ctx context.Context) {
 		go sess.terminate("shutdown", websocket.CloseGoingAway, "session closed: the proxy is shutting down")
 	}
 	<-done
-}
-
-// originAllowed applies the origin policy. Browsers always send Origin, so
-// without this check any web page could open sessions with a token it got
-// hold of; non-browser clients (client-go) send none.
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	u, err := url.Parse(origin)
-	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
-}
-
-// originRejection refuses a foreign Origin. The client knows what it sent;
-// the log gets a bounded, redacted copy (an Origin is client input like any
-// other, and could carry a token).
-func originRejection(r *http.Request) *rejection {
-	rej := reject(http.StatusForbidden, "origin_not_allowed", "the request's Origin is not allowed (see --allowed-origins)")
-	rej.detail = "Origin " + strconv.Quote(redactProtocols([]string{r.Header.Get("Origin")})[0])
-	return rej
-}
-
-// logRejection logs a refusal, at most a burst of lines per reason and
-// then one per interval (an anonymous client must not be able to fill the
-// node's disk), and counts it, and the lines it did not write, in the
-// metrics.
-func (s *Server) logRejection(ctx context.Context, sid string, rej *rejection, r *http.Request) {
-	s.tel.rejected(ctx, rej.reason, rej.status, rej.auth)
-	ok, suppressed := s.rejectLog.allow(rej.reason, time.Now())
-	if !ok {
-		s.tel.logSuppressed(ctx, rej.reason)
-		return
-	}
-	attrs := []any{"sid", sid, "event", "rejected", "status", rej.status,
-		"reason", rej.reason, "detail", rej.message, "remote", r.RemoteAddr}
-	if rej.detail != "" {
-		attrs = append(attrs, "error", rej.detail)
-	}
-	if suppressed > 0 {
-		attrs = append(attrs, "suppressed", suppressed)
-	}
-	s.log.Warn("session rejected", attrs...)
-}
-
-// newSessionID returns a random id for requests whose token carries no sid,
-// and for requests refused before a token could be read.
-func newSessionID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// writeRejection answers a refused upgrade the way the API server does: a
-// metav1.Status body with the code, so kubectl-style clients print a reason.
-func writeRejection(w http.ResponseWriter, rej *rejection) {
-	st := metav1.Status{
-		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-		Status:   metav1.StatusFailure,
-		Message:  rej.message,
-		Reason:   metav1.StatusReason(rejectionReason(rej.status)),
-		Code:     int32(rej.status),
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if rej.status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
-	}
-	w.WriteHeader(rej.status)
-	_ = json.NewEncoder(w).Encode(st)
-}
-
-func rejectionReason(code int) metav1.StatusReason {
-	switch code {
-	case http.StatusUnauthorized:
-		return metav1.StatusReasonUnauthorized
-	case http.StatusForbidden:
-		return metav1.StatusReasonForbidden
-	case http.StatusNotFound:
-		return metav1.StatusReasonNotFound
-	case http.StatusServiceUnavailable:
-		return metav1.StatusReasonServiceUnavailable
-	case http.StatusBadRequest:
-		return metav1.StatusReasonBadRequest
-	case http.StatusTooManyRequests:
-		return metav1.StatusReasonTooManyRequests
-	}
-	return metav1.StatusReasonUnknown
-}
-
-// tokenRejection maps a verification failure to its HTTP status: the token
-// itself is bad (401), or the proxy cannot take more single-use tokens now
-// (503: fail closed, retry later).
-func tokenRejection(err error) *rejection {
-	reason := hmac.ReasonOf(err)
-	if reason == "" {
-		reason = "malformed"
-	}
-	status := http.StatusUnauthorized
-	if reason == "replay_cache_full" {
-		status = http.StatusServiceUnavailable
-	}
-	return &rejection{status: status, reason: string(reason), message: "session token rejected: " + string(reason), auth: true}
-}
-
-// checkPod refuses a target that does not exist, runs elsewhere or lacks the
-// container, before anything is upgraded.
-func (s *Server) checkPod(ctx context.Context, c *hmac.Claims) *rejection {
-	if s.cfg.Pods == nil {
-		return nil
-	}
-	pod, err := s.cfg.Pods.GetPod(ctx, c.Namespace, c.Pod)
-	switch {
-	case apierrors.IsNotFound(err):
-		return reject(http.StatusNotFound, "pod_not_found", "pod %s/%s not found", c.Namespace, c.Pod)
-	case apierrors.IsForbidden(err) && s.cfg.Impersonate:
-		// The user (or the proxy's right to impersonate them) was refused:
-		// pass the API server's reason on.
-		return reject(http.StatusForbidden, "forbidden", "%s", err.Error())
-	case apierrors.IsForbidden(err):
-		return reject(http.StatusBadGateway, "pod_lookup_forbidden", "the proxy is not allowed to get pod %s/%s", c.Namespace, c.Pod)
-	case err != nil:
-		// The error names the API server's address: the log gets it, the
-		// client only what failed.
-		rej := reject(http.StatusBadGateway, "pod_lookup_failed", "looking up pod %s/%s failed; the proxy could not reach the API server", c.Namespace, c.Pod)
-		rej.detail = err.Error()
-		return rej
-	}
-	if s.cfg.NodeName != "" && pod.Spec.NodeName != s.cfg.NodeName {
-		return reject(http.StatusForbidden, "wrong_node", "pod %s/%s is not on this node", c.Namespace, c.Pod)
-	}
-	if c.Container != "" {
-		found := false
-		for _, ct := range pod.Spec.Containers {
-			if ct.Name == c.Container {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return reject(http.StatusNotFound, "container_not_found", "container %q not found in pod %s/%s", c.Container, c.Namespace, c.Pod)
-		}
-	}
-	return nil
 }

@@ -26,159 +26,72 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
 
-// serveSession authorises an upgrade request, upgrades it and bridges the
-// session until it ends. Every refusal happens before the upgrade.
+// serveSession reads admit → register → upgrade → bridge: every refusal
+// (admission.go) happens before the upgrade.
 func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach bool) {
 	start := time.Now()
 	ctx, span := s.tel.tracer.Start(r.Context(), "k8s_ws_proxy.session", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
-	sid := ""
-	refuse := func(rej *rejection) {
-		if sid == "" {
-			sid = newSessionID()
-		}
-		s.logRejection(ctx, sid, rej, r)
-		span.SetAttributes(attribute.String("k8s_ws_proxy.sid", sid), attribute.String("k8s_ws_proxy.rejection", rej.reason),
-			attribute.Int("http.response.status_code", rej.status))
-		span.SetStatus(codes.Error, rej.reason)
-		writeRejection(w, rej)
-	}
-	if s.draining.Load() {
-		refuse(reject(http.StatusServiceUnavailable, "draining", "the proxy is shutting down; retry on another instance"))
-		return
-	}
-	if !s.originAllowed(r) {
-		refuse(originRejection(r))
-		return
-	}
-	if !websocket.IsWebSocketUpgrade(r) {
-		refuse(reject(http.StatusBadRequest, "not_websocket", "this endpoint only serves WebSocket upgrades (Kubernetes channel protocol)"))
-		return
-	}
-	req, rej := parseExecRequest(r, attach)
+	g, rej := s.admit(ctx, r, attach)
 	if rej != nil {
-		refuse(rej)
+		s.refuse(ctx, w, r, rej)
 		return
 	}
-	_, verifySpan := s.tel.tracer.Start(ctx, "k8s_ws_proxy.token.verify")
-	claims, err := s.cfg.Verifier.Check(req.token)
-	if err != nil {
-		verifySpan.SetStatus(codes.Error, string(hmac.ReasonOf(err)))
-		verifySpan.End()
-		refuse(tokenRejection(err))
-		return
-	}
-	verifySpan.End()
-	sid = claims.SID
-	if sid == "" || len(sid) > 64 {
-		sid = newSessionID()
-	}
-	if rej := req.checkScope(claims, s.cfg.NodeName); rej != nil {
-		refuse(rej)
-		return
-	}
-	if rej := s.cfg.Namespaces.check(claims.Namespace); rej != nil {
-		refuse(rej)
-		return
-	}
-	protoName, err := negotiateProtocol(req.protocols)
-	if err != nil {
-		refuse(reject(http.StatusBadRequest, "unsupported_subprotocol", "%v", err))
-		return
-	}
-	stderr, rej := req.wantStderr(claims.TTY)
-	if rej != nil {
-		refuse(rej)
-		return
-	}
-	span.SetAttributes(attribute.String("k8s_ws_proxy.sid", sid), attribute.String("k8s.namespace.name", claims.Namespace),
-		attribute.String("k8s.pod.name", claims.Pod), attribute.String("k8s.container.name", claims.Container))
-	ctx = s.withIdentity(ctx, claims, sid)
-	if rej := s.checkPod(ctx, claims); rej != nil {
-		refuse(rej)
-		return
-	}
-	if rej := s.checkImpersonation(ctx, claims); rej != nil {
-		refuse(rej)
-		return
-	}
-
-	sess := &session{
-		srv:    s,
-		id:     sid,
-		claims: claims,
-		proto:  protocolFor(protoName),
-		start:  start,
-		stderr: stderr,
-	}
-	sess.payload = sess.proto.maxPayload(s.cfg.MaxFrameSize)
-	sess.ctx, sess.cancel = context.WithCancel(s.withIdentity(context.Background(), claims, sid))
+	sess := s.newSession(g, start)
 	defer sess.cancel()
 	if rej := s.register(sess); rej != nil {
-		refuse(rej)
+		s.refuse(ctx, w, r, rej)
 		return
 	}
 	defer s.unregister(sess)
-	// The recording is a check too: opened before the token is spent, so
-	// a required-mode refusal leaves the token usable for a retry.
-	if rej := sess.openRecording(protoName); rej != nil {
-		refuse(rej)
+	if !s.upgrade(w, r, sess) {
 		return
 	}
-	// Spent only now, with every other check passed and a slot held.
-	if err := s.cfg.Verifier.Consume(claims); err != nil {
-		sess.discardRecording()
-		refuse(tokenRejection(err))
-		return
-	}
+	s.tel.active.Add(sess.ctx, 1)
+	defer s.tel.active.Add(sess.ctx, -1)
+	sess.run()
+}
 
+// newSession builds the session of an admitted request. It holds one
+// context: the request's values (span, identity), not its cancellation.
+func (s *Server) newSession(g *grant, start time.Time) *session {
+	sess := &session{
+		cfg:    &s.cfg,
+		log:    s.log.With("sid", g.sid),
+		tel:    s.tel,
+		recTel: s.recTel,
+		id:     g.sid,
+		claims: g.claims,
+		target: g.target,
+		proto:  protocolFor(g.protocol),
+		start:  start,
+		stderr: g.target.Stderr,
+	}
+	sess.payload = sess.proto.maxPayload(s.cfg.MaxFrameSize)
+	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(g.ctx))
+	return sess
+}
+
+// upgrade answers the WebSocket handshake with the negotiated subprotocol
+// and hands the connection to sess.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sess *session) bool {
 	var hdr http.Header
-	if protoName != "" {
-		hdr = http.Header{"Sec-Websocket-Protocol": {protoName}}
+	if sess.proto.name != "" {
+		hdr = http.Header{"Sec-Websocket-Protocol": {sess.proto.name}}
 	}
 	bw := &batchingWriter{ResponseWriter: w}
 	conn, err := s.upgrader.Upgrade(bw, r, hdr)
 	if err != nil {
 		// The upgrader has already answered the client.
 		sess.discardRecording()
-		s.log.Warn("session rejected", "sid", sid, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
-		return
+		s.log.Warn("session rejected", "sid", sess.id, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
+		return false
 	}
 	sess.wmu.Lock()
 	sess.conn, sess.out = conn, bw.conn
 	sess.wmu.Unlock()
 	sess.upgraded.Store(true)
-	sess.traceCtx = ctx
-	s.tel.active.Add(ctx, 1)
-	defer s.tel.active.Add(ctx, -1)
-	sess.run()
-}
-
-func (s *Server) register(sess *session) *rejection {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.draining.Load() {
-		return reject(http.StatusServiceUnavailable, "draining", "the proxy is shutting down; retry on another instance")
-	}
-	if len(s.sessions) >= s.cfg.MaxSessions {
-		return reject(http.StatusServiceUnavailable, "too_many_sessions", "the proxy is at its limit of %d concurrent sessions", s.cfg.MaxSessions)
-	}
-	if rej := s.admitSubject(sess); rej != nil {
-		return rej
-	}
-	if rej := s.admitRevoked(sess); rej != nil {
-		return rej
-	}
-	s.sessions[sess] = struct{}{}
-	s.wg.Add(1)
-	return nil
-}
-
-func (s *Server) unregister(sess *session) {
-	s.mu.Lock()
-	delete(s.sessions, sess)
-	s.mu.Unlock()
-	s.wg.Done()
+	return true
 }
 
 var errSessionClosed = errors.New("session closed")
@@ -195,9 +108,13 @@ const closeNone = websocket.CloseAbnormalClosure
 
 // session is one bridged WebSocket connection.
 type session struct {
-	srv     *Server
+	cfg     *Config // the server's, read only
+	log     *slog.Logger
+	tel     *telemetry
+	recTel  *recordingInstruments
 	id      string
 	claims  *hmac.Claims
+	target  exec.Target
 	proto   wireProtocol
 	start   time.Time
 	stderr  bool
@@ -228,12 +145,11 @@ type session struct {
 	lastActivity atomic.Int64 // unix nanoseconds of the last data frame either way
 	readExtended atomic.Int64 // unix nanoseconds of the last read deadline extension
 
-	traceCtx context.Context
-	rec      *sessionRecording // nil when not recorded
+	rec *sessionRecording // nil when not recorded
 }
 
 func (ss *session) logger() *slog.Logger {
-	return ss.srv.log.With("sid", ss.id)
+	return ss.log
 }
 
 // setEndReason records why the session ended; the first reason wins.
@@ -241,17 +157,14 @@ func (ss *session) setEndReason(r string) bool { return ss.endReason.CompareAndS
 
 func (ss *session) run() {
 	c := ss.claims
-	ss.conn.SetReadLimit(ss.srv.cfg.MaxMessageSize)
+	ss.conn.SetReadLimit(ss.cfg.MaxMessageSize)
 	ss.conn.SetCloseHandler(ss.onClientClose)
 	ss.out.onCloseFrame = func(n int) { ss.badClose.Store(n == 1) }
 	ss.touch()
 	stopTimers := ss.startTimers()
 	defer stopTimers()
 
-	target := exec.Target{
-		Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Command: c.Command,
-		TTY: c.TTY, Stdin: c.Stdin, Stdout: true, Stderr: ss.stderr,
-	}
+	target := ss.target
 	// Without a tty, clients (python-kubernetes) decode each frame on its
 	// own: frames carry whole UTF-8 characters.
 	stdout := &frameWriter{ss: ss, channel: chanStdout, whole: !c.TTY}
@@ -262,7 +175,7 @@ func (ss *session) run() {
 		streams.Stderr = stderr
 	}
 	if c.Stdin {
-		ss.stdin = newStdinQueue(int(ss.srv.cfg.MaxMessageSize), func(n int) {
+		ss.stdin = newStdinQueue(int(ss.cfg.MaxMessageSize), func(n int) {
 			ss.bytesIn.Add(int64(n))
 			ss.touch()
 		})
@@ -282,15 +195,15 @@ func (ss *session) run() {
 		ss.readLoop()
 	}()
 
-	_, dialSpan := ss.srv.tel.tracer.Start(ss.traceCtx, "k8s_ws_proxy.exec.dial")
+	_, dialSpan := ss.tel.tracer.Start(ss.ctx, "k8s_ws_proxy.exec.dial")
 	var dialed atomic.Bool
 	execCtx := exec.WithDialObserver(ss.ctx, func(d time.Duration) {
 		if !dialed.Swap(true) {
-			ss.srv.tel.execDial.Record(ss.traceCtx, d.Seconds())
+			ss.tel.execDial.Record(ss.ctx, d.Seconds())
 			dialSpan.End()
 		}
 	})
-	res, err := ss.srv.cfg.Executor.Stream(execCtx, target, streams)
+	res, err := ss.cfg.Executor.Stream(execCtx, target, streams)
 	if !dialed.Load() {
 		dialSpan.SetStatus(codes.Error, "exec dial failed")
 		dialSpan.End()
@@ -337,8 +250,8 @@ func (ss *session) run() {
 	}
 	attrs = append(attrs, ss.closeRecording(exitCode, reason)...)
 	ss.logger().Info("session closed", attrs...)
-	ss.srv.tel.ended(ss.traceCtx, reason, in, out, duration)
-	span := trace.SpanFromContext(ss.traceCtx)
+	ss.tel.ended(ss.ctx, reason, in, out, duration)
+	span := trace.SpanFromContext(ss.ctx)
 	span.SetAttributes(attribute.String("k8s_ws_proxy.transport", string(res.Transport)),
 		attribute.Int("k8s_ws_proxy.exit_code", exitCode), attribute.String("k8s_ws_proxy.close_reason", reason))
 	if reason == "exec_failed" {
@@ -654,7 +567,7 @@ func (ss *session) writeFrameLocked(channel byte, payload []byte) error {
 	if ss.proto.base64 {
 		mt = websocket.TextMessage
 	}
-	_ = ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
+	_ = ss.conn.SetWriteDeadline(time.Now().Add(ss.cfg.WriteTimeout))
 	// WriteMessage on a server connection without compression sends the
 	// whole message as one frame: guacd cannot reassemble continuations.
 	if err := ss.conn.WriteMessage(mt, ss.wbuf); err != nil {

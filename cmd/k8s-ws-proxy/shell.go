@@ -19,6 +19,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/kubectl/pkg/util/term"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
 
@@ -89,7 +90,8 @@ func runShell(args []string) int {
 		if sizes := t.MonitorSize(t.GetSize()); sizes != nil {
 			opts.TerminalSizeQueue = kubectlSizes{sizes}
 		}
-	} else {
+	}
+	if exec.SeparateStderr(claims.TTY, true) {
 		opts.Stderr = os.Stderr
 	}
 	err = t.Safe(func() error { return executor.StreamWithContext(ctx, opts) })
@@ -171,7 +173,7 @@ func sessionURL(base string, c *hmac.Claims) (string, error) {
 	}
 	q.Set("stdin", strconv.FormatBool(c.Stdin))
 	q.Set("stdout", "true")
-	q.Set("stderr", strconv.FormatBool(!c.TTY))
+	q.Set("stderr", strconv.FormatBool(exec.SeparateStderr(c.TTY, true)))
 	q.Set("tty", strconv.FormatBool(c.TTY))
 	u.RawQuery = q.Encode()
 	return u.String(), nil
