@@ -146,9 +146,13 @@ func TestExecThroughRealAPIServer(t *testing.T) {
 				if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
 					t.Errorf("session end: %v, want a normal close frame after the output", err)
 				}
-				// A tty turns \n into \r\n.
+				// A tty turns \n into \r\n; then --exit-notice=auto (the
+				// default) tells the guacd user the exit code.
 				want, wantLen := seqDigest(seqLines, "\r\n")
-				got := g.Output()
+				got, notice := strings.CutSuffix(g.Output(), "\r\n[k8s-ws-proxy] process exited with code 0\r\n")
+				if !notice {
+					t.Errorf("guacd output ends %q, want the exit notice", testenv.Tail(g.Output(), 60))
+				}
 				if len(got) != wantLen || sha256.Sum256([]byte(got)) != want {
 					t.Errorf("guacd received %d bytes (ends %q), want %d bytes of seq output", len(got), testenv.Tail(got, 40), wantLen)
 				}
