@@ -369,21 +369,33 @@ func (s *Server) drain(ctx context.Context, copies *sync.WaitGroup, files []*os.
 	<-done
 }
 
-// killSession SIGKILLs the process group led by sid and every other process
-// of the session sid (job-control shells put jobs in groups of their own).
+// killSession SIGKILLs the process group led by sid at once, and every
+// other process of the session sid (job-control shells put jobs in groups of
+// their own) through sessionKills' shared scan of /proc.
 func killSession(sid int) {
 	syscall.Kill(-sid, syscall.SIGKILL)
+	sessionKills.kill(sid)
+}
+
+// killScan SIGKILLs every process whose session is in sids, but not the
+// session leaders themselves (their group was killed already).
+func killScan(sids map[int][]chan struct{}) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == sid {
+		if err != nil {
 			continue
 		}
-		if s, ok := procSession(pid); ok && s == sid {
-			syscall.Kill(pid, syscall.SIGKILL)
+		if _, leader := sids[pid]; leader {
+			continue
+		}
+		if s, ok := procSession(pid); ok {
+			if _, mine := sids[s]; mine {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	}
 }
