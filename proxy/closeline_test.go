@@ -2,11 +2,15 @@ package proxy
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/recording"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
 // Item 4: every way a session ends logs what the client really got. The
@@ -24,7 +28,8 @@ func TestClosedLineForEachEnding(t *testing.T) {
 	type want struct {
 		reason         string
 		exit, close    int
-		in, out, outGE int // outGE: bytes_out at least (a notice was added)
+		in, out, outGE int  // outGE: bytes_out at least (a notice was added)
+		err            bool // the closed line carries the exec's error
 	}
 	cases := []struct {
 		name    string
@@ -63,7 +68,28 @@ func TestClosedLineForEachEnding(t *testing.T) {
 		{"backend_cut", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
 			echo(t, h, ws)
 			h.cut.Cut()
-		}, want{reason: "exec_failed", exit: -1, close: 1011, in: 3, out: 3}},
+		}, want{reason: "exec_failed", exit: -1, close: 1011, in: 3, out: 3, err: true}},
+		// A client that reads but never answers a ping.
+		{"ping_timeout", func(c *Config) { c.PingInterval = 200 * time.Millisecond }, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
+			ws.SetPingHandler(func(string) error { return nil })
+			echo(t, h, ws)
+		}, want{reason: "ping_timeout", exit: -1, close: 1006, in: 3, out: 3}},
+		// A continuation frame with no message to continue: gorilla
+		// answers 1002 itself.
+		{"protocol_error", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
+			echo(t, h, ws)
+			ws.NetConn().Write(rawFrame(0, true, []byte("x")))
+		}, want{reason: "protocol_error", exit: -1, close: 1002, in: 3, out: 3}},
+		// v5 is binary: a text frame is refused with 1003.
+		{"wrong_frame_type", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
+			echo(t, h, ws)
+			ws.WriteMessage(websocket.TextMessage, []byte("\x00hi\n"))
+		}, want{reason: "protocol_error", exit: -1, close: 1003, in: 3, out: 3}},
+		// A client that stops reading while the process writes: the write
+		// deadline passes and the connection is dropped.
+		{"client_write_failed", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond }, []string{"yes"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
+			h.log.wait(t, 30*time.Second, "session closed")
+		}, want{reason: "client_write_failed", exit: -1, close: 1006, outGE: 1}},
 	}
 	for _, tr := range upstreams {
 		for _, c := range cases {
@@ -81,6 +107,16 @@ func TestClosedLineForEachEnding(t *testing.T) {
 				closed := h.log.wait(t, 10*time.Second, "session closed")
 				if opened["sid"] == "" || opened["sid"] != closed["sid"] || opened["protocol"] != ProtocolV5 || opened["event"] != "open" {
 					t.Errorf("opened %v, closed sid %v", opened, closed["sid"])
+				}
+				if err := testlog.CheckAuditLine(opened, "open"); err != nil {
+					t.Error(err)
+				}
+				absent := []string{"recording", "recording_bytes", "recording_failure"}
+				if !c.want.err {
+					absent = append(absent, "error")
+				}
+				if err := testlog.CheckAuditLine(closed, "close", absent...); err != nil {
+					t.Error(err)
 				}
 				num := func(k string) int { f, _ := closed[k].(float64); return int(f) }
 				if closed["reason"] != c.want.reason || num("exit_code") != c.want.exit || num("close_code") != c.want.close {
@@ -106,4 +142,76 @@ func TestClosedLineForEachEnding(t *testing.T) {
 			})
 		}
 	}
+}
+
+// The recording's audit lines against docs/audit.md: a required recording
+// that reaches its size limit logs recording_failed (stage write) and a
+// closed line with reason recording_limit, close 1011 and the recording's
+// fields; a best-effort recording that cannot be opened logs
+// recording_failed (stage open) and the session's closed line has no
+// recording fields.
+func TestRecordingAuditLines(t *testing.T) {
+	t.Run("required limit", func(t *testing.T) {
+		rec, _ := newRecorder(t, recording.Required, 4096)
+		h := newHarness(t, func(c *Config) { c.Recorder = rec })
+		ws, resp, err := h.dialTTY("sh", "-c", "seq 1 5000; sleep 30")
+		if err != nil {
+			t.Fatalf("dial: %v (%v)", err, resp)
+		}
+		e := readToEnd(ws, 30*time.Second)
+		if e.code != websocket.CloseInternalServerErr {
+			t.Errorf("close %d, want 1011", e.code)
+		}
+		failed := h.log.wait(t, 10*time.Second, "recording failed; ending the session")
+		if err := testlog.CheckAuditLine(failed, "recording_failed"); err != nil {
+			t.Error(err)
+		}
+		if failed["stage"] != "write" || failed["reason"] != "max_bytes" || failed["mode"] != "required" {
+			t.Errorf("recording_failed %v", failed)
+		}
+		closed := h.log.wait(t, 10*time.Second, "session closed")
+		if err := testlog.CheckAuditLine(closed, "close", "error"); err != nil {
+			t.Error(err)
+		}
+		num := func(k string) int { f, _ := closed[k].(float64); return int(f) }
+		if closed["reason"] != "recording_limit" || num("close_code") != 1011 || num("exit_code") != -1 ||
+			closed["recording_failure"] != "max_bytes" || num("recording_bytes") < 4096-512 || num("bytes_out") <= num("recording_bytes")/2 {
+			t.Errorf("closed line %v", closed)
+		}
+		if d, err := time.ParseDuration(closed["duration"].(string)); err != nil || d <= 0 {
+			t.Errorf("duration %v", closed["duration"])
+		}
+	})
+	t.Run("best-effort open fails", func(t *testing.T) {
+		rec, dir := newRecorder(t, recording.BestEffort, 0)
+		// A file where the spool directory was: opening fails even for root.
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h := newHarness(t, func(c *Config) { c.Recorder = rec })
+		ws, resp, err := h.dialTTY("sh", "-c", "exit 4")
+		if err != nil {
+			t.Fatalf("dial: %v (%v)", err, resp)
+		}
+		if e := readToEnd(ws, 30*time.Second); e.code != websocket.CloseNormalClosure {
+			t.Errorf("close %d", e.code)
+		}
+		failed := h.log.wait(t, 10*time.Second, "recording failed")
+		if err := testlog.CheckAuditLine(failed, "recording_failed", "reason", "bytes"); err != nil {
+			t.Error(err)
+		}
+		if failed["stage"] != "open" || failed["mode"] != "best-effort" {
+			t.Errorf("recording_failed %v", failed)
+		}
+		closed := h.log.wait(t, 10*time.Second, "session closed")
+		if err := testlog.CheckAuditLine(closed, "close", "error", "recording", "recording_bytes", "recording_failure"); err != nil {
+			t.Error(err)
+		}
+		if closed["reason"] != "exited" || closed["exit_code"] != float64(4) || closed["close_code"] != float64(1000) {
+			t.Errorf("closed line %v", closed)
+		}
+	})
 }

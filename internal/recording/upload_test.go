@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/s3test"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
 func TestMain(m *testing.M) {
@@ -122,8 +125,10 @@ func TestUploadToSeaweedFS(t *testing.T) {
 	small := randomFile(t, filepath.Join(spool, "small.cast"), 1234)
 	large := randomFile(t, filepath.Join(spool, "large.cast"), 12<<20+17) // three 5 MiB parts
 	var stored atomic.Int32
+	var logs testlog.Buffer
 	u := newTestUploader(t, s, s.URL+"/casts/node-a", func(c *UploaderConfig) {
 		c.Stored = func(string, string, int64) { stored.Add(1) }
+		c.Logger = logs.Logger()
 	})
 	r, err := New(Config{Mode: BestEffort, Dir: spool, Uploader: u})
 	if err != nil {
@@ -147,6 +152,28 @@ func TestUploadToSeaweedFS(t *testing.T) {
 	}
 	if stored.Load() != 2 {
 		t.Errorf("Stored called %d times", stored.Load())
+	}
+	// Each confirmed object gets one recording_stored line, as
+	// docs/audit.md documents it.
+	lines := map[string]map[string]any{}
+	for l := range strings.SplitSeq(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "recording stored" {
+			if err := testlog.CheckAuditLine(m, "recording_stored"); err != nil {
+				t.Error(err)
+			}
+			f, _ := m["file"].(string)
+			lines[f] = m
+		}
+	}
+	for name, size := range map[string]int{"small.cast": len(small), "large.cast": len(large)} {
+		m := lines[name]
+		if m == nil || m["bucket"] != "casts" || m["key"] != "node-a/"+name || m["bytes"] != float64(size) {
+			t.Errorf("recording_stored for %s: %v", name, m)
+		}
+	}
+	if len(lines) != 2 {
+		t.Errorf("%d recording_stored lines, want 2", len(lines))
 	}
 }
 
