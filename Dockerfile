@@ -7,7 +7,9 @@
 # Every base image is pinned by the digest of its multi-arch index: the tag
 # says what it is, the digest what is built. To move a pin, look the tag up
 # (`crane digest IMAGE:TAG`) and change both in one commit; tests/release
-# checks each FROM carries a digest. Without a Docker engine, `make image`
+# checks each FROM carries a digest (not that it is the tag's: neither
+# registry was reachable where these were pinned; docs/release.md says where
+# each digest comes from and how to check it). Without a Docker engine, `make image`
 # builds the same final image with go-containerregistry (docs/release.md).
 
 # golang:1.26-bookworm (Go 1.26.5), OCI index for amd64, arm64, arm/v7, 386, ppc64le.
