@@ -184,13 +184,7 @@ func TestRecordingAuditLines(t *testing.T) {
 	})
 	t.Run("best-effort open fails", func(t *testing.T) {
 		rec, dir := newRecorder(t, recording.BestEffort, 0)
-		// A file where the spool directory was: opening fails even for root.
-		if err := os.RemoveAll(dir); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dir, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		spoolBecomesFile(t, dir)
 		h := newHarness(t, func(c *Config) { c.Recorder = rec })
 		ws, resp, err := h.dialTTY("sh", "-c", "exit 4")
 		if err != nil {
@@ -214,4 +208,16 @@ func TestRecordingAuditLines(t *testing.T) {
 			t.Errorf("closed line %v", closed)
 		}
 	})
+}
+
+// spoolBecomesFile puts a file where the spool directory was: opening a
+// recording then fails (ENOTDIR), even for root.
+func spoolBecomesFile(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

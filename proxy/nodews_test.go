@@ -3,18 +3,15 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"os"
-	"os/exec"
+	osexec "os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
@@ -28,9 +25,7 @@ import (
 // binary message (the report), base64 text frames, and a message larger
 // than the proxy's 4 KiB read buffer (fragments split across reads).
 func TestNodeWSFragmentedMessageWithPing(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	nodePath, err := tools.NodeWS(ctx)
+	nodePath, err := tools.NodeWS(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,20 +45,13 @@ func TestNodeWSFragmentedMessageWithPing(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(string(tr)+"/"+tc.name, func(t *testing.T) {
 				h := newHarnessVia(t, tr, func(c *Config) { c.PingInterval = 30 * time.Second })
-				now := time.Now()
-				tok, err := h.signer.Sign(hmac.Claims{
-					RegisteredClaims: jwt.RegisteredClaims{IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))},
-					Namespace:        "ns", Pod: "pod", Container: "c", Command: []string{"cat"}, Stdin: true,
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
+				tok := h.mintWith(func(c *hmac.Claims) { c.Stdin = true }, "cat")
 				url := "ws" + strings.TrimPrefix(h.url, "http") + "/api/v1/namespaces/ns/pods/pod/exec"
 				bin := "0"
 				if tc.binary {
 					bin = "1"
 				}
-				cmd := exec.CommandContext(ctx, "node", "testdata/ws-fragment-ping.js", url, tok, tc.protocol,
+				cmd := osexec.CommandContext(t.Context(), "node", "testdata/ws-fragment-ping.js", url, tok, tc.protocol,
 					hex.EncodeToString([]byte(tc.first)), hex.EncodeToString([]byte(tc.second)), bin, strconv.Itoa(tc.echoed))
 				cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath)
 				var stderr bytes.Buffer

@@ -222,14 +222,7 @@ func TestRecordingUnavailable(t *testing.T) {
 	for _, mode := range []recording.Mode{recording.Required, recording.BestEffort} {
 		t.Run(string(mode), func(t *testing.T) {
 			rec, dir := newRecorder(t, mode, 0)
-			// A file where the spool directory was: opening fails
-			// (ENOTDIR) even for root.
-			if err := os.RemoveAll(dir); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(dir, nil, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			spoolBecomesFile(t, dir)
 			h := newHarness(t, func(c *Config) { c.Recorder = rec })
 			ws, resp, err := h.dialTTY("sh", "-c", "echo ran")
 			if mode == recording.BestEffort {

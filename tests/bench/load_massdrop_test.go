@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,21 +38,31 @@ func TestLoadMassDrop(t *testing.T) {
 }
 
 // openSleepers opens n sessions of a process that prints one line and then
-// sleeps without reading stdin, parallel at a time, each returned once its
-// line came back.
+// sleeps without reading stdin, parallel at a time (a pool of openers fed
+// the session numbers), each returned once its line came back.
 func openSleepers(p path, n, parallel int) ([]*idleSession, error) {
 	out := make([]*idleSession, n)
-	errs := make([]error, n)
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	for i := range n {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			out[i], errs[i] = openSleeper(p, fmt.Sprintf("sleeper-%d", i))
-		})
+	next := make(chan int)
+	results := make(chan error, parallel)
+	for range parallel {
+		go func() {
+			var errs []error
+			for i := range next {
+				var err error
+				out[i], err = openSleeper(p, i)
+				errs = append(errs, err)
+			}
+			results <- errors.Join(errs...)
+		}()
 	}
-	wg.Wait()
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	errs := make([]error, 0, parallel)
+	for range parallel {
+		errs = append(errs, <-results)
+	}
 	if err := errors.Join(errs...); err != nil {
 		closeIdleSessions(out)
 		return nil, err
@@ -61,32 +70,30 @@ func openSleepers(p path, n, parallel int) ([]*idleSession, error) {
 	return out, nil
 }
 
-func openSleeper(p path, line string) (*idleSession, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	stdinR, stdinW := io.Pipe()
-	w := &waitWriter{want: []byte(line + "\n"), seen: make(chan struct{})}
-	s := &idleSession{stdin: stdinW, cancel: cancel, done: make(chan struct{})}
-	run, err := p.prepare(session{
-		Command: []string{"sh", "-c", "echo " + line + "; exec sleep 600"},
-		Stdin:   stdinR, Stdout: w,
-	})
+func openSleeper(p path, i int) (*idleSession, error) {
+	name := fmt.Sprintf("sleeper-%d", i)
+	stdinR, stdinW := io.Pipe() // held open, never written
+	ready := &waitWriter{want: []byte(name + "\n"), seen: make(chan struct{})}
+	run, err := p.prepare(session{Command: []string{"sh", "-c", "echo " + name + "; exec sleep 600"}, Stdin: stdinR, Stdout: ready})
 	if err != nil {
-		cancel()
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &idleSession{stdin: stdinW, cancel: cancel, done: make(chan struct{})}
 	go func() {
+		defer close(s.done)
 		s.err = run(ctx)
 		stdinW.Close()
-		close(s.done)
 	}()
+	timeout := time.NewTimer(time.Minute)
+	defer timeout.Stop()
 	select {
-	case <-w.seen:
+	case <-ready.seen:
 		return s, nil
 	case <-s.done:
-		cancel()
-		return nil, fmt.Errorf("%s: session ended before its line: %v", p.name(), s.err)
-	case <-time.After(60 * time.Second):
+		return nil, fmt.Errorf("%s: %s ended before its line: %v", p.name(), name, s.err)
+	case <-timeout.C:
 		s.close()
-		return nil, fmt.Errorf("%s: no line within 60s", p.name())
+		return nil, fmt.Errorf("%s: no line from %s within a minute", p.name(), name)
 	}
 }
