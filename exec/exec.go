@@ -19,12 +19,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/scheme"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/streaming/pkg/httpstream"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
 // Transport selects the streaming transport toward the API server.
@@ -93,7 +93,7 @@ type Dialer struct {
 	cfg       *rest.Config
 	transport Transport
 	core      rest.Interface
-	pods      corev1client.PodsGetter
+	pods      *kubeclient.Core
 }
 
 // NewDialer returns a Dialer for the API server in cfg.
@@ -111,9 +111,9 @@ func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
 	if cfg.QPS == 0 && cfg.Burst == 0 && cfg.RateLimiter == nil {
 		cfg.QPS, cfg.Burst = 50, 100
 	}
-	// The core/v1 client alone: the whole clientset would link every API
-	// group's client into the binary (about 9 MB).
-	cs, err := corev1client.NewForConfig(protobufFirst(cfg))
+	// Not client-go's typed client: its scheme links every API group into
+	// the binary (internal/kubeclient).
+	cs, err := kubeclient.NewCore(protobufFirst(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -158,11 +158,11 @@ func (d *Dialer) URL(t Target) *url.URL {
 	if len(t.Command) == 0 {
 		req = req.SubResource("attach").VersionedParams(&corev1.PodAttachOptions{
 			Container: t.Container, Stdin: t.Stdin, Stdout: t.Stdout, Stderr: stderr, TTY: t.TTY,
-		}, scheme.ParameterCodec)
+		}, kubeclient.ParameterCodec)
 	} else {
 		req = req.SubResource("exec").VersionedParams(&corev1.PodExecOptions{
 			Container: t.Container, Command: t.Command, Stdin: t.Stdin, Stdout: t.Stdout, Stderr: stderr, TTY: t.TTY,
-		}, scheme.ParameterCodec)
+		}, kubeclient.ParameterCodec)
 	}
 	return req.URL()
 }

@@ -10,12 +10,12 @@ import (
 	"os"
 	"time"
 
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/bootstrap"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
 // runBootstrapSecret is the Helm hook's entry point: create the HMAC key
@@ -84,7 +84,7 @@ docs/tokens.md, "Rotating keys"). Keys are never printed.
 	// Each request is bounded by the bootstrap package; keep client-go's own
 	// rate limiter out of the way for a handful of calls.
 	cfg.QPS, cfg.Burst = 5, 10
-	client, err := corev1client.NewForConfig(cfg)
+	client, err := kubeclient.NewCore(cfg)
 	if err != nil {
 		log.Error("cannot build Kubernetes client", "error", err.Error())
 		return 1
