@@ -88,6 +88,16 @@ type Result struct {
 	Transport Transport
 }
 
+// The client-side rate limit of API requests (serve's --kube-api-qps and
+// --kube-api-burst) when the config sets none. Each session start does one
+// pod lookup: client-go's default of 5 QPS would queue session starts behind
+// each other; the API server's priority and fairness protects it. Streams
+// are not rate limited at all.
+const (
+	DefaultQPS   = 500
+	DefaultBurst = 1000
+)
+
 // Dialer opens sessions toward one API server.
 type Dialer struct {
 	cfg       *rest.Config
@@ -106,10 +116,8 @@ func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.WrapTransport = observeDials(cfg.WrapTransport)
-	// client-go's default of 5 QPS would queue pod lookups of concurrent
-	// sessions behind each other; streams are not rate limited at all.
 	if cfg.QPS == 0 && cfg.Burst == 0 && cfg.RateLimiter == nil {
-		cfg.QPS, cfg.Burst = 50, 100
+		cfg.QPS, cfg.Burst = DefaultQPS, DefaultBurst
 	}
 	// Not client-go's typed client: its scheme links every API group into
 	// the binary (internal/kubeclient).
