@@ -103,7 +103,7 @@ type Dialer struct {
 	cfg       *rest.Config
 	transport Transport
 	core      rest.Interface
-	pods      *kubeclient.Core
+	pods      *kubeclient.Client
 }
 
 // NewDialer returns a Dialer for the API server in cfg.
@@ -121,7 +121,7 @@ func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
 	}
 	// Not client-go's typed client: its scheme links every API group into
 	// the binary (internal/kubeclient).
-	cs, err := kubeclient.NewCore(protobufFirst(cfg))
+	cs, err := kubeclient.New(protobufFirst(cfg))
 	if err != nil {
 		return nil, err
 	}

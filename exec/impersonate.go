@@ -50,13 +50,13 @@ func (d *Dialer) configFor(ctx context.Context) *rest.Config {
 	return cfg
 }
 
-// impersonatedCore is a core/v1 client sending the identity in ctx; the
+// impersonatedCore is a client sending the identity in ctx; the
 // HTTP transport underneath is client-go's shared, cached one.
-func (d *Dialer) impersonatedCore(ctx context.Context) (*kubeclient.Core, bool, error) {
+func (d *Dialer) impersonatedCore(ctx context.Context) (*kubeclient.Client, bool, error) {
 	if _, ok := IdentityFrom(ctx); !ok {
 		return nil, false, nil
 	}
-	c, err := kubeclient.NewCore(protobufFirst(d.configFor(ctx)))
+	c, err := kubeclient.New(protobufFirst(d.configFor(ctx)))
 	return c, true, err
 }
 
@@ -69,7 +69,7 @@ func (d *Dialer) CanExec(ctx context.Context, t Target) (allowed bool, reason st
 	if _, ok := IdentityFrom(ctx); !ok {
 		return true, "", nil
 	}
-	c, err := kubeclient.NewAuthorization(d.configFor(ctx))
+	c, err := kubeclient.New(d.configFor(ctx))
 	if err != nil {
 		return false, "", err
 	}
@@ -77,7 +77,7 @@ func (d *Dialer) CanExec(ctx context.Context, t Target) (allowed bool, reason st
 	if len(t.Command) == 0 {
 		sub = "attach"
 	}
-	r, err := c.CreateSelfSubjectAccessReview(ctx, &authorizationv1.SelfSubjectAccessReview{
+	r, err := c.SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 			Namespace: t.Namespace, Verb: "create", Resource: "pods", Subresource: sub, Name: t.Pod,
 		}},

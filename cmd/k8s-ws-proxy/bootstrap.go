@@ -67,7 +67,7 @@ docs/tokens.md, "Rotating keys"). Keys are never printed.`)
 	// Each request is bounded by the bootstrap package; keep client-go's own
 	// rate limiter out of the way for a handful of calls.
 	cfg.QPS, cfg.Burst = 5, 10
-	client, err := kubeclient.NewCore(cfg)
+	client, err := kubeclient.New(cfg)
 	if err != nil {
 		log.Error("cannot build Kubernetes client", "error", err.Error())
 		return 1

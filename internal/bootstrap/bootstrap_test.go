@@ -360,7 +360,7 @@ func TestUnreachableRealClient(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	cfg := &rest.Config{Host: "http://" + addr, Timeout: 2 * time.Second}
-	c, err := kubeclient.NewCore(cfg)
+	c, err := kubeclient.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

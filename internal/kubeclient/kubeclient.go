@@ -47,40 +47,34 @@ func restClient(cfg *rest.Config, gv schema.GroupVersion, apiPath string) (*rest
 	return rest.RESTClientFor(c)
 }
 
-// Core is a core/v1 client.
-type Core struct{ rest *rest.RESTClient }
+// Client is a core/v1 and authorization/v1 client for one config (its QPS,
+// content types and impersonation apply).
+type Client struct{ core, authorization *rest.RESTClient }
 
-// NewCore returns a core/v1 client for cfg (its QPS, content types and
-// impersonation apply).
-func NewCore(cfg *rest.Config) (*Core, error) {
-	c, err := restClient(cfg, corev1.SchemeGroupVersion, "/api")
+// New returns a Client for cfg.
+func New(cfg *rest.Config) (*Client, error) {
+	core, err := restClient(cfg, corev1.SchemeGroupVersion, "/api")
 	if err != nil {
 		return nil, err
 	}
-	return &Core{rest: c}, nil
+	authorization, err := restClient(cfg, authorizationv1.SchemeGroupVersion, "/apis")
+	if err != nil {
+		return nil, err
+	}
+	return &Client{core: core, authorization: authorization}, nil
 }
 
-// RESTClient returns the underlying REST client (for subresource URLs).
-func (c *Core) RESTClient() rest.Interface { return c.rest }
+// RESTClient returns the core/v1 REST client (for subresource URLs).
+func (c *Client) RESTClient() rest.Interface { return c.core }
 
 // Pods returns the pods of a namespace.
-func (c *Core) Pods(namespace string) *Pods { return &Pods{c.rest, namespace} }
-
-// Secrets returns the Secrets of a namespace.
-func (c *Core) Secrets(namespace string) SecretInterface { return &secrets{c.rest, namespace} }
-
-// Pods reads pods.
-type Pods struct {
-	rest      rest.Interface
-	namespace string
+func (c *Client) Pods(namespace string) *Resource[*corev1.Pod] {
+	return &Resource[*corev1.Pod]{c.core, namespace, "pods", func() *corev1.Pod { return &corev1.Pod{} }}
 }
 
-// Get reads one pod.
-func (p *Pods) Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Pod, error) {
-	out := &corev1.Pod{}
-	err := p.rest.Get().UseProtobufAsDefault().Namespace(p.namespace).Resource("pods").Name(name).
-		VersionedParams(&opts, ParameterCodec).Do(ctx).Into(out)
-	return out, err
+// Secrets returns the Secrets of a namespace.
+func (c *Client) Secrets(namespace string) SecretInterface {
+	return &Resource[*corev1.Secret]{c.core, namespace, "secrets", func() *corev1.Secret { return &corev1.Secret{} }}
 }
 
 // SecretInterface is the part of client-go's typed SecretInterface the
@@ -96,49 +90,46 @@ type SecretsGetter interface {
 	Secrets(namespace string) SecretInterface
 }
 
-type secrets struct {
+// Resource is one resource of a group, in a namespace unless cluster-scoped
+// (namespace ""): the generated clients' gentype.Client, cut to three verbs.
+type Resource[T interface {
+	runtime.Object
+	GetName() string
+}] struct {
 	rest      rest.Interface
 	namespace string
+	resource  string
+	newObject func() T
 }
 
-func (s *secrets) Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Secret, error) {
-	out := &corev1.Secret{}
-	err := s.rest.Get().UseProtobufAsDefault().Namespace(s.namespace).Resource("secrets").Name(name).
-		VersionedParams(&opts, ParameterCodec).Do(ctx).Into(out)
+func (r *Resource[T]) request(verb string) *rest.Request {
+	return r.rest.Verb(verb).UseProtobufAsDefault().NamespaceIfScoped(r.namespace, r.namespace != "").Resource(r.resource)
+}
+
+func (r *Resource[T]) into(ctx context.Context, req *rest.Request) (T, error) {
+	out := r.newObject()
+	err := req.Do(ctx).Into(out)
 	return out, err
 }
 
-func (s *secrets) Create(ctx context.Context, in *corev1.Secret, opts metav1.CreateOptions) (*corev1.Secret, error) {
-	out := &corev1.Secret{}
-	err := s.rest.Post().UseProtobufAsDefault().Namespace(s.namespace).Resource("secrets").
-		VersionedParams(&opts, ParameterCodec).Body(in).Do(ctx).Into(out)
-	return out, err
+// Get reads one object.
+func (r *Resource[T]) Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error) {
+	return r.into(ctx, r.request("GET").Name(name).VersionedParams(&opts, ParameterCodec))
 }
 
-func (s *secrets) Update(ctx context.Context, in *corev1.Secret, opts metav1.UpdateOptions) (*corev1.Secret, error) {
-	out := &corev1.Secret{}
-	err := s.rest.Put().UseProtobufAsDefault().Namespace(s.namespace).Resource("secrets").Name(in.Name).
-		VersionedParams(&opts, ParameterCodec).Body(in).Do(ctx).Into(out)
-	return out, err
+// Create creates in.
+func (r *Resource[T]) Create(ctx context.Context, in T, opts metav1.CreateOptions) (T, error) {
+	return r.into(ctx, r.request("POST").VersionedParams(&opts, ParameterCodec).Body(in))
 }
 
-// Authorization is an authorization.k8s.io/v1 client.
-type Authorization struct{ rest *rest.RESTClient }
-
-// NewAuthorization returns an authorization/v1 client for cfg.
-func NewAuthorization(cfg *rest.Config) (*Authorization, error) {
-	c, err := restClient(cfg, authorizationv1.SchemeGroupVersion, "/apis")
-	if err != nil {
-		return nil, err
-	}
-	return &Authorization{rest: c}, nil
+// Update replaces in (guarded by its resourceVersion).
+func (r *Resource[T]) Update(ctx context.Context, in T, opts metav1.UpdateOptions) (T, error) {
+	return r.into(ctx, r.request("PUT").Name(in.GetName()).VersionedParams(&opts, ParameterCodec).Body(in))
 }
 
-// CreateSelfSubjectAccessReview asks whether the caller may do what r
-// describes.
-func (a *Authorization) CreateSelfSubjectAccessReview(ctx context.Context, r *authorizationv1.SelfSubjectAccessReview, opts metav1.CreateOptions) (*authorizationv1.SelfSubjectAccessReview, error) {
-	out := &authorizationv1.SelfSubjectAccessReview{}
-	err := a.rest.Post().UseProtobufAsDefault().Resource("selfsubjectaccessreviews").
-		VersionedParams(&opts, ParameterCodec).Body(r).Do(ctx).Into(out)
-	return out, err
+// SelfSubjectAccessReviews asks whether the caller may do what a review
+// describes (Create only).
+func (c *Client) SelfSubjectAccessReviews() *Resource[*authorizationv1.SelfSubjectAccessReview] {
+	return &Resource[*authorizationv1.SelfSubjectAccessReview]{c.authorization, "", "selfsubjectaccessreviews",
+		func() *authorizationv1.SelfSubjectAccessReview { return &authorizationv1.SelfSubjectAccessReview{} }}
 }

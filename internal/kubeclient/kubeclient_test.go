@@ -32,7 +32,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	core, err := NewCore(s.AdminConfig())
+	core, err := New(s.AdminConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +88,11 @@ func TestAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		authz, err := NewAuthorization(cfg)
+		authz, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := authz.CreateSelfSubjectAccessReview(ctx, review, metav1.CreateOptions{})
+		r, err := authz.SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("%s: %v", c.user, err)
 		}
