@@ -1,22 +1,13 @@
 package tools
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
 
 func TestSeaweedFSModulePinned(t *testing.T) {
-	root, err := serverToolRepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	b := seaweedFSBuild()
-	data, err := os.ReadFile(filepath.Join(root, b.moduleDir, "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := toolGoMod(t, b)
 	if !goModRequires(data, "github.com/seaweedfs/seaweedfs "+SeaweedFSVersion) {
 		t.Errorf("%s/go.mod does not require github.com/seaweedfs/seaweedfs %s", b.moduleDir, SeaweedFSVersion)
 	}

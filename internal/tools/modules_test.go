@@ -1,0 +1,48 @@
+package tools
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// toolGoMod is the go.mod of b's tools module.
+func toolGoMod(t *testing.T, b serverToolBuild) []byte {
+	t.Helper()
+	root, err := serverToolRepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, b.moduleDir, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// checkStagingPinned: k8s.io/kubernetes at KubernetesVersion and every
+// staging module it replaces at the matching v0.X.Y, never a mix of
+// releases.
+func checkStagingPinned(t *testing.T, data []byte, moduleDir string) {
+	t.Helper()
+	if !goModRequires(data, "k8s.io/kubernetes v"+KubernetesVersion) {
+		t.Errorf("%s/go.mod does not require k8s.io/kubernetes v%s", moduleDir, KubernetesVersion)
+	}
+	staging := "v0." + strings.SplitN(KubernetesVersion, ".", 2)[1]
+	replaces := 0
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) == 4 && f[1] == "=>" {
+			replaces++
+			if f[0] != f[2] || f[3] != staging || !strings.HasPrefix(f[0], "k8s.io/") {
+				t.Errorf("replace %q: want %s => %s %s", strings.TrimSpace(line), f[0], f[0], staging)
+			}
+		}
+	}
+	// k8s.io/kubernetes v1.37 has 33 staging modules; a lost replace would
+	// fail the build with an unknown v0.0.0, a silently dropped block here.
+	if replaces < 30 {
+		t.Errorf("found %d staging replaces in %s/go.mod, want all of them (>= 30)", replaces, moduleDir)
+	}
+}
