@@ -16,7 +16,7 @@ import (
 // every staging module at its v0.x twin.
 func TestKubectlModulePinned(t *testing.T) {
 	b := kubectlBuild()
-	data := toolGoMod(t, b)
+	data := toolGoMod(t, b, "k8s.io/kubernetes v"+KubernetesVersion)
 	if !strings.Contains(string(data), "\ntool k8s.io/kubernetes/cmd/kubectl\n") {
 		t.Errorf("%s/go.mod has no tool directive for k8s.io/kubernetes/cmd/kubectl", b.moduleDir)
 	}

@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// toolGoMod is the go.mod of b's tools module.
-func toolGoMod(t *testing.T, b serverToolBuild) []byte {
+// toolGoMod is the go.mod of b's tools module, checked to require each of
+// pinned ("module version").
+func toolGoMod(t *testing.T, b serverToolBuild, pinned ...string) []byte {
 	t.Helper()
 	root, err := serverToolRepoRoot()
 	if err != nil {
@@ -18,17 +19,18 @@ func toolGoMod(t *testing.T, b serverToolBuild) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range pinned {
+		if !goModRequires(data, p) {
+			t.Errorf("%s/go.mod does not require %s", b.moduleDir, p)
+		}
+	}
 	return data
 }
 
-// checkStagingPinned: k8s.io/kubernetes at KubernetesVersion and every
-// staging module it replaces at the matching v0.X.Y, never a mix of
-// releases.
+// checkStagingPinned: every staging module k8s.io/kubernetes replaces at
+// KubernetesVersion's v0.X.Y, never a mix of releases.
 func checkStagingPinned(t *testing.T, data []byte, moduleDir string) {
 	t.Helper()
-	if !goModRequires(data, "k8s.io/kubernetes v"+KubernetesVersion) {
-		t.Errorf("%s/go.mod does not require k8s.io/kubernetes v%s", moduleDir, KubernetesVersion)
-	}
 	staging := "v0." + strings.SplitN(KubernetesVersion, ".", 2)[1]
 	replaces := 0
 	for line := range strings.Lines(string(data)) {
