@@ -14,8 +14,11 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tlsreload"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/proxy"
 )
 
@@ -245,68 +248,40 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	defer func() { stopKeyring(); <-keyringDone }()
 	defer runTLS(tlsReloader)()
 
-	ln, err := net.Listen("tcp", o.listen)
+	// Every port is bound before any serves, so a port in use stops the
+	// start with nothing half running.
+	session, err := o.openPort("sessions", o.listen, srv, tlsReloader, log, tel.meters)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", o.listen, err)
-	}
-	sessionConns, err := proxy.NewConnLimiter("sessions", o.maxPending, log, tel.meters)
-	if err != nil {
-		ln.Close()
 		return err
 	}
-	ln = wrapTLS(sessionConns.Listener(ln), tlsReloader)
-	httpSrv := newHTTPServer(srv, log, o.readHeaderTO, o.httpIdleTO, sessionConns)
-	errc := make(chan error, 3)
-	go func() { errc <- httpSrv.Serve(ln) }()
-
-	var healthSrv *http.Server
-	var healthAddr string
+	ports := []*port{session}
+	defer func() {
+		for _, p := range ports {
+			p.ln.Close()
+		}
+	}()
+	var health, admin *port
 	if o.healthListen != "" {
-		hln, err := net.Listen("tcp", o.healthListen)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen %s: %w", o.healthListen, err)
-		}
-		healthConns, err := proxy.NewConnLimiter("health", o.maxPending, log, tel.meters)
-		if err != nil {
-			ln.Close()
-			hln.Close()
+		if health, err = o.openPort("health", o.healthListen, healthMux(srv, tel.metricsHandler), nil, log, tel.meters); err != nil {
 			return err
 		}
-		healthAddr = hln.Addr().String()
-		healthSrv = newHTTPServer(healthMux(srv, tel.metricsHandler), log, o.readHeaderTO, o.httpIdleTO, healthConns)
-		hln = healthConns.Listener(hln)
-		go func() { errc <- healthSrv.Serve(hln) }()
+		ports = append(ports, health)
 	}
-	var adminSrv *http.Server
-	var adminAddr string
 	if o.adminListen != "" {
-		aln, err := net.Listen("tcp", o.adminListen)
-		if err != nil {
-			ln.Close()
-			if healthSrv != nil {
-				healthSrv.Close()
-			}
-			return fmt.Errorf("listen %s: %w", o.adminListen, err)
-		}
-		adminConns, err := proxy.NewConnLimiter("admin", o.maxPending, log, tel.meters)
-		if err != nil {
-			ln.Close()
-			aln.Close()
-			if healthSrv != nil {
-				healthSrv.Close()
-			}
-			return err
-		}
-		adminAddr = aln.Addr().String()
 		// The session port's TLS (and client certificates, when required)
 		// apply to the admin port too.
-		adminSrv = newHTTPServer(srv.AdminHandler(adminVerifier), log, o.readHeaderTO, o.httpIdleTO, adminConns)
-		go func() { errc <- adminSrv.Serve(wrapTLS(adminConns.Listener(aln), tlsReloader)) }()
+		if admin, err = o.openPort("admin", o.adminListen, srv.AdminHandler(adminVerifier), tlsReloader, log, tel.meters); err != nil {
+			return err
+		}
+		ports = append(ports, admin)
+	}
+	errc := make(chan error, len(ports))
+	for _, p := range ports {
+		go func() { errc <- p.srv.Serve(p.ln) }()
 	}
 	// Operators and the chart read liveness from this line: log it only
 	// once the sockets accept connections.
-	log.Info("listening", "address", ln.Addr().String(), "health_address", healthAddr, "admin_address", adminAddr,
+	log.Info("listening", "address", session.addr(), "health_address", health.addr(), "admin_address", admin.addr(),
 		"node", o.nodeName, "exec_transport", string(transport), "version", version)
 
 	select {
@@ -322,15 +297,41 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	srv.Drain(graceCtx)
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShutdown()
-	_ = httpSrv.Shutdown(shutdownCtx)
-	if healthSrv != nil {
-		_ = healthSrv.Shutdown(context.Background())
-	}
-	if adminSrv != nil {
-		_ = adminSrv.Shutdown(context.Background())
+	_ = session.srv.Shutdown(shutdownCtx)
+	for _, p := range ports[1:] {
+		_ = p.srv.Shutdown(context.Background())
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// port is one of serve's listeners with its HTTP server.
+type port struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// openPort binds addr, bounds its pending connections and serves TLS on it
+// when tlsReloader is set.
+func (o serveOptions) openPort(name, addr string, h http.Handler, tlsReloader *tlsreload.Reloader, log *slog.Logger, meters metric.MeterProvider) (*port, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	lim, err := proxy.NewConnLimiter(name, o.maxPending, log, meters)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &port{ln: wrapTLS(lim.Listener(ln), tlsReloader), srv: newHTTPServer(h, log, o.readHeaderTO, o.httpIdleTO, lim)}, nil
+}
+
+// addr is the bound address; empty for a port that is off.
+func (p *port) addr() string {
+	if p == nil {
+		return ""
+	}
+	return p.ln.Addr().String()
 }
 
 // healthMux serves probes and metrics on their own plain-HTTP port, so

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
@@ -230,7 +231,7 @@ func (s *Server) startComponent(ctx context.Context, name, bin string, timeout t
 	}
 	defer client.CloseIdleConnections()
 	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(1)
+		ports, err := testnet.FreePorts(1)
 		if err != nil {
 			return nil, err
 		}

@@ -113,6 +113,24 @@ func newTestUploader(t *testing.T, s *s3test.Server, url string, mod func(*Uploa
 
 // Finished recordings reach the store, a large one as a multipart upload,
 // and leave the spool only once confirmed.
+// shipSpool starts a recorder on spool as the proxy does at start, and
+// returns once the uploads it queued have ended.
+func shipSpool(t *testing.T, mode Mode, spool string, u *Uploader) {
+	t.Helper()
+	r, err := New(Config{Mode: mode, Dir: spool, Uploader: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u.Wait()
+	cancel()
+	r.Wait()
+}
+
 func TestUploadToSeaweedFS(t *testing.T) {
 	s := sharedStore(t)
 	if err := s.MakeBucket(t.Context(), "casts"); err != nil {
@@ -125,17 +143,7 @@ func TestUploadToSeaweedFS(t *testing.T) {
 	u := newTestUploader(t, s, s.URL+"/casts/node-a", func(c *UploaderConfig) {
 		c.Stored = func(string, string, int64) { stored.Add(1) }
 	})
-	r, err := New(Config{Mode: BestEffort, Dir: spool, Uploader: u})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	u.Wait()
-	cancel()
-	r.Wait()
+	shipSpool(t, BestEffort, spool, u)
 	for name, want := range map[string][]byte{"small.cast": small, "large.cast": large} {
 		got, err := getObject(t, s, "casts", "node-a/"+name)
 		if err != nil || !bytes.Equal(got, want) {
@@ -253,17 +261,7 @@ func TestUploadKilledMidUploadCompletesAfterRestart(t *testing.T) {
 
 	// The next start, straight to the store.
 	u := newTestUploader(t, s, s.URL+"/crash", nil)
-	r, err := New(Config{Mode: Required, Dir: spool, Uploader: u})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	u.Wait()
-	cancel()
-	r.Wait()
+	shipSpool(t, Required, spool, u)
 	got, err := getObject(t, s, "crash", "big.cast")
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("after restart: %d bytes, %v; want %d", len(got), err, len(want))

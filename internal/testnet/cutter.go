@@ -139,3 +139,25 @@ func (r *Relay) Cut() {
 	}
 	r.conns = nil
 }
+
+// FreePorts returns n distinct loopback ports that were free a moment ago.
+// Another process may take one before the caller binds it: retry with new
+// ports when that happens.
+func FreePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -128,5 +129,24 @@ func TestIdle(t *testing.T) {
 	}
 	if err := roundTrip(busy, []byte("z")); err != nil {
 		t.Errorf("busy connection after the drop: %v", err)
+	}
+}
+
+func TestFreePorts(t *testing.T) {
+	ports, err := FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] || p == 0 {
+			t.Fatalf("ports %v: not distinct", ports)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Fatalf("port %d is not free: %v", p, err)
+		}
+		l.Close()
 	}
 }
