@@ -66,15 +66,12 @@ func (c *command) usage(w io.Writer) {
 			kind = " " + kind
 		}
 		fmt.Fprintf(w, "  --%s%s\n    \t%s", f.Name, kind, strings.ReplaceAll(text, "\n", "\n    \t"))
-		var notes []string
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-			notes = append(notes, fmt.Sprintf("default %q", f.DefValue))
-		}
 		if e := c.envOf(f.Name); e != "" {
-			notes = append(notes, "env "+e)
+			fmt.Fprintf(w, " (env %s)", e)
 		}
-		if len(notes) > 0 {
-			fmt.Fprintf(w, " (%s)", strings.Join(notes, ", "))
+		// Last on the line, as flag.PrintDefaults writes it.
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
 		}
 		fmt.Fprintln(w)
 	})

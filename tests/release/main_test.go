@@ -92,37 +92,53 @@ type registry struct {
 	exited chan struct{}
 }
 
-var (
-	sharedRegistryOnce sync.Once
-	sharedRegistry     *registry
-	sharedRegistryErr  error
-)
+// shared is a package-wide fixture built on first use; when building it
+// failed, every test that asks fails with that error.
+type shared[T any] struct {
+	once sync.Once
+	v    T
+	err  error
+}
+
+func (s *shared[T]) get(t testing.TB, what string, build func() (T, error)) T {
+	t.Helper()
+	s.once.Do(func() { s.v, s.err = build() })
+	if s.err != nil {
+		t.Fatalf("%s: %v", what, s.err)
+	}
+	return s.v
+}
+
+// sharedDir is a temporary directory TestMain removes after the last test.
+func sharedDir(prefix string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err == nil {
+		cleanups = append(cleanups, func() { os.RemoveAll(dir) })
+	}
+	return dir, err
+}
+
+var sharedRegistry shared[*registry]
 
 // theRegistry starts the package's one registry on first use; TestMain stops
 // it after the last test.
 func theRegistry(t testing.TB) *registry {
 	t.Helper()
-	sharedRegistryOnce.Do(func() {
+	return sharedRegistry.get(t, "registry", func() (*registry, error) {
 		bin, err := tools.Registry(toolCtx(t))
 		if err != nil {
-			sharedRegistryErr = err
-			return
+			return nil, err
 		}
-		dir, err := os.MkdirTemp("", "release-registry-")
+		dir, err := sharedDir("release-registry-")
 		if err != nil {
-			sharedRegistryErr = err
-			return
+			return nil, err
 		}
-		cleanups = append(cleanups, func() { os.RemoveAll(dir) })
-		sharedRegistry, sharedRegistryErr = startRegistry(bin, dir)
-		if sharedRegistryErr == nil {
-			cleanups = append(cleanups, sharedRegistry.stop)
+		r, err := startRegistry(bin, dir)
+		if err == nil {
+			cleanups = append(cleanups, r.stop)
 		}
+		return r, err
 	})
-	if sharedRegistryErr != nil {
-		t.Fatalf("registry: %v", sharedRegistryErr)
-	}
-	return sharedRegistry
 }
 
 // startRegistry runs `registry serve` on a free loopback port. The port is
