@@ -72,12 +72,7 @@ func TestEtcdModulePinned(t *testing.T) {
 // TestKubeAPIServerVersion builds (or reuses) the real binary and checks that
 // it reports the pinned version, i.e. that the version ldflags took effect.
 func TestKubeAPIServerVersion(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
-	defer cancel()
-	bin, err := KubeAPIServer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, bin := builtTool(t, 30*time.Minute, KubeAPIServer)
 	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s --version: %v\n%s", bin, err, out)
@@ -88,12 +83,7 @@ func TestKubeAPIServerVersion(t *testing.T) {
 }
 
 func TestEtcdVersion(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
-	defer cancel()
-	bin, err := Etcd(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, bin := builtTool(t, 20*time.Minute, Etcd)
 	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s --version: %v\n%s", bin, err, out)

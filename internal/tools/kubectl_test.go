@@ -1,7 +1,6 @@
 package tools
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -27,12 +26,7 @@ func TestKubectlModulePinned(t *testing.T) {
 // the pinned release, i.e. that it was built from k8s.io/kubernetes at
 // KubernetesVersion with the version ldflags in effect.
 func TestKubectlVersion(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
-	defer cancel()
-	bin, err := Kubectl(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, bin := builtTool(t, 30*time.Minute, Kubectl)
 	cmd := exec.CommandContext(ctx, bin, "version", "--client", "-o", "json")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(t.TempDir(), "none"))
 	out, err := cmd.Output()

@@ -1,10 +1,12 @@
 package tools
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // toolGoMod is the go.mod of b's tools module, checked to require each of
@@ -47,4 +49,17 @@ func checkStagingPinned(t *testing.T, data []byte, moduleDir string) {
 	if replaces < 30 {
 		t.Errorf("found %d staging replaces in %s/go.mod, want all of them (>= 30)", replaces, moduleDir)
 	}
+}
+
+// builtTool builds (or reuses) a tool within limit, a cold build's worst
+// case, and returns its path and a context bounded the same way.
+func builtTool(t *testing.T, limit time.Duration, build func(context.Context) (string, error)) (context.Context, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), limit)
+	t.Cleanup(cancel)
+	bin, err := build(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, bin
 }

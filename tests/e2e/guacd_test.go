@@ -14,16 +14,13 @@ import (
 type watchBuffer struct {
 	mu      sync.Mutex
 	b       bytes.Buffer
-	changed chan struct{}
+	changed testenv.Changed
 }
 
 func (w *watchBuffer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.changed != nil {
-		close(w.changed)
-		w.changed = nil
-	}
+	w.changed.Fire()
 	return w.b.Write(p)
 }
 
@@ -36,10 +33,7 @@ func (w *watchBuffer) String() string {
 func (w *watchBuffer) changes() <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.changed == nil {
-		w.changed = make(chan struct{})
-	}
-	return w.changed
+	return w.changed.Wait()
 }
 
 func (w *watchBuffer) waitFor(t *testing.T, s string) {
