@@ -18,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -31,15 +33,14 @@ func TestMain(m *testing.M) {
 type logBuf struct {
 	mu      sync.Mutex
 	b       bytes.Buffer
-	changed chan struct{}
+	changed testenv.Changed
 }
 
 func (l *logBuf) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.b.Write(p)
-	close(l.changed)
-	l.changed = make(chan struct{})
+	l.changed.Fire()
 	return len(p), nil
 }
 
@@ -49,7 +50,7 @@ func (l *logBuf) listening(t *testing.T, done <-chan int) string {
 	timeout := time.After(30 * time.Second)
 	for {
 		l.mu.Lock()
-		text, ch := l.b.String(), l.changed
+		text, ch := l.b.String(), l.changed.Wait()
 		l.mu.Unlock()
 		sc := bufio.NewScanner(strings.NewReader(text))
 		for sc.Scan() {
@@ -76,7 +77,7 @@ func TestServe(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &logBuf{changed: make(chan struct{})}
+	logs := &logBuf{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--pods", pods}, logs) }()
 	addr := logs.listening(t, done)
