@@ -128,23 +128,15 @@ func FluxSchemaLocation(ctx context.Context) (string, error) {
 		crds = append(crds, b)
 	}
 
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".flux-schemas-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	for _, crd := range crds {
-		if _, err := writeCRDSchemas(crd, tmp); err != nil {
-			return "", err
+	err = replaceStamped(dir, want, func(tmp string) error {
+		for _, crd := range crds {
+			if _, err := writeCRDSchemas(crd, tmp); err != nil {
+				return err
+			}
 		}
-	}
-	if err := os.WriteFile(filepath.Join(tmp, ".stamp"), []byte(want), 0o644); err != nil {
-		return "", err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
+		return nil
+	})
+	if err != nil {
 		return "", err
 	}
 	return tmpl, nil

@@ -72,21 +72,11 @@ func KubernetesSchemaLocation(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".schemas-")
+	err = replaceStamped(dir, want, func(tmp string) error {
+		_, err := writeStrictSchemas(spec, tmp)
+		return err
+	})
 	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	if _, err := writeStrictSchemas(spec, tmp); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(tmp, ".stamp"), []byte(want), 0o644); err != nil {
-		return "", err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
 		return "", err
 	}
 	return tmpl, nil
