@@ -36,3 +36,26 @@ func TestReplaceStamped(t *testing.T) {
 		t.Errorf("%d entries next to the directory, want only it", len(left))
 	}
 }
+
+func TestOpenSchemaDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache", "schemas")
+	tmpl, unlock, err := openSchemaDir(t.Context(), dir, "rev 1")
+	if err != nil || unlock == nil {
+		t.Fatalf("empty cache: unlock %v, err %v; want the lock", unlock != nil, err)
+	}
+	if want := filepath.Join(dir, "{{ .ResourceKind }}{{ .KindSuffix }}.json"); tmpl != want {
+		t.Errorf("template %q, want %q", tmpl, want)
+	}
+	if err := replaceStamped(dir, "rev 1", func(string) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if _, unlock, err := openSchemaDir(t.Context(), dir, "rev 1"); err != nil || unlock != nil {
+		t.Errorf("current cache: unlock %v, err %v; want neither", unlock != nil, err)
+	}
+	_, unlock, err = openSchemaDir(t.Context(), dir, "rev 2")
+	if err != nil || unlock == nil {
+		t.Fatalf("stale cache: unlock %v, err %v; want the lock", unlock != nil, err)
+	}
+	unlock()
+}
