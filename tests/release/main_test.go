@@ -223,34 +223,25 @@ func (r *registry) stop() {
 	http.DefaultClient.CloseIdleConnections()
 }
 
-// releaserBin builds internal/tools/releaser once per package.
-var (
-	releaserOnce sync.Once
-	releaserPath string
-	releaserErr  error
-)
+var sharedReleaser shared[string]
 
+// releaser builds internal/tools/releaser once per package.
 func releaser(t testing.TB) string {
 	t.Helper()
-	releaserOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "releaser-bin-")
+	return sharedReleaser.get(t, "releaser", func() (string, error) {
+		dir, err := sharedDir("releaser-bin-")
 		if err != nil {
-			releaserErr = err
-			return
+			return "", err
 		}
-		cleanups = append(cleanups, func() { os.RemoveAll(dir) })
-		releaserPath = filepath.Join(dir, "releaser")
-		cmd := exec.Command("go", "build", "-o", releaserPath, "./internal/tools/releaser")
+		bin := filepath.Join(dir, "releaser")
+		cmd := exec.Command("go", "build", "-o", bin, "./internal/tools/releaser")
 		cmd.Dir = repoRoot(t)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			releaserErr = fmt.Errorf("building releaser: %w\n%s", err, out)
+			return "", fmt.Errorf("building releaser: %w\n%s", err, out)
 		}
+		return bin, nil
 	})
-	if releaserErr != nil {
-		t.Fatal(releaserErr)
-	}
-	return releaserPath
 }
 
 // pushed is the image the release tests share: built once by the releaser
@@ -261,17 +252,13 @@ type pushed struct {
 	Digest string // sha256:...
 }
 
-var (
-	pushOnce sync.Once
-	pushRes  pushed
-	pushErr  error
-)
+var sharedPush shared[pushed]
 
 func pushedImage(t testing.TB) pushed {
 	t.Helper()
 	reg := theRegistry(t)
 	bin := releaser(t)
-	pushOnce.Do(func() {
+	return sharedPush.get(t, "pushed image", func() (pushed, error) {
 		repo := reg.Host + "/" + testRepo
 		digestFile := filepath.Join(os.TempDir(), fmt.Sprintf("release-digest-%d", os.Getpid()))
 		defer os.Remove(digestFile)
@@ -279,21 +266,16 @@ func pushedImage(t testing.TB) pushed {
 			"-version", testTag, "-commit", "c0ffee1",
 			"-push", repo+":"+testTag, "-digest-file", digestFile)
 		if err != nil {
-			pushErr = fmt.Errorf("releaser image: %w\n%s", err, out)
-			return
+			return pushed{}, fmt.Errorf("releaser image: %w\n%s", err, out)
 		}
 		d, err := os.ReadFile(digestFile)
 		if err != nil {
-			pushErr = err
-			return
+			return pushed{}, err
 		}
-		pushRes = pushed{Repo: repo, Ref: repo + ":" + testTag, Digest: strings.TrimSpace(string(d))}
-		if !strings.Contains(out, pushRes.Digest) {
-			pushErr = fmt.Errorf("releaser output does not name the digest %s:\n%s", pushRes.Digest, out)
+		p := pushed{Repo: repo, Ref: repo + ":" + testTag, Digest: strings.TrimSpace(string(d))}
+		if !strings.Contains(out, p.Digest) {
+			return pushed{}, fmt.Errorf("releaser output does not name the digest %s:\n%s", p.Digest, out)
 		}
+		return p, nil
 	})
-	if pushErr != nil {
-		t.Fatal(pushErr)
-	}
-	return pushRes
 }
