@@ -42,26 +42,25 @@ func (w *WatchBuffer) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-func (w *WatchBuffer) String() string {
+// snapshot is the output so far and a channel closed at the next Write.
+func (w *WatchBuffer) snapshot() (string, <-chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.b.String()
+	return w.b.String(), w.changed.Wait()
 }
 
+func (w *WatchBuffer) String() string { s, _ := w.snapshot(); return s }
+
 // Changes returns a channel closed at the next Write.
-func (w *WatchBuffer) Changes() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.changed.Wait()
-}
+func (w *WatchBuffer) Changes() <-chan struct{} { _, ch := w.snapshot(); return ch }
 
 // WaitFor waits until the output contains s.
 func (w *WatchBuffer) WaitFor(tb testing.TB, s string, within time.Duration) {
 	tb.Helper()
 	timeout := time.After(within)
 	for {
-		ch := w.Changes()
-		if strings.Contains(w.String(), s) {
+		out, ch := w.snapshot()
+		if strings.Contains(out, s) {
 			return
 		}
 		select {
