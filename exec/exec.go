@@ -19,12 +19,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/scheme"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/streaming/pkg/httpstream"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
 // Transport selects the streaming transport toward the API server.
@@ -88,12 +88,22 @@ type Result struct {
 	Transport Transport
 }
 
+// The client-side rate limit of API requests (serve's --kube-api-qps and
+// --kube-api-burst) when the config sets none. Each session start does one
+// pod lookup: client-go's default of 5 QPS would queue session starts behind
+// each other; the API server's priority and fairness protects it. Streams
+// are not rate limited at all.
+const (
+	DefaultQPS   = 500
+	DefaultBurst = 1000
+)
+
 // Dialer opens sessions toward one API server.
 type Dialer struct {
 	cfg       *rest.Config
 	transport Transport
 	core      rest.Interface
-	pods      corev1client.PodsGetter
+	pods      *kubeclient.Client
 }
 
 // NewDialer returns a Dialer for the API server in cfg.
@@ -106,14 +116,12 @@ func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.WrapTransport = observeDials(cfg.WrapTransport)
-	// client-go's default of 5 QPS would queue pod lookups of concurrent
-	// sessions behind each other; streams are not rate limited at all.
 	if cfg.QPS == 0 && cfg.Burst == 0 && cfg.RateLimiter == nil {
-		cfg.QPS, cfg.Burst = 50, 100
+		cfg.QPS, cfg.Burst = DefaultQPS, DefaultBurst
 	}
-	// The core/v1 client alone: the whole clientset would link every API
-	// group's client into the binary (about 9 MB).
-	cs, err := corev1client.NewForConfig(protobufFirst(cfg))
+	// Not client-go's typed client: its scheme links every API group into
+	// the binary (internal/kubeclient).
+	cs, err := kubeclient.New(protobufFirst(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -158,11 +166,11 @@ func (d *Dialer) URL(t Target) *url.URL {
 	if len(t.Command) == 0 {
 		req = req.SubResource("attach").VersionedParams(&corev1.PodAttachOptions{
 			Container: t.Container, Stdin: t.Stdin, Stdout: t.Stdout, Stderr: stderr, TTY: t.TTY,
-		}, scheme.ParameterCodec)
+		}, kubeclient.ParameterCodec)
 	} else {
 		req = req.SubResource("exec").VersionedParams(&corev1.PodExecOptions{
 			Container: t.Container, Command: t.Command, Stdin: t.Stdin, Stdout: t.Stdout, Stderr: stderr, TTY: t.TTY,
-		}, scheme.ParameterCodec)
+		}, kubeclient.ParameterCodec)
 	}
 	return req.URL()
 }

@@ -8,9 +8,9 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	authorizationclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
 // Identity is the user a session acts as at the API server. With one in the
@@ -50,13 +50,13 @@ func (d *Dialer) configFor(ctx context.Context) *rest.Config {
 	return cfg
 }
 
-// impersonatedCore is a core/v1 client sending the identity in ctx; the
+// impersonatedCore is a client sending the identity in ctx; the
 // HTTP transport underneath is client-go's shared, cached one.
-func (d *Dialer) impersonatedCore(ctx context.Context) (corev1client.CoreV1Interface, bool, error) {
+func (d *Dialer) impersonatedCore(ctx context.Context) (*kubeclient.Client, bool, error) {
 	if _, ok := IdentityFrom(ctx); !ok {
 		return nil, false, nil
 	}
-	c, err := corev1client.NewForConfig(protobufFirst(d.configFor(ctx)))
+	c, err := kubeclient.New(protobufFirst(d.configFor(ctx)))
 	return c, true, err
 }
 
@@ -69,7 +69,7 @@ func (d *Dialer) CanExec(ctx context.Context, t Target) (allowed bool, reason st
 	if _, ok := IdentityFrom(ctx); !ok {
 		return true, "", nil
 	}
-	c, err := authorizationclient.NewForConfig(d.configFor(ctx))
+	c, err := kubeclient.New(d.configFor(ctx))
 	if err != nil {
 		return false, "", err
 	}

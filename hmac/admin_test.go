@@ -27,11 +27,7 @@ func adminClaims(scope string) AdminClaims {
 
 func mustSignAdmin(t *testing.T, key []byte, c AdminClaims) string {
 	t.Helper()
-	s, err := NewSigner(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := s.SignAdmin(c)
+	tok, err := mustSigner(t, key).SignAdmin(c)
 	if err != nil {
 		t.Fatal(err)
 	}

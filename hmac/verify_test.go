@@ -28,13 +28,18 @@ func newTestVerifier(t *testing.T, opts VerifierOptions) *Verifier {
 	return v
 }
 
-func mustSign(t *testing.T, key []byte, c Claims) string {
+func mustSigner(t *testing.T, key []byte) *Signer {
 	t.Helper()
 	s, err := NewSigner(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := s.Sign(c)
+	return s
+}
+
+func mustSign(t *testing.T, key []byte, c Claims) string {
+	t.Helper()
+	tok, err := mustSigner(t, key).Sign(c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func accepts(t *testing.T, bin string, args []string) (string, bool) {
 	return string(out), err == nil
 }
 
-var helpDefault = regexp.MustCompile(`(?m)^  -([a-z0-9-]+)(?: [a-z0-9]+)?\n\s+.*?(?:\(default (.+)\))?$`)
+var helpDefault = regexp.MustCompile(`(?m)^  --([a-z0-9-]+)(?: [a-z0-9]+)?\n\s+.*?(?:\(default (.+)\))?$`)
 
 // binaryDefaults parses `serve --help` into flag -> default value.
 func binaryDefaults(t *testing.T, bin string) map[string]string {

@@ -1,53 +1,31 @@
 package tests
 
 import (
-	"io/fs"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // copyChart copies the chart to a temporary directory with its Chart.yaml
 // version set to version.
 func copyChart(t *testing.T, src, version string) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "k8s-ws-proxy")
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	return testenv.CopyChart(t, src, func(rel string, b []byte) ([]byte, error) {
+		if rel != "Chart.yaml" {
+			return b, nil
 		}
-		rel, _ := filepath.Rel(src, path)
-		if d.IsDir() {
-			if rel == "tests" {
-				return filepath.SkipDir // Go tests, not part of the chart
-			}
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		var meta map[string]any
+		if err := yaml.Unmarshal(b, &meta); err != nil {
+			return nil, err
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if rel == "Chart.yaml" {
-			var meta map[string]any
-			if err := yaml.Unmarshal(b, &meta); err != nil {
-				return err
-			}
-			meta["version"] = version
-			if b, err = yaml.Marshal(meta); err != nil {
-				return err
-			}
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+		meta["version"] = version
+		return yaml.Marshal(meta)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 // TestChartVersionBumpKeepsPodTemplate: upgrading to a chart version that

@@ -2,33 +2,31 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/bootstrap"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
-// runBootstrapSecret is the Helm hook's entry point: create the HMAC key
+// bootstrapSecret is the Helm hook's entry point: create the HMAC key
 // Secret if it is absent, leave it alone if present. Exit codes: 0 done
 // (exists, created, or created by a concurrent writer), 1 failure, 2 usage.
-func runBootstrapSecret(args []string) int {
-	return bootstrapSecret(args, os.Stderr, os.Getenv)
-}
-
-func bootstrapSecret(args []string, stderr io.Writer, getenv func(string) string) int {
-	fs := flag.NewFlagSet("bootstrap-secret", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	namespace := fs.String("namespace", getenv("POD_NAMESPACE"), "namespace of the Secret (default from POD_NAMESPACE)")
+func bootstrapSecret(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := newCommand("bootstrap-secret", "--namespace NS [--secret-name NAME] [--key-name key] [--kubeconfig PATH]\n"+
+		"       k8s-ws-proxy bootstrap-secret --rotate --namespace NS [--max-ttl D --leeway D --propagation-delay D]",
+		`Creates the HMAC key Secret with 32 random bytes if it does not exist; an
+existing Secret is left untouched. With --rotate, adds a new key to the
+Secret instead and prunes keys no valid token can still carry (see
+docs/tokens.md, "Rotating keys"). Keys are never printed.`)
+	fs.envVars = map[string]string{"namespace": "POD_NAMESPACE"}
+	namespace := fs.String("namespace", getenv("POD_NAMESPACE"), "namespace of the Secret")
 	secretName := fs.String("secret-name", bootstrap.DefaultSecretName, "name of the HMAC key Secret")
 	keyName := fs.String("key-name", bootstrap.DefaultKeyName, "data key holding the HMAC key inside the Secret")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (empty: in-cluster ServiceAccount credentials)")
@@ -39,23 +37,8 @@ func bootstrapSecret(args []string, stderr io.Writer, getenv func(string) string
 	maxTTL := fs.Duration("max-ttl", hmac.DefaultMaxTTL, "with --rotate: the proxies' --max-ttl")
 	leeway := fs.Duration("leeway", hmac.DefaultLeeway, "with --rotate: the proxies' --leeway")
 	propagation := fs.Duration("propagation-delay", bootstrap.DefaultPropagationDelay, "with --rotate: how long a Secret change takes to reach every proxy (the signers' delay)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: k8s-ws-proxy bootstrap-secret --namespace NS [--secret-name NAME] [--key-name key] [--kubeconfig PATH]
-       k8s-ws-proxy bootstrap-secret --rotate --namespace NS [--max-ttl D --leeway D --propagation-delay D]
-
-Creates the HMAC key Secret with 32 random bytes if it does not exist; an
-existing Secret is left untouched. With --rotate, adds a new key to the
-Secret instead and prunes keys no valid token can still carry (see
-docs/tokens.md, "Rotating keys"). Keys are never printed.
-
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, stop := fs.parse(args, stdout, stderr); stop {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "bootstrap-secret: unexpected arguments %q\n", fs.Args())
@@ -84,7 +67,7 @@ docs/tokens.md, "Rotating keys"). Keys are never printed.
 	// Each request is bounded by the bootstrap package; keep client-go's own
 	// rate limiter out of the way for a handful of calls.
 	cfg.QPS, cfg.Burst = 5, 10
-	client, err := corev1client.NewForConfig(cfg)
+	client, err := kubeclient.New(cfg)
 	if err != nil {
 		log.Error("cannot build Kubernetes client", "error", err.Error())
 		return 1

@@ -15,9 +15,9 @@ import (
 
 func runBootstrapCmd(t *testing.T, env map[string]string, args ...string) (int, string) {
 	t.Helper()
-	var stderr bytes.Buffer
-	code := bootstrapSecret(args, &stderr, func(k string) string { return env[k] })
-	return code, stderr.String()
+	var out bytes.Buffer // stdout and stderr
+	code := bootstrapSecret(args, &out, &out, func(k string) string { return env[k] })
+	return code, out.String()
 }
 
 // closedKubeconfig writes a kubeconfig whose server is a loopback port that

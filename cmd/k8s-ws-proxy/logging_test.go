@@ -1,33 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/klog/v2"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
 
 // TestLogsAreJSON: what client-go writes through klog and what net/http
 // writes to its error log come out as JSON records on the process's log.
 func TestLogsAreJSON(t *testing.T) {
-	var buf lockedBuffer
+	var buf testlog.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	routeKlog(log)
 	t.Cleanup(func() { klog.ClearLogger() })
@@ -37,9 +26,9 @@ func TestLogsAreJSON(t *testing.T) {
 	errorLog(log).Printf("http: Accept error: accept tcp [::]:8080: accept4: too many open files; retrying in 5ms")
 	klog.Flush()
 
-	lines := strings.Split(strings.TrimSpace(buf.b.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 4 {
-		t.Fatalf("%d lines, want 4:\n%s", len(lines), buf.b.String())
+		t.Fatalf("%d lines, want 4:\n%s", len(lines), buf.String())
 	}
 	for _, line := range lines {
 		var m map[string]any
@@ -56,13 +45,13 @@ func TestLogsAreJSON(t *testing.T) {
 // can cause TLS handshake errors) writes a burst, not a line each; another
 // kind still gets through.
 func TestErrorLogSampled(t *testing.T) {
-	var buf lockedBuffer
+	var buf testlog.Buffer
 	l := errorLog(slog.New(slog.NewJSONHandler(&buf, nil)))
 	for i := range 1000 {
 		l.Printf("http: TLS handshake error from 127.0.0.1:%d: EOF", 1000+i)
 	}
 	l.Printf("http: Accept error: accept tcp [::]:8080: accept4: too many open files; retrying in 5ms")
-	text := buf.b.String()
+	text := buf.String()
 	if n := strings.Count(text, "TLS handshake error"); n > 21 || n == 0 {
 		t.Fatalf("1000 handshake errors wrote %d lines", n)
 	}

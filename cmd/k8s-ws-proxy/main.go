@@ -12,6 +12,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -23,40 +24,40 @@ var (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
 	case "serve":
-		return runServe(args)
+		return runServe(args, stdout, stderr)
 	case "token":
-		return runToken(args)
+		return tokenMain(args, stdin, stdout, stderr)
 	case "bootstrap-secret":
-		return runBootstrapSecret(args)
+		return bootstrapSecret(args, stdout, stderr, os.Getenv)
 	case "shell":
-		return runShell(args)
+		return runShell(args, stdout, stderr)
 	case "sessions":
-		return runSessions(args)
+		return sessionsMain(args, stdout, stderr)
 	case "version":
-		fmt.Printf("k8s-ws-proxy %s (commit %s)\n", version, commit)
+		fmt.Fprintf(stdout, "k8s-ws-proxy %s (commit %s)\n", version, commit)
 		return 0
-	case "help", "-h", "--help":
-		usage()
+	case "help":
+		usage(stdout)
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "k8s-ws-proxy: unknown subcommand %q\n\n", cmd)
-		usage()
+		fmt.Fprintf(stderr, "k8s-ws-proxy: unknown subcommand %q\n\n", cmd)
+		usage(stderr)
 		return 2
 	}
 }
 
-func usage() {
-	fmt.Fprint(os.Stderr, `usage: k8s-ws-proxy <subcommand> [flags]
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: k8s-ws-proxy <subcommand> [flags]
 
 subcommands:
   serve             run the proxy (default)

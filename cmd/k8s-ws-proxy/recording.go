@@ -32,7 +32,7 @@ func (r *recordingFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.uploadURL, "recording-upload-url", "", "S3-compatible store for finished recordings: http(s)://host[:port]/bucket[/prefix]; empty keeps them in --recording-dir")
 	fs.StringVar(&r.uploadAccessKey, "recording-upload-access-key-file", "", "file holding the store's access key id (a mounted Secret; read for every request)")
 	fs.StringVar(&r.uploadSecretKey, "recording-upload-secret-key-file", "", "file holding the store's secret access key (a mounted Secret; read for every request)")
-	fs.StringVar(&r.uploadRegion, "recording-upload-region", "us-east-1", "region for request signing")
+	fs.StringVar(&r.uploadRegion, "recording-upload-region", recording.DefaultRegion, "region for request signing")
 	fs.StringVar(&r.exitNotice, "exit-notice", "auto", "write \"[k8s-ws-proxy] process exited with code N\" to the terminal: auto (tty sessions on v4 or older protocols, which guacd speaks; guacd ignores the status channel), always or never")
 	fs.BoolVar(&r.impersonate, "impersonate", false, "act as the token's user (sub, groups) at the API server: its RBAC decides and its audit log names the user")
 }

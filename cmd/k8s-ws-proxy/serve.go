@@ -2,9 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,18 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tlsreload"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/proxy"
 )
-
-// envPrefix names the environment variable behind every serve flag:
-// --node-name is K8S_WS_PROXY_NODE_NAME. A flag on the command line wins.
-const envPrefix = "K8S_WS_PROXY_"
-
-func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
 
 // serveOptions are the serve subcommand's settings.
 type serveOptions struct {
@@ -64,20 +58,21 @@ type serveOptions struct {
 	rec            recordingFlags
 }
 
-func newServeFlags(o *serveOptions) *flag.FlagSet {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+func newServeFlags(o *serveOptions) *command {
+	fs := newCommand("serve", "[flags]", "Runs the proxy (the default subcommand). Every flag can also be set as\nK8S_WS_PROXY_<FLAG> (upper case, - as _); the command line wins.")
+	fs.env = true
 	fs.StringVar(&o.listen, "listen", ":8080", "address for WebSocket sessions (guacd's default port is 8080)")
 	fs.StringVar(&o.healthListen, "health-listen", ":9090", "plain-HTTP address for /healthz, /readyz and /metrics; empty disables")
 	fs.StringVar(&o.keyDir, "key-dir", "/etc/k8s-ws-proxy/keys", "directory of HMAC keys (the mounted Secret), hot-reloaded")
 	fs.StringVar(&o.audience, "audience", hmac.DefaultAudience, "required aud claim of session tokens")
 	fs.DurationVar(&o.leeway, "leeway", hmac.DefaultLeeway, "clock-skew leeway for exp, nbf and iat")
 	fs.DurationVar(&o.maxTTL, "max-ttl", hmac.DefaultMaxTTL, "longest accepted token lifetime (exp - iat)")
-	fs.IntVar(&o.replayCapacity, "replay-capacity", 100000, "most single-use token ids remembered at once; when full, new tokens are refused")
+	fs.IntVar(&o.replayCapacity, "replay-capacity", hmac.DefaultReplayCapacity, "most single-use token ids remembered at once; when full, new tokens are refused")
 	fs.StringVar(&o.nodeName, "node-name", "", "this node's name (downward API spec.nodeName); tokens' node claim and the target pod's node must match")
 	fs.StringVar(&o.execTransport, "exec-transport", "auto", "exec transport toward the API server: auto (WebSocket, SPDY fallback), websocket or spdy")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
-	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 500, "client-side rate limit of API requests (one pod lookup per session); negative disables")
-	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 1000, "burst allowed above --kube-api-qps")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", exec.DefaultQPS, "client-side rate limit of API requests (one pod lookup per session); negative disables")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", exec.DefaultBurst, "burst allowed above --kube-api-qps")
 	fs.IntVar(&o.maxFrameSize, "max-frame-size", proxy.DefaultMaxFrameSize, "largest frame sent to clients, channel byte included (guacd needs 4096 or less)")
 	fs.Int64Var(&o.maxMessageSize, "max-message-size", proxy.DefaultMaxMessageSize, "largest message accepted from clients; larger ones close the session with 1009")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long live sessions may run on before they are closed")
@@ -95,26 +90,10 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.maxPending, "max-pending-connections", 256, "most connections per listener that are not sessions (requests, idle keep-alives, handshakes); past it the oldest is closed; 0 disables")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
-	o.tls.register(fs)
-	o.namespaces.register(fs)
-	o.rec.register(fs)
+	o.tls.register(fs.FlagSet)
+	o.namespaces.register(fs.FlagSet)
+	o.rec.register(fs.FlagSet)
 	return fs
-}
-
-// parseWithEnv applies K8S_WS_PROXY_* variables, then the command line.
-func parseWithEnv(fs *flag.FlagSet, args []string) error {
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v, ok := os.LookupEnv(envName(f.Name)); ok && envErr == nil {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %v", envName(f.Name), v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return envErr
-	}
-	return fs.Parse(args)
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {
@@ -132,19 +111,14 @@ func newLogger(format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be json or text, not %q", format)
 }
 
-func runServe(args []string) int {
+func runServe(args []string, stdout, stderr io.Writer) int {
 	var o serveOptions
-	fs := newServeFlags(&o)
-	if err := parseWithEnv(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "serve:", err)
-		return 2
+	if code, stop := newServeFlags(&o).parse(args, stdout, stderr); stop {
+		return code
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "serve:", err)
+		fmt.Fprintln(stderr, "k8s-ws-proxy serve:", err)
 		return 2
 	}
 	routeKlog(log)
@@ -167,9 +141,6 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// One pod lookup per session start: client-go's default of 5 QPS (or
-	// the exec package's 50) would queue session starts behind each other;
-	// the API server's own priority and fairness protects it.
 	cfg.QPS, cfg.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
 	dialer, err := exec.NewDialer(cfg, transport)
 	if err != nil {
@@ -277,68 +248,40 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	defer func() { stopKeyring(); <-keyringDone }()
 	defer runTLS(tlsReloader)()
 
-	ln, err := net.Listen("tcp", o.listen)
+	// Every port is bound before any serves, so a port in use stops the
+	// start with nothing half running.
+	session, err := o.openPort("sessions", o.listen, srv, tlsReloader, log, tel.meters)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", o.listen, err)
-	}
-	sessionConns, err := proxy.NewConnLimiter("sessions", o.maxPending, log, tel.meters)
-	if err != nil {
-		ln.Close()
 		return err
 	}
-	ln = wrapTLS(sessionConns.Listener(ln), tlsReloader)
-	httpSrv := newHTTPServer(srv, log, o.readHeaderTO, o.httpIdleTO, sessionConns)
-	errc := make(chan error, 3)
-	go func() { errc <- httpSrv.Serve(ln) }()
-
-	var healthSrv *http.Server
-	var healthAddr string
+	ports := []*port{session}
+	defer func() {
+		for _, p := range ports {
+			p.ln.Close()
+		}
+	}()
+	var health, admin *port
 	if o.healthListen != "" {
-		hln, err := net.Listen("tcp", o.healthListen)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen %s: %w", o.healthListen, err)
-		}
-		healthConns, err := proxy.NewConnLimiter("health", o.maxPending, log, tel.meters)
-		if err != nil {
-			ln.Close()
-			hln.Close()
+		if health, err = o.openPort("health", o.healthListen, healthMux(srv, tel.metricsHandler), nil, log, tel.meters); err != nil {
 			return err
 		}
-		healthAddr = hln.Addr().String()
-		healthSrv = newHTTPServer(healthMux(srv, tel.metricsHandler), log, o.readHeaderTO, o.httpIdleTO, healthConns)
-		hln = healthConns.Listener(hln)
-		go func() { errc <- healthSrv.Serve(hln) }()
+		ports = append(ports, health)
 	}
-	var adminSrv *http.Server
-	var adminAddr string
 	if o.adminListen != "" {
-		aln, err := net.Listen("tcp", o.adminListen)
-		if err != nil {
-			ln.Close()
-			if healthSrv != nil {
-				healthSrv.Close()
-			}
-			return fmt.Errorf("listen %s: %w", o.adminListen, err)
-		}
-		adminConns, err := proxy.NewConnLimiter("admin", o.maxPending, log, tel.meters)
-		if err != nil {
-			ln.Close()
-			aln.Close()
-			if healthSrv != nil {
-				healthSrv.Close()
-			}
-			return err
-		}
-		adminAddr = aln.Addr().String()
 		// The session port's TLS (and client certificates, when required)
 		// apply to the admin port too.
-		adminSrv = newHTTPServer(srv.AdminHandler(adminVerifier), log, o.readHeaderTO, o.httpIdleTO, adminConns)
-		go func() { errc <- adminSrv.Serve(wrapTLS(adminConns.Listener(aln), tlsReloader)) }()
+		if admin, err = o.openPort("admin", o.adminListen, srv.AdminHandler(adminVerifier), tlsReloader, log, tel.meters); err != nil {
+			return err
+		}
+		ports = append(ports, admin)
+	}
+	errc := make(chan error, len(ports))
+	for _, p := range ports {
+		go func() { errc <- p.srv.Serve(p.ln) }()
 	}
 	// Operators and the chart read liveness from this line: log it only
 	// once the sockets accept connections.
-	log.Info("listening", "address", ln.Addr().String(), "health_address", healthAddr, "admin_address", adminAddr,
+	log.Info("listening", "address", session.addr(), "health_address", health.addr(), "admin_address", admin.addr(),
 		"node", o.nodeName, "exec_transport", string(transport), "version", version)
 
 	select {
@@ -354,15 +297,41 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	srv.Drain(graceCtx)
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShutdown()
-	_ = httpSrv.Shutdown(shutdownCtx)
-	if healthSrv != nil {
-		_ = healthSrv.Shutdown(context.Background())
-	}
-	if adminSrv != nil {
-		_ = adminSrv.Shutdown(context.Background())
+	_ = session.srv.Shutdown(shutdownCtx)
+	for _, p := range ports[1:] {
+		_ = p.srv.Shutdown(context.Background())
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// port is one of serve's listeners with its HTTP server.
+type port struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// openPort binds addr, bounds its pending connections and serves TLS on it
+// when tlsReloader is set.
+func (o serveOptions) openPort(name, addr string, h http.Handler, tlsReloader *tlsreload.Reloader, log *slog.Logger, meters metric.MeterProvider) (*port, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	lim, err := proxy.NewConnLimiter(name, o.maxPending, log, meters)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &port{ln: wrapTLS(lim.Listener(ln), tlsReloader), srv: newHTTPServer(h, log, o.readHeaderTO, o.httpIdleTO, lim)}, nil
+}
+
+// addr is the bound address; empty for a port that is off.
+func (p *port) addr() string {
+	if p == nil {
+		return ""
+	}
+	return p.ln.Addr().String()
 }
 
 // healthMux serves probes and metrics on their own plain-HTTP port, so

@@ -3,13 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -18,8 +15,6 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
-
-func runSessions(args []string) int { return sessionsMain(args, os.Stdout, os.Stderr) }
 
 // sessionsMain is `k8s-ws-proxy sessions list|revoke` against a proxy's
 // --admin-listen: it mints a one-minute admin token with the one scope the
@@ -35,13 +30,16 @@ func sessionsMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	verb := args[0]
-	fs := flag.NewFlagSet("sessions "+verb, flag.ContinueOnError)
+	fs := newCommand("sessions "+verb, map[string]string{
+		"list":   "--admin-url URL --key-file FILE [--sub SUBJECT]",
+		"revoke": "--admin-url URL --key-file FILE (SID | --sub SUBJECT)",
+	}[verb], "")
 	adminURL := fs.String("admin-url", "http://127.0.0.1:9091", "the proxy's admin API (its --admin-listen)")
 	keyFile := fs.String("key-file", "", "file holding one of the proxy's HMAC keys; required")
 	sub := fs.String("sub", "", "list: only this subject's sessions; revoke: every session of this subject")
 	subject := fs.String("as", "k8s-ws-proxy-cli", "sub claim of the admin token (logged by the proxy)")
 	timeout := fs.Duration("timeout", 10*time.Second, "time limit of the call")
-	if code, stop := sessionsParseFlags(fs, args[1:], stdout, stderr); stop {
+	if code, stop := fs.parse(args[1:], stdout, stderr); stop {
 		return code
 	}
 	if *keyFile == "" {
@@ -102,22 +100,4 @@ func sessionsMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, out.String())
 	return 0
-}
-
-// sessionsParseFlags parses args: --help prints the flags to stdout (exit
-// 0), a bad flag prints the error and flags to stderr (exit 2).
-func sessionsParseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int, bool) {
-	var buf bytes.Buffer
-	fs.SetOutput(&buf)
-	err := fs.Parse(args)
-	switch {
-	case err == nil:
-		return 0, false
-	case errors.Is(err, flag.ErrHelp):
-		_, _ = stdout.Write(buf.Bytes())
-		return 0, true
-	default:
-		_, _ = stderr.Write(buf.Bytes())
-		return 2, true
-	}
 }

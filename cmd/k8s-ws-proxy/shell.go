@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/signal"
@@ -26,37 +26,32 @@ import (
 // runShell is an operator's client: it opens the session a token grants
 // through a proxy and attaches the local terminal to it, the way
 // `kubectl exec -it` does, and exits with the remote exit code.
-func runShell(args []string) int {
-	fs := flag.NewFlagSet("shell", flag.ContinueOnError)
-	proxyURL := fs.String("url", os.Getenv("K8S_WS_PROXY_URL"), "proxy base URL, e.g. http://127.0.0.1:8080 (env K8S_WS_PROXY_URL)")
-	token := fs.String("token", "", "session token (or env K8S_WS_PROXY_TOKEN, or --token-file)")
+func runShell(args []string, stdout, stderr io.Writer) int {
+	fs := newCommand("shell", "--url URL --token TOKEN",
+		"Attach this terminal to the session the token grants (namespace, pod, container, command and tty come from the token).")
+	fs.envVars = map[string]string{"url": "K8S_WS_PROXY_URL", "token": "K8S_WS_PROXY_TOKEN"}
+	proxyURL := fs.String("url", os.Getenv("K8S_WS_PROXY_URL"), "proxy base URL, e.g. http://127.0.0.1:8080")
+	token := fs.String("token", "", "session token; without it --token-file, then the variable")
 	tokenFile := fs.String("token-file", "", "file holding the session token")
 	caFile := fs.String("ca-file", "", "CA bundle to verify an https proxy")
 	certFile := fs.String("client-cert-file", "", "client certificate for a proxy that requires mutual TLS")
 	keyFile := fs.String("client-key-file", "", "client key for --client-cert-file")
 	insecure := fs.Bool("insecure-skip-tls-verify", false, "do not verify the proxy's certificate (testing only)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: k8s-ws-proxy shell --url URL --token TOKEN\n\nAttach this terminal to the session the token grants (namespace, pod, container, command and tty come from the token).")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, stop := fs.parse(args, stdout, stderr); stop {
+		return code
 	}
 	tok, err := readToken(*token, *tokenFile)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shell:", err)
+		fmt.Fprintln(stderr, "shell:", err)
 		return 2
 	}
 	if *proxyURL == "" {
-		fmt.Fprintln(os.Stderr, "shell: --url is required")
+		fmt.Fprintln(stderr, "shell: --url is required")
 		return 2
 	}
 	claims, err := unverifiedClaims(tok)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shell:", err)
+		fmt.Fprintln(stderr, "shell:", err)
 		return 2
 	}
 	cfg := &rest.Config{
@@ -68,13 +63,13 @@ func runShell(args []string) int {
 	}
 	execURL, err := sessionURL(*proxyURL, claims)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shell:", err)
+		fmt.Fprintln(stderr, "shell:", err)
 		return 2
 	}
 	executor, err := remotecommand.NewWebSocketExecutorForProtocols(cfg, "GET", execURL,
 		streamproto.StreamProtocolV5Name, streamproto.StreamProtocolV4Name)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shell:", err)
+		fmt.Fprintln(stderr, "shell:", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -102,7 +97,7 @@ func runShell(args []string) int {
 	case errors.As(err, &codeErr):
 		return codeErr.ExitStatus()
 	default:
-		fmt.Fprintln(os.Stderr, "shell:", err)
+		fmt.Fprintln(stderr, "shell:", err)
 		return 1
 	}
 }

@@ -32,11 +32,11 @@ func TestTLSFlagCombinations(t *testing.T) {
 	}
 
 	var o serveOptions
-	fs := newServeFlags(&o)
 	t.Setenv("K8S_WS_PROXY_CLIENT_ALLOWED_SUBJECTS", "guacd, guacd.guacamole.svc")
 	t.Setenv("K8S_WS_PROXY_TLS_CERT_FILE", "/env/tls.crt")
-	if err := parseWithEnv(fs, []string{"--tls-cert-file=/flag/tls.crt", "--tls-key-file=/flag/tls.key", "--client-ca-file=/flag/ca.crt"}); err != nil {
-		t.Fatal(err)
+	var stderr strings.Builder
+	if _, stop := newServeFlags(&o).parse([]string{"--tls-cert-file=/flag/tls.crt", "--tls-key-file=/flag/tls.key", "--client-ca-file=/flag/ca.crt"}, io.Discard, &stderr); stop {
+		t.Fatal(stderr.String())
 	}
 	want := tlsFlags{certFile: "/flag/tls.crt", keyFile: "/flag/tls.key", clientCAFile: "/flag/ca.crt", allowedSubjects: "guacd, guacd.guacamole.svc"}
 	if o.tls != want {

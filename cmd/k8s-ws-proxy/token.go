@@ -8,18 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
-
-// runToken implements "k8s-ws-proxy token mint|verify|inspect".
-func runToken(args []string) int {
-	return tokenMain(args, os.Stdin, os.Stdout, os.Stderr)
-}
 
 const tokenUsage = `usage: k8s-ws-proxy token <mint|verify|inspect> [flags]
 
@@ -31,7 +25,7 @@ Run "k8s-ws-proxy token <verb> --help" for the flags of each.
 The token format is described in docs/tokens.md.
 `
 
-// tokenMain is runToken with its streams injected, for tests.
+// tokenMain is "k8s-ws-proxy token mint|verify|inspect".
 func tokenMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, tokenUsage)
@@ -59,36 +53,8 @@ type tokenArgList []string
 func (l *tokenArgList) String() string     { return strings.Join(*l, " ") }
 func (l *tokenArgList) Set(v string) error { *l = append(*l, v); return nil }
 
-// tokenParseFlags parses args with fs: --help prints the usage to stdout
-// (exit 0), a bad flag prints the error and usage to stderr (exit 2). It
-// returns the exit status and whether to stop.
-func tokenParseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, synopsis string) (int, bool) {
-	var buf bytes.Buffer
-	fs.SetOutput(&buf)
-	fs.Usage = func() {
-		fmt.Fprintf(&buf, "usage: k8s-ws-proxy token %s\n", synopsis)
-		n := 0
-		fs.VisitAll(func(*flag.Flag) { n++ })
-		if n > 0 {
-			fmt.Fprint(&buf, "\nflags:\n")
-			fs.PrintDefaults()
-		}
-	}
-	err := fs.Parse(args)
-	switch {
-	case err == nil:
-		return 0, false
-	case errors.Is(err, flag.ErrHelp):
-		_, _ = stdout.Write(buf.Bytes())
-		return 0, true
-	default:
-		_, _ = stderr.Write(buf.Bytes())
-		return 2, true
-	}
-}
-
 func tokenMint(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("token mint", flag.ContinueOnError)
+	fs := newCommand("token mint", "--key-file FILE --namespace NS --pod POD [flags]", "")
 	var (
 		keyFile, namespace, pod, container, node, sub, sid, jti, audience, termType string
 		command                                                                     tokenArgList
@@ -96,7 +62,7 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 		ttl                                                                         time.Duration
 	)
 	fs.StringVar(&keyFile, "key-file", "", "file holding the HMAC key (trailing whitespace is ignored); this or --key-dir is required")
-	keyDir, propagation := tokenKeyDirFlags(fs)
+	keyDir, propagation := tokenKeyDirFlags(fs.FlagSet)
 	fs.StringVar(&namespace, "namespace", "", "the pod's namespace; required")
 	fs.StringVar(&pod, "pod", "", "the pod's name; required")
 	fs.StringVar(&container, "container", "", "container name (default: the pod's default container)")
@@ -111,7 +77,7 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&audience, "audience", hmac.DefaultAudience, "aud claim; must match the proxy's --audience")
 	fs.BoolVar(&forGuacd, "for-guacd", false, "a token guacd can use: tty and stdin set (guacd always sends both), a command that survives guacd 1.6.1's word splitting, and a request line under guacd's 1024 bytes (the token is guacd's pod parameter)")
 	fs.StringVar(&termType, "guacd-terminal-type", guacdDefaultTerminalType, "guacd's terminal-type, which its main branch substitutes for $TERM in the command (with --for-guacd)")
-	if code, stop := tokenParseFlags(fs, args, stdout, stderr, "mint --key-file FILE --namespace NS --pod POD [flags]"); stop {
+	if code, stop := fs.parse(args, stdout, stderr); stop {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -183,7 +149,7 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 }
 
 func tokenVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("token verify", flag.ContinueOnError)
+	fs := newCommand("token verify", "--key-dir DIR [flags] [TOKEN | -]", "")
 	var (
 		keyDir, audience string
 		maxTTL, leeway   time.Duration
@@ -192,13 +158,13 @@ func tokenVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.StringVar(&audience, "audience", hmac.DefaultAudience, "required aud claim")
 	fs.DurationVar(&maxTTL, "max-ttl", hmac.DefaultMaxTTL, "longest accepted lifetime (exp - iat)")
 	fs.DurationVar(&leeway, "leeway", hmac.DefaultLeeway, "clock-skew leeway")
-	if code, stop := tokenParseFlags(fs, args, stdout, stderr, "verify --key-dir DIR [flags] [TOKEN | -]"); stop {
+	if code, stop := fs.parse(args, stdout, stderr); stop {
 		return code
 	}
 	if keyDir == "" {
 		return tokenFail(stderr, "token verify: --key-dir is required")
 	}
-	tok, err := tokenReadArg(fs, stdin)
+	tok, err := tokenReadArg(fs.FlagSet, stdin)
 	if err != nil {
 		return tokenFail(stderr, "token verify: %v", err)
 	}
@@ -229,11 +195,11 @@ func tokenVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func tokenInspect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("token inspect", flag.ContinueOnError)
-	if code, stop := tokenParseFlags(fs, args, stdout, stderr, "inspect [TOKEN | -]\n\nPrints the header and claims marked UNVERIFIED: nothing is checked, not\nthe signature, not the expiry. For debugging only."); stop {
+	fs := newCommand("token inspect", "[TOKEN | -]", "Prints the header and claims marked UNVERIFIED: nothing is checked, not\nthe signature, not the expiry. For debugging only.")
+	if code, stop := fs.parse(args, stdout, stderr); stop {
 		return code
 	}
-	tok, err := tokenReadArg(fs, stdin)
+	tok, err := tokenReadArg(fs.FlagSet, stdin)
 	if err != nil {
 		return tokenFail(stderr, "token inspect: %v", err)
 	}

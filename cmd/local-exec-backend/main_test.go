@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -27,30 +28,13 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// logBuf collects the JSON log and wakes waiters on every write.
-type logBuf struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	changed chan struct{}
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Write(p)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	return len(p), nil
-}
-
 // listening waits for the "listening" line and returns its address.
-func (l *logBuf) listening(t *testing.T, done <-chan int) string {
+func listening(t *testing.T, l *testenv.WatchBuffer, done <-chan int) string {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
-		l.mu.Lock()
-		text, ch := l.b.String(), l.changed
-		l.mu.Unlock()
+		ch := l.Changes()
+		text := l.String()
 		sc := bufio.NewScanner(strings.NewReader(text))
 		for sc.Scan() {
 			var rec struct{ Msg, Addr string }
@@ -76,10 +60,10 @@ func TestServe(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &logBuf{changed: make(chan struct{})}
+	logs := &testenv.WatchBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--pods", pods}, logs) }()
-	addr := logs.listening(t, done)
+	addr := listening(t, logs, done)
 
 	resp, err := http.Get("http://" + addr + "/api/v1/namespaces/default/pods/demo")
 	if err != nil {
@@ -113,9 +97,7 @@ func TestServe(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("did not stop")
 	}
-	logs.mu.Lock()
-	defer logs.mu.Unlock()
-	for _, line := range strings.Split(strings.TrimSpace(logs.b.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		if !json.Valid([]byte(line)) {
 			t.Errorf("log line is not JSON: %q", line)
 		}

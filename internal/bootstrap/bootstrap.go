@@ -28,9 +28,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
 // KeyBytes is the size of a generated key: RFC 2104 advises an HMAC key at
@@ -155,7 +155,7 @@ func (o *Options) defaults() error {
 
 // EnsureSecret makes sure the Secret exists, creating it with KeyBytes random
 // bytes if it does not. It never logs or returns key material.
-func EnsureSecret(ctx context.Context, client corev1client.SecretsGetter, opts Options) (Outcome, error) {
+func EnsureSecret(ctx context.Context, client kubeclient.SecretsGetter, opts Options) (Outcome, error) {
 	if err := opts.defaults(); err != nil {
 		return "", err
 	}

@@ -22,10 +22,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
 func TestMain(m *testing.M) {
@@ -54,6 +56,12 @@ func getSecret(t *testing.T, c kubernetes.Interface, name string) *corev1.Secret
 	}
 	return s
 }
+
+// typed is client-go's typed core/v1 client (the fake clientset's) as the
+// narrower kubeclient.SecretsGetter.
+type typed struct{ corev1client.CoreV1Interface }
+
+func (t typed) Secrets(ns string) kubeclient.SecretInterface { return t.CoreV1Interface.Secrets(ns) }
 
 func countActions(c *fake.Clientset, verb string) int {
 	n := 0
@@ -84,7 +92,7 @@ func assertNoKeyInLog(t *testing.T, log string, key []byte) {
 func TestAbsentIsCreated(t *testing.T) {
 	var buf bytes.Buffer
 	c := fake.NewClientset()
-	out, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
+	out, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(&buf))
 	if err != nil || out != Created {
 		t.Fatalf("EnsureSecret = %q, %v; want created", out, err)
 	}
@@ -111,7 +119,7 @@ func TestAbsentIsCreated(t *testing.T) {
 	}
 
 	// A second run (the next upgrade) leaves it byte-identical.
-	out, err = EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
+	out, err = EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(&buf))
 	if err != nil || out != Exists {
 		t.Fatalf("second EnsureSecret = %q, %v; want exists", out, err)
 	}
@@ -130,7 +138,7 @@ func TestKeysDiffer(t *testing.T) {
 	var keys [][]byte
 	for range 2 {
 		c := fake.NewClientset()
-		if _, err := EnsureSecret(context.Background(), c.CoreV1(), Options{Namespace: ns}); err != nil {
+		if _, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, Options{Namespace: ns}); err != nil {
 			t.Fatal(err)
 		}
 		keys = append(keys, getSecret(t, c, DefaultSecretName).Data[DefaultKeyName])
@@ -143,7 +151,7 @@ func TestKeysDiffer(t *testing.T) {
 func TestCustomNames(t *testing.T) {
 	c := fake.NewClientset()
 	o := Options{Namespace: ns, SecretName: "other", KeyName: "hmac"}
-	if out, err := EnsureSecret(context.Background(), c.CoreV1(), o); err != nil || out != Created {
+	if out, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, o); err != nil || out != Created {
 		t.Fatalf("%q, %v", out, err)
 	}
 	if len(getSecret(t, c, "other").Data["hmac"]) != KeyBytes {
@@ -160,7 +168,7 @@ func TestExistingIsUntouched(t *testing.T) {
 	}
 	c := fake.NewClientset(existing)
 	var buf bytes.Buffer
-	out, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
+	out, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(&buf))
 	if err != nil || out != Exists {
 		t.Fatalf("EnsureSecret = %q, %v; want exists", out, err)
 	}
@@ -190,7 +198,7 @@ func TestExistingShortKeyFailsUntouched(t *testing.T) {
 				Data:       map[string][]byte{DefaultKeyName: v},
 			})
 			var buf bytes.Buffer
-			_, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
+			_, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(&buf))
 			if KindOf(err) != Invalid || !strings.Contains(err.Error(), "cannot load its key") || !strings.Contains(err.Error(), "need at least 32") {
 				t.Fatalf("err = %v; want invalid (short key)", err)
 			}
@@ -207,7 +215,7 @@ func TestExistingShortKeyFailsUntouched(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: DefaultSecretName, Namespace: ns},
 		Data:       map[string][]byte{DefaultKeyName: []byte("0123456789abcdef0123456789abcdef\n")},
 	})
-	if out, err := EnsureSecret(context.Background(), c.CoreV1(), Options{Namespace: ns}); err != nil || out != Exists {
+	if out, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, Options{Namespace: ns}); err != nil || out != Exists {
 		t.Fatalf("%q, %v", out, err)
 	}
 }
@@ -217,7 +225,7 @@ func TestExistingWithoutKeyFails(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: DefaultSecretName, Namespace: ns},
 		Data:       map[string][]byte{"wrong": []byte("0123456789abcdef0123456789abcdef")},
 	})
-	_, err := EnsureSecret(context.Background(), c.CoreV1(), Options{Namespace: ns})
+	_, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, Options{Namespace: ns})
 	if KindOf(err) != Invalid || !strings.Contains(err.Error(), `no data key "key"`) {
 		t.Fatalf("err = %v (kind %q); want invalid naming the data key", err, KindOf(err))
 	}
@@ -241,7 +249,7 @@ func TestAlreadyExistsRaceIsSuccess(t *testing.T) {
 		return true, nil, apierrors.NewAlreadyExists(secretsGR, DefaultSecretName)
 	})
 	var buf bytes.Buffer
-	out, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(&buf))
+	out, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(&buf))
 	if err != nil || out != CreatedByOther {
 		t.Fatalf("EnsureSecret = %q, %v; want created-by-other", out, err)
 	}
@@ -259,7 +267,7 @@ func TestForbiddenOnGet(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(secretsGR, DefaultSecretName,
 			errors.New(`User "system:serviceaccount:proxy-system:k8s-ws-proxy-bootstrap" cannot get resource "secrets"`))
 	})
-	_, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(new(bytes.Buffer)))
+	_, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(new(bytes.Buffer)))
 	if KindOf(err) != Forbidden {
 		t.Fatalf("err = %v; want forbidden", err)
 	}
@@ -281,7 +289,7 @@ func TestForbiddenOnCreate(t *testing.T) {
 	c.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(secretsGR, "", errors.New("no create"))
 	})
-	_, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(new(bytes.Buffer)))
+	_, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(new(bytes.Buffer)))
 	if KindOf(err) != Forbidden {
 		t.Fatalf("err = %v; want forbidden", err)
 	}
@@ -295,7 +303,7 @@ func TestUnauthorized(t *testing.T) {
 	c.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewUnauthorized("token expired")
 	})
-	_, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(new(bytes.Buffer)))
+	_, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(new(bytes.Buffer)))
 	if KindOf(err) != Unauthorized || !strings.Contains(err.Error(), "credentials") {
 		t.Fatalf("err = %v; want unauthorized", err)
 	}
@@ -310,7 +318,7 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 		}
 		return false, nil, nil // fall through to the tracker: NotFound
 	})
-	out, err := EnsureSecret(context.Background(), c.CoreV1(), testOpts(new(bytes.Buffer)))
+	out, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, testOpts(new(bytes.Buffer)))
 	if err != nil || out != Created {
 		t.Fatalf("%q, %v", out, err)
 	}
@@ -326,7 +334,7 @@ func TestUnreachableViaReactor(t *testing.T) {
 	})
 	o := testOpts(new(bytes.Buffer))
 	o.APIServer = "https://user:pw@10.96.0.1:443"
-	_, err := EnsureSecret(context.Background(), c.CoreV1(), o)
+	_, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, o)
 	if KindOf(err) != Unreachable {
 		t.Fatalf("err = %v; want unreachable", err)
 	}
@@ -352,7 +360,7 @@ func TestUnreachableRealClient(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	cfg := &rest.Config{Host: "http://" + addr, Timeout: 2 * time.Second}
-	c, err := kubernetes.NewForConfig(cfg)
+	c, err := kubeclient.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +368,7 @@ func TestUnreachableRealClient(t *testing.T) {
 	o.Attempts = 2
 	o.APIServer = cfg.Host
 	start := time.Now()
-	_, err = EnsureSecret(context.Background(), c.CoreV1(), o)
+	_, err = EnsureSecret(context.Background(), c, o)
 	if KindOf(err) != Unreachable || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("err = %v; want unreachable naming %s", err, addr)
 	}
@@ -379,7 +387,7 @@ func TestContextCancelStopsRetries(t *testing.T) {
 	o := testOpts(new(bytes.Buffer))
 	o.Attempts = 100
 	o.Backoff = time.Hour // only the cancelled context can end the wait
-	_, err := EnsureSecret(ctx, c.CoreV1(), o)
+	_, err := EnsureSecret(ctx, typed{c.CoreV1()}, o)
 	if err == nil || !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v; want context.Canceled inside", err)
 	}
@@ -412,7 +420,7 @@ func TestKeyTheKeyringWouldTrimIsRedrawn(t *testing.T) {
 	c := fake.NewClientset()
 	o := testOpts(new(bytes.Buffer))
 	o.Rand = &seqReader{chunks: [][]byte{trimmed, spaced, good}}
-	if out, err := EnsureSecret(context.Background(), c.CoreV1(), o); err != nil || out != Created {
+	if out, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, o); err != nil || out != Created {
 		t.Fatalf("%q, %v", out, err)
 	}
 	got := getSecret(t, c, DefaultSecretName).Data[DefaultKeyName]
@@ -426,7 +434,7 @@ func TestKeyTheKeyringWouldTrimIsRedrawn(t *testing.T) {
 
 	// A source that never yields a usable key is refused, not looped on.
 	o.Rand = bytes.NewReader(bytes.Repeat(trimmed, 64))
-	if _, err := EnsureSecret(context.Background(), fake.NewClientset().CoreV1(), o); KindOf(err) != Failed {
+	if _, err := EnsureSecret(context.Background(), typed{fake.NewClientset().CoreV1()}, o); KindOf(err) != Failed {
 		t.Fatalf("err = %v; want failed", err)
 	}
 }
@@ -452,7 +460,7 @@ func TestRandFailureCreatesNothing(t *testing.T) {
 	c := fake.NewClientset()
 	o := testOpts(new(bytes.Buffer))
 	o.Rand = failingReader{}
-	_, err := EnsureSecret(context.Background(), c.CoreV1(), o)
+	_, err := EnsureSecret(context.Background(), typed{c.CoreV1()}, o)
 	if err == nil || !strings.Contains(err.Error(), "entropy exhausted") {
 		t.Fatalf("err = %v", err)
 	}
@@ -462,7 +470,7 @@ func TestRandFailureCreatesNothing(t *testing.T) {
 }
 
 func TestNamespaceRequired(t *testing.T) {
-	_, err := EnsureSecret(context.Background(), fake.NewClientset().CoreV1(), Options{})
+	_, err := EnsureSecret(context.Background(), typed{fake.NewClientset().CoreV1()}, Options{})
 	if KindOf(err) != Invalid || !strings.Contains(err.Error(), "POD_NAMESPACE") {
 		t.Fatalf("err = %v", err)
 	}

@@ -12,10 +12,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	clientretry "k8s.io/client-go/util/retry"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
 // Rotation without a refusal window (docs/tokens.md, "Rotating keys"):
@@ -119,7 +119,7 @@ func Prunable(names []string, now time.Time, propagation, maxTTL, leeway time.Du
 // RotateSecret adds a fresh key named KeyName(now) to the Secret (creating
 // the Secret if absent) and prunes the keys Prunable names, in one update
 // guarded by the Secret's resourceVersion.
-func RotateSecret(ctx context.Context, client corev1client.SecretsGetter, opts RotateOptions) (RotateResult, error) {
+func RotateSecret(ctx context.Context, client kubeclient.SecretsGetter, opts RotateOptions) (RotateResult, error) {
 	if err := opts.defaults(); err != nil {
 		return RotateResult{}, err
 	}

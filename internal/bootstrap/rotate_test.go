@@ -71,7 +71,7 @@ func TestRotateKeepsThenPrunes(t *testing.T) {
 	window := time.Second + opts.MaxTTL + opts.Leeway + opts.PropagationDelay
 	rotate := func() RotateResult {
 		t.Helper()
-		r, err := RotateSecret(context.Background(), c.CoreV1(), opts)
+		r, err := RotateSecret(context.Background(), typed{c.CoreV1()}, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +93,7 @@ func TestRotateKeepsThenPrunes(t *testing.T) {
 		t.Fatalf("second rotation within the window: %+v", r)
 	}
 	// Rotating twice in one second is refused rather than overwriting.
-	if _, err := RotateSecret(context.Background(), c.CoreV1(), opts); KindOf(err) != Invalid {
+	if _, err := RotateSecret(context.Background(), typed{c.CoreV1()}, opts); KindOf(err) != Invalid {
 		t.Fatalf("rotation in the same second: %v", err)
 	}
 
@@ -115,7 +115,7 @@ func TestRotateCreatesAbsentSecret(t *testing.T) {
 	c := fake.NewClientset()
 	var buf bytes.Buffer
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	r, err := RotateSecret(context.Background(), c.CoreV1(), RotateOptions{Options: testOpts(&buf), MaxTTL: time.Minute, Now: func() time.Time { return now }})
+	r, err := RotateSecret(context.Background(), typed{c.CoreV1()}, RotateOptions{Options: testOpts(&buf), MaxTTL: time.Minute, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
@@ -108,37 +109,18 @@ func (s *Server) startControlPlane(ctx context.Context, bins binaries, opts Opti
 
 	var err error
 	s.controllerManager, err = s.startComponent(ctx, "kube-controller-manager", bins.controllerManager, opts.ReadyTimeout, func(port int) []string {
-		return []string{
-			"--kubeconfig=" + f("controller-manager.kubeconfig"),
-			"--authentication-kubeconfig=" + f("controller-manager.kubeconfig"),
-			"--authorization-kubeconfig=" + f("controller-manager.kubeconfig"),
-			"--bind-address=127.0.0.1",
-			"--secure-port=" + strconv.Itoa(port),
-			"--cert-dir=" + f("kcm-cert-dir"),
-			"--leader-elect=false",
+		return append(componentArgs(f("controller-manager.kubeconfig"), f("kcm-cert-dir"), port),
 			"--use-service-account-credentials=true",
-			"--service-account-private-key-file=" + f("service-account.key"),
-			"--root-ca-file=" + f("ca.crt"),
+			"--service-account-private-key-file="+f("service-account.key"),
+			"--root-ca-file="+f("ca.crt"),
 			"--cluster-name=kubeapi-harness",
-			"--profiling=false",
-			"--v=1",
-		}
+		)
 	})
 	if err != nil {
 		return err
 	}
 	s.scheduler, err = s.startComponent(ctx, "kube-scheduler", bins.scheduler, opts.ReadyTimeout, func(port int) []string {
-		return []string{
-			"--kubeconfig=" + f("scheduler.kubeconfig"),
-			"--authentication-kubeconfig=" + f("scheduler.kubeconfig"),
-			"--authorization-kubeconfig=" + f("scheduler.kubeconfig"),
-			"--bind-address=127.0.0.1",
-			"--secure-port=" + strconv.Itoa(port),
-			"--cert-dir=" + f("scheduler-cert-dir"),
-			"--leader-elect=false",
-			"--profiling=false",
-			"--v=1",
-		}
+		return componentArgs(f("scheduler.kubeconfig"), f("scheduler-cert-dir"), port)
 	})
 	if err != nil {
 		return err
@@ -219,6 +201,22 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
+// componentArgs are the flags the controller manager and the scheduler
+// share: one kubeconfig for everything, loopback only, no leader election.
+func componentArgs(kubeconfig, certDir string, port int) []string {
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + certDir,
+		"--leader-elect=false",
+		"--profiling=false",
+		"--v=1",
+	}
+}
+
 // startComponent starts a component that serves /healthz on a secure port
 // and waits for it, retrying with another port if the one picked was taken.
 func (s *Server) startComponent(ctx context.Context, name, bin string, timeout time.Duration, args func(port int) []string) (*process, error) {
@@ -230,7 +228,7 @@ func (s *Server) startComponent(ctx context.Context, name, bin string, timeout t
 	}
 	defer client.CloseIdleConnections()
 	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(1)
+		ports, err := testnet.FreePorts(1)
 		if err != nil {
 			return nil, err
 		}

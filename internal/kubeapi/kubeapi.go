@@ -41,6 +41,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeconfig"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 )
 
 // ServiceAccountIssuer is the issuer (and default audience) of the
@@ -326,7 +327,7 @@ const startAttempts = 3
 func (s *Server) startEtcd(ctx context.Context, bin string, timeout time.Duration) (string, error) {
 	begin := time.Now()
 	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(2)
+		ports, err := testnet.FreePorts(2)
 		if err != nil {
 			return "", err
 		}
@@ -371,7 +372,7 @@ func (s *Server) startAPIServer(ctx context.Context, bin, etcdURL string, opts O
 	begin := time.Now()
 	f := func(name string) string { return filepath.Join(s.Dir, name) }
 	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(1)
+		ports, err := testnet.FreePorts(1)
 		if err != nil {
 			return err
 		}

@@ -108,28 +108,6 @@ func (p *process) portInUse() bool {
 	return bytes.Contains(data, []byte("address already in use"))
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
-// Another process may take one before the server binds it; start retries with
-// new ports when that happens.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 func loopbackURL(scheme string, port int) string {
 	return scheme + "://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }

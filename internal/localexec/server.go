@@ -215,13 +215,8 @@ func podObject(p *Pod) *corev1.Pod {
 // decoded by the same parameter codec the API server uses.
 func (s *Server) apiStream(attach bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodPost {
-			writeStatus(w, apierrors.NewMethodNotSupported(schema.GroupResource{Resource: "pods"}, r.Method))
-			return
-		}
-		pod, err := s.lookup(r.PathValue("ns"), r.PathValue("pod"))
-		if err != nil {
-			writeStatus(w, err)
+		pod, ok := s.streamPod(w, r)
+		if !ok {
 			return
 		}
 		containerName, command, opts := apiParams(r.URL.Query())
@@ -238,6 +233,21 @@ func (s *Server) apiStream(attach bool) http.HandlerFunc {
 		}
 		s.serve(w, r, pod, containerName, command, attach, &opts)
 	}
+}
+
+// streamPod checks a stream request's method and finds its pod; when it
+// reports false, the refusal has been written.
+func (s *Server) streamPod(w http.ResponseWriter, r *http.Request) (*Pod, bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		writeStatus(w, apierrors.NewMethodNotSupported(schema.GroupResource{Resource: "pods"}, r.Method))
+		return nil, false
+	}
+	pod, err := s.lookup(r.PathValue("ns"), r.PathValue("pod"))
+	if err != nil {
+		writeStatus(w, err)
+		return nil, false
+	}
+	return pod, true
 }
 
 // apiParams reads PodExecOptions/PodAttachOptions from a query the way the
@@ -261,13 +271,8 @@ func apiParams(q url.Values) (container string, command []string, opts remotecom
 // API server calls them.
 func (s *Server) kubeletStream(attach bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodPost {
-			writeStatus(w, apierrors.NewMethodNotSupported(schema.GroupResource{Resource: "pods"}, r.Method))
-			return
-		}
-		pod, err := s.lookup(r.PathValue("ns"), r.PathValue("pod"))
-		if err != nil {
-			writeStatus(w, err)
+		pod, ok := s.streamPod(w, r)
+		if !ok {
 			return
 		}
 		if uid := r.PathValue("uid"); uid != "" && types.UID(uid) != podUID(pod) {

@@ -19,6 +19,10 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
+// DefaultRegion signs requests when none is set; S3-compatible stores
+// accept it.
+const DefaultRegion = "us-east-1"
+
 // UploaderConfig configures the shipping of finished recordings to an
 // S3-compatible object store.
 type UploaderConfig struct {
@@ -30,7 +34,7 @@ type UploaderConfig struct {
 	// Secret). They are read again for every request, so a rotated Secret
 	// takes effect without a restart.
 	AccessKeyFile, SecretKeyFile string
-	// Region defaults to us-east-1, which S3-compatible stores accept.
+	// Region defaults to DefaultRegion.
 	Region string
 	// PartSize is the multipart part size; objects larger than it are sent
 	// in parts. Default 16 MiB, minimum 5 MiB (the S3 minimum).
@@ -105,7 +109,7 @@ func NewUploader(cfg UploaderConfig) (*Uploader, error) {
 		return nil, errors.New("recording upload: access key and secret key files are required")
 	}
 	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
+		cfg.Region = DefaultRegion
 	}
 	if cfg.PartSize == 0 {
 		cfg.PartSize = 16 << 20

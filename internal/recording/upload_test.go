@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/s3test"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 )
 
 func TestMain(m *testing.M) {
@@ -116,6 +116,24 @@ func newTestUploader(t *testing.T, s *s3test.Server, url string, mod func(*Uploa
 
 // Finished recordings reach the store, a large one as a multipart upload,
 // and leave the spool only once confirmed.
+// shipSpool starts a recorder on spool as the proxy does at start, and
+// returns once the uploads it queued have ended.
+func shipSpool(t *testing.T, mode Mode, spool string, u *Uploader) {
+	t.Helper()
+	r, err := New(Config{Mode: mode, Dir: spool, Uploader: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u.Wait()
+	cancel()
+	r.Wait()
+}
+
 func TestUploadToSeaweedFS(t *testing.T) {
 	s := sharedStore(t)
 	if err := s.MakeBucket(t.Context(), "casts"); err != nil {
@@ -130,17 +148,7 @@ func TestUploadToSeaweedFS(t *testing.T) {
 		c.Stored = func(string, string, int64) { stored.Add(1) }
 		c.Logger = logs.Logger()
 	})
-	r, err := New(Config{Mode: BestEffort, Dir: spool, Uploader: u})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	u.Wait()
-	cancel()
-	r.Wait()
+	shipSpool(t, BestEffort, spool, u)
 	for name, want := range map[string][]byte{"small.cast": small, "large.cast": large} {
 		got, err := getObject(t, s, "casts", "node-a/"+name)
 		if err != nil || !bytes.Equal(got, want) {
@@ -217,61 +225,6 @@ func TestUploadRetriesAndRereadsCredentials(t *testing.T) {
 	}
 }
 
-// relay forwards loopback TCP to target at a bounded rate and counts the
-// bytes sent upstream, so a test can stop an upload in its middle.
-type relay struct {
-	ln   net.Listener
-	up   atomic.Int64
-	rate int // bytes per second
-	wg   sync.WaitGroup
-}
-
-func startRelay(t *testing.T, target string, rate int) *relay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{ln: ln, rate: rate}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.wg.Add(2)
-			go func() { defer r.wg.Done(); r.throttled(s, c); s.Close() }()
-			go func() { defer r.wg.Done(); _, _ = io.Copy(c, s); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
-	return r
-}
-
-func (r *relay) throttled(dst io.Writer, src io.Reader) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-			r.up.Add(int64(n))
-			time.Sleep(time.Duration(n) * time.Second / time.Duration(r.rate))
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
 // uploadChild is the process the kill test kills: it runs the recorder's
 // start-up path (queue the spool, upload) as the proxy does.
 func uploadChild() {
@@ -301,10 +254,10 @@ func TestUploadKilledMidUploadCompletesAfterRestart(t *testing.T) {
 	spool := t.TempDir()
 	want := randomFile(t, filepath.Join(spool, "big.cast"), 16<<20+5)
 	ak, sk, _ := s.WriteCredentials(t.TempDir())
-	rl := startRelay(t, s.Endpoint, 4<<20) // 16 MiB takes about 4 s
+	rl := testnet.NewRelay(t, s.Endpoint, testnet.Options{Rate: 4 << 20}) // 16 MiB takes about 4 s
 
 	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), "RECORDING_UPLOAD_CHILD=1", "UPLOAD_URL=http://"+rl.ln.Addr().String()+"/crash",
+	child.Env = append(os.Environ(), "RECORDING_UPLOAD_CHILD=1", "UPLOAD_URL=http://"+rl.Addr()+"/crash",
 		"UPLOAD_AK="+ak, "UPLOAD_SK="+sk, "UPLOAD_SPOOL="+spool)
 	var childErr bytes.Buffer
 	child.Stderr = &childErr
@@ -314,18 +267,18 @@ func TestUploadKilledMidUploadCompletesAfterRestart(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
 	deadline := time.After(2 * time.Minute)
-	for rl.up.Load() < 7<<20 { // past the first part, before the last
+	for rl.Up() < 7<<20 { // past the first part, before the last
 		select {
 		case err := <-exited:
 			t.Fatalf("uploader exited before the kill: %v\n%s", err, childErr.String())
 		case <-deadline:
-			t.Fatalf("upload did not progress: %d bytes", rl.up.Load())
+			t.Fatalf("upload did not progress: %d bytes", rl.Up())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	_ = child.Process.Signal(syscall.SIGKILL)
 	<-exited
-	t.Logf("killed the uploader after %d bytes had gone upstream", rl.up.Load())
+	t.Logf("killed the uploader after %d bytes had gone upstream", rl.Up())
 	if got, err := getObject(t, s, "crash", "big.cast"); err == nil && len(got) > 0 {
 		t.Fatalf("object exists (%d bytes) although the upload was killed", len(got))
 	}
@@ -335,17 +288,7 @@ func TestUploadKilledMidUploadCompletesAfterRestart(t *testing.T) {
 
 	// The next start, straight to the store.
 	u := newTestUploader(t, s, s.URL+"/crash", nil)
-	r, err := New(Config{Mode: Required, Dir: spool, Uploader: u})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	u.Wait()
-	cancel()
-	r.Wait()
+	shipSpool(t, Required, spool, u)
 	got, err := getObject(t, s, "crash", "big.cast")
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("after restart: %d bytes, %v; want %d", len(got), err, len(want))

@@ -5,6 +5,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // BuildMode says how BuildProxy builds the binary.
@@ -30,6 +31,20 @@ const (
 // The go tool's output goes to this process's stderr.
 func BuildProxy(mode BuildMode) (bin string, remove func(), err error) {
 	return build(proxyPackage, mode)
+}
+
+// MainWithProxy is a package's TestMain: it builds the proxy as tested into
+// *bin, runs the tests, removes the binary and exits with their status.
+func MainWithProxy(m *testing.M, bin *string) {
+	b, remove, err := BuildProxy(BuildAsTested)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = b
+	code := m.Run()
+	remove()
+	os.Exit(code)
 }
 
 // BuildBackend builds cmd/local-exec-backend as BuildProxy builds the

@@ -38,7 +38,7 @@ type Guacd struct {
 	status    []byte       // last channel 3 payload
 	violation error        // first message guacd could not handle
 	readErr   error        // why reading ended
-	changed   chan struct{}
+	changed   Changed
 	done      chan struct{}
 }
 
@@ -122,10 +122,7 @@ func (g *Guacd) read() {
 		case msg[0] == 3:
 			g.status = append([]byte(nil), msg[1:]...)
 		}
-		if g.changed != nil {
-			close(g.changed)
-			g.changed = nil
-		}
+		g.changed.Fire()
 		g.mu.Unlock()
 		if err != nil {
 			return
@@ -173,10 +170,7 @@ func (g *Guacd) Output() string {
 func (g *Guacd) changes() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.changed == nil {
-		g.changed = make(chan struct{})
-	}
-	return g.changed
+	return g.changed.Wait()
 }
 
 // WaitOutput waits until the terminal output contains s. A message guacd

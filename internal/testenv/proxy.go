@@ -365,7 +365,7 @@ type logBuffer struct {
 	lines   []string
 	dropped int  // lines logged before lines[0]
 	race    bool // a race report was seen, kept or not
-	changed chan struct{}
+	changed Changed
 }
 
 func (b *logBuffer) add(line string) {
@@ -379,19 +379,13 @@ func (b *logBuffer) add(line string) {
 		b.dropped++
 	}
 	b.lines = append(b.lines, line)
-	if b.changed != nil {
-		close(b.changed)
-		b.changed = nil
-	}
+	b.changed.Fire()
 }
 
 func (b *logBuffer) changes() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.changed == nil {
-		b.changed = make(chan struct{})
-	}
-	return b.changed
+	return b.changed.Wait()
 }
 
 func (b *logBuffer) count() int {

@@ -46,6 +46,17 @@ func (f *tlsFiles) writeCA(t *testing.T, caPEM []byte) {
 	filewatchtest.SwapSecretDir(t, f.caDir, map[string][]byte{"ca.crt": caPEM})
 }
 
+// servingFiles is a CA and TLS files holding a serving pair it signed, of
+// the returned serial.
+func servingFiles(t *testing.T) (*testenv.CA, *tlsFiles, *big.Int) {
+	t.Helper()
+	ca := testenv.NewCA(t, "serving-ca")
+	f := newTLSFiles(t)
+	c, k, serial := ca.Serving(t)
+	f.writePair(t, c, k)
+	return ca, f, serial
+}
+
 func newTLSFiles(t *testing.T) *tlsFiles {
 	root := t.TempDir()
 	return &tlsFiles{dir: filepath.Join(root, "tls"), caDir: filepath.Join(root, "client-ca")}
@@ -200,10 +211,7 @@ func (c *tlsClient) serial() *big.Int {
 }
 
 func TestTLSServesAndFollowsCertificateRotation(t *testing.T) {
-	ca := testenv.NewCA(t, "serving-ca")
-	f := newTLSFiles(t)
-	c1, k1, s1 := ca.Serving(t)
-	f.writePair(t, c1, k1)
+	ca, f, s1 := servingFiles(t)
 	opts := f.opts()
 	opts.PollInterval = time.Hour // only inotify can make the reload below
 	r, logs := newTestTLSReloader(t, f, opts)
@@ -253,10 +261,7 @@ func TestTLSServesAndFollowsCertificateRotation(t *testing.T) {
 }
 
 func TestTLSMinimumVersion(t *testing.T) {
-	ca := testenv.NewCA(t, "serving-ca")
-	f := newTLSFiles(t)
-	c, k, _ := ca.Serving(t)
-	f.writePair(t, c, k)
+	ca, f, _ := servingFiles(t)
 	r, _ := newTestTLSReloader(t, f, f.opts())
 	srv := startTLSEcho(t, r.Config())
 
@@ -580,10 +585,7 @@ func TestMutualTLSDisablesResumption(t *testing.T) {
 		t.Error("a mutual-TLS session was resumed")
 	}
 
-	ca := testenv.NewCA(t, "serving-ca")
-	f := newTLSFiles(t)
-	c, k, _ := ca.Serving(t)
-	f.writePair(t, c, k)
+	ca, f, _ := servingFiles(t)
 	r, _ := newTestTLSReloader(t, f, f.opts())
 	if !resumed(t, startTLSEcho(t, r.Config()), &tls.Config{RootCAs: ca.Pool()}) {
 		t.Error("plain TLS did not resume: the mutual-TLS check above proves nothing")
@@ -591,10 +593,7 @@ func TestMutualTLSDisablesResumption(t *testing.T) {
 }
 
 func TestTLSReloaderRunTwice(t *testing.T) {
-	ca := testenv.NewCA(t, "serving-ca")
-	f := newTLSFiles(t)
-	c, k, _ := ca.Serving(t)
-	f.writePair(t, c, k)
+	_, f, _ := servingFiles(t)
 	r, _ := newTestTLSReloader(t, f, f.opts())
 	runTLSReloader(t, r)
 	if err := r.Run(context.Background()); err == nil {

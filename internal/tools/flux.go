@@ -65,23 +65,12 @@ func FluxSchemaLocation(ctx context.Context) (string, error) {
 		return "", err
 	}
 	dir := filepath.Join(root, ".cache", "schemas", "flux-"+FluxSourceControllerVersion+"-"+FluxHelmControllerAPIVersion+"-"+key)
-	stamp := filepath.Join(dir, ".stamp")
-	tmpl := filepath.Join(dir, "{{ .ResourceKind }}{{ .KindSuffix }}.json")
 	want := "flux schemas rev " + fluxSchemaRevision
-	if s, err := os.ReadFile(stamp); err == nil && string(s) == want {
-		return tmpl, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return "", err
-	}
-	unlock, err := lockFile(ctx, dir+".lock")
-	if err != nil {
-		return "", err
+	tmpl, unlock, err := openSchemaDir(ctx, dir, want)
+	if err != nil || unlock == nil {
+		return tmpl, err
 	}
 	defer unlock()
-	if s, err := os.ReadFile(stamp); err == nil && string(s) == want {
-		return tmpl, nil
-	}
 
 	var crds [][]byte
 	srcDir, err := goModDownloadDir(ctx, "github.com/fluxcd/source-controller@"+FluxSourceControllerVersion)
@@ -128,23 +117,15 @@ func FluxSchemaLocation(ctx context.Context) (string, error) {
 		crds = append(crds, b)
 	}
 
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".flux-schemas-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	for _, crd := range crds {
-		if _, err := writeCRDSchemas(crd, tmp); err != nil {
-			return "", err
+	err = replaceStamped(dir, want, func(tmp string) error {
+		for _, crd := range crds {
+			if _, err := writeCRDSchemas(crd, tmp); err != nil {
+				return err
+			}
 		}
-	}
-	if err := os.WriteFile(filepath.Join(tmp, ".stamp"), []byte(want), 0o644); err != nil {
-		return "", err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
+		return nil
+	})
+	if err != nil {
 		return "", err
 	}
 	return tmpl, nil

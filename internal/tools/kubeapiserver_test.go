@@ -57,63 +57,22 @@ require (
 // KubernetesVersion: k8s.io/kubernetes at v1.X.Y and every staging module it
 // replaces at the matching v0.X.Y, never a mix of releases.
 func TestKubeAPIServerModulePinned(t *testing.T) {
-	root, err := serverToolRepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	b := kubeAPIServerBuild()
-	data, err := os.ReadFile(filepath.Join(root, b.moduleDir, "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !goModRequires(data, "k8s.io/kubernetes v"+KubernetesVersion) {
-		t.Errorf("%s/go.mod does not require k8s.io/kubernetes v%s", b.moduleDir, KubernetesVersion)
-	}
-	staging := "v0." + strings.SplitN(KubernetesVersion, ".", 2)[1]
-	replaces := 0
-	for line := range strings.Lines(string(data)) {
-		f := strings.Fields(line)
-		if len(f) == 4 && f[1] == "=>" {
-			replaces++
-			if f[0] != f[2] || f[3] != staging || !strings.HasPrefix(f[0], "k8s.io/") {
-				t.Errorf("replace %q: want %s => %s %s", strings.TrimSpace(line), f[0], f[0], staging)
-			}
-		}
-	}
-	// k8s.io/kubernetes v1.37 has 33 staging modules; a lost replace would
-	// fail the build with an unknown v0.0.0, a silently dropped block here.
-	if replaces < 30 {
-		t.Errorf("found %d staging replaces in %s/go.mod, want all of them (>= 30)", replaces, b.moduleDir)
-	}
+	data := toolGoMod(t, b, "k8s.io/kubernetes v"+KubernetesVersion)
+	checkStagingPinned(t, data, b.moduleDir)
 	if !strings.Contains(b.ldflags, "k8s.io/component-base/version.gitVersion=v"+KubernetesVersion) {
 		t.Errorf("ldflags %q do not set the component-base gitVersion", b.ldflags)
 	}
 }
 
 func TestEtcdModulePinned(t *testing.T) {
-	root, err := serverToolRepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := etcdBuild()
-	data, err := os.ReadFile(filepath.Join(root, b.moduleDir, "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !goModRequires(data, "go.etcd.io/etcd/server/v3 v"+EtcdVersion) {
-		t.Errorf("%s/go.mod does not require go.etcd.io/etcd/server/v3 v%s", b.moduleDir, EtcdVersion)
-	}
+	toolGoMod(t, etcdBuild(), "go.etcd.io/etcd/server/v3 v"+EtcdVersion)
 }
 
 // TestKubeAPIServerVersion builds (or reuses) the real binary and checks that
 // it reports the pinned version, i.e. that the version ldflags took effect.
 func TestKubeAPIServerVersion(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
-	defer cancel()
-	bin, err := KubeAPIServer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, bin := builtTool(t, 30*time.Minute, KubeAPIServer)
 	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s --version: %v\n%s", bin, err, out)
@@ -124,12 +83,7 @@ func TestKubeAPIServerVersion(t *testing.T) {
 }
 
 func TestEtcdVersion(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
-	defer cancel()
-	bin, err := Etcd(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, bin := builtTool(t, 20*time.Minute, Etcd)
 	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s --version: %v\n%s", bin, err, out)

@@ -46,23 +46,12 @@ func KubernetesSchemaLocation(ctx context.Context) (string, error) {
 		return "", err
 	}
 	dir := filepath.Join(root, ".cache", "schemas", "kubernetes-"+KubernetesVersion+"-strict")
-	stamp := filepath.Join(dir, ".stamp")
-	tmpl := filepath.Join(dir, "{{ .ResourceKind }}{{ .KindSuffix }}.json")
 	want := "k8s.io/kubernetes@v" + KubernetesVersion + " rev " + schemaGeneratorRevision
-	if s, err := os.ReadFile(stamp); err == nil && string(s) == want {
-		return tmpl, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return "", err
-	}
-	unlock, err := lockFile(ctx, dir+".lock")
-	if err != nil {
-		return "", err
+	tmpl, unlock, err := openSchemaDir(ctx, dir, want)
+	if err != nil || unlock == nil {
+		return tmpl, err
 	}
 	defer unlock()
-	if s, err := os.ReadFile(stamp); err == nil && string(s) == want {
-		return tmpl, nil
-	}
 
 	modDir, err := goModDownloadDir(ctx, "k8s.io/kubernetes@v"+KubernetesVersion)
 	if err != nil {
@@ -72,21 +61,11 @@ func KubernetesSchemaLocation(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".schemas-")
+	err = replaceStamped(dir, want, func(tmp string) error {
+		_, err := writeStrictSchemas(spec, tmp)
+		return err
+	})
 	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	if _, err := writeStrictSchemas(spec, tmp); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(tmp, ".stamp"), []byte(want), 0o644); err != nil {
-		return "", err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
 		return "", err
 	}
 	return tmpl, nil

@@ -1,7 +1,6 @@
 package tools
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -122,12 +121,7 @@ func TestWriteStrictSchemasCollision(t *testing.T) {
 // The validator the chart tests rely on must catch each class of mistake with
 // the real kubeconform and the schemas generated from the pinned spec.
 func TestKubeconformStrictAgainstPinnedSpec(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	kc, err := Kubeconform(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, kc := builtTool(t, 20*time.Minute, Kubeconform)
 	loc, err := KubernetesSchemaLocation(ctx)
 	if err != nil {
 		t.Fatal(err)

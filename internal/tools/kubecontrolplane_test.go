@@ -3,32 +3,16 @@ package tools
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
 func TestKWOKModulePinned(t *testing.T) {
-	root, err := serverToolRepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := kwokBuild()
-	data, err := os.ReadFile(filepath.Join(root, b.moduleDir, "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !goModRequires(data, "sigs.k8s.io/kwok v"+KWOKVersion) {
-		t.Errorf("%s/go.mod does not require sigs.k8s.io/kwok v%s", b.moduleDir, KWOKVersion)
-	}
+	toolGoMod(t, kwokBuild(), "sigs.k8s.io/kwok v"+KWOKVersion)
 	// The control plane's three binaries come from one module graph.
-	kas, err := os.ReadFile(filepath.Join(root, kubeAPIServerBuild().moduleDir, "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	kas := toolGoMod(t, kubeAPIServerBuild())
 	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		if b := kubeComponentBuild(name); b.moduleDir != kubeAPIServerBuild().moduleDir || !bytes.Contains(kas, []byte("\tk8s.io/kubernetes/cmd/"+name+"\n")) {
 			t.Errorf("%s is not a tool of %s", name, kubeAPIServerBuild().moduleDir)

@@ -1,25 +1,12 @@
 package tools
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
 
 func TestSeaweedFSModulePinned(t *testing.T) {
-	root, err := serverToolRepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := seaweedFSBuild()
-	data, err := os.ReadFile(filepath.Join(root, b.moduleDir, "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !goModRequires(data, "github.com/seaweedfs/seaweedfs "+SeaweedFSVersion) {
-		t.Errorf("%s/go.mod does not require github.com/seaweedfs/seaweedfs %s", b.moduleDir, SeaweedFSVersion)
-	}
+	data := toolGoMod(t, seaweedFSBuild(), "github.com/seaweedfs/seaweedfs "+SeaweedFSVersion)
 	// Upstream's own replacement must stay, or the binary is not built
 	// from the dependencies SeaweedFS builds with.
 	if !strings.Contains(string(data), "replace github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39 v1.0.0") {

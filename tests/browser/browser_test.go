@@ -30,17 +30,7 @@ import (
 
 var proxyBin string
 
-func TestMain(m *testing.M) {
-	bin, remove, err := testenv.BuildProxy(testenv.BuildAsTested)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	proxyBin = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithProxy(m, &proxyBin) }
 
 const (
 	ns, pod, container, node = "team-a", "web-0", "shell", "node-1"

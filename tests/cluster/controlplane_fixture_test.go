@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeapi"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
@@ -210,27 +210,7 @@ func (h helmCLI) status(t *testing.T, release, ns string) releaseStatus {
 // each template's text, for variants (a version bump, the seed's weights).
 func chartCopy(t *testing.T, edit func(rel string, data []byte) []byte) string {
 	t.Helper()
-	src := filepath.Join(repoRoot(t), "chart")
-	dst := filepath.Join(t.TempDir(), "k8s-ws-proxy")
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		if d.IsDir() {
-			if rel == "tests" {
-				return filepath.SkipDir
-			}
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), edit(filepath.ToSlash(rel), data), 0o644)
+	return testenv.CopyChart(t, filepath.Join(repoRoot(t), "chart"), func(rel string, data []byte) ([]byte, error) {
+		return edit(rel, data), nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }

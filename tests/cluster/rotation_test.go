@@ -84,15 +84,20 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
-	// The old key is in use: wait until the proxy has loaded it.
-	if err := pollUntil(ctx, func() error {
-		if st := tryOpen(oldSigner); st != http.StatusSwitchingProtocols {
-			return errStatus(st)
+	// waitAccepted waits until a token of s opens a session.
+	waitAccepted := func(s *hmac.Signer, never string) {
+		t.Helper()
+		if err := pollUntil(ctx, func() error {
+			if st := tryOpen(s); st != http.StatusSwitchingProtocols {
+				return errStatus(st)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("%s: %v", never, err)
 		}
-		return nil
-	}); err != nil {
-		t.Fatalf("the bootstrapped key never worked: %v", err)
 	}
+	// The old key is in use: wait until the proxy has loaded it.
+	waitAccepted(oldSigner, "the bootstrapped key never worked")
 
 	// A long-lived session from before the rotation.
 	live, resp, err := testenv.DialGuacd(p.Addr, workloadNamespace, claims(oldSigner, "/bin/sh"), workloadContainer, "/bin/sh")
@@ -119,14 +124,7 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 	swapped := filewatchtest.SwapSecretDir(t, p.keyDir, map[string][]byte{keyName: newKey})
 
 	// New tokens work once the proxy has reloaded.
-	if err := pollUntil(ctx, func() error {
-		if st := tryOpen(newSigner); st != http.StatusSwitchingProtocols {
-			return errStatus(st)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("the new key was never accepted: %v", err)
-	}
+	waitAccepted(newSigner, "the new key was never accepted")
 	reloaded := time.Since(swapped)
 	t.Logf("new key usable %s after the volume swap", reloaded.Round(time.Millisecond))
 

@@ -81,7 +81,7 @@ func TestClientGo(t *testing.T) {
 				c := e.claims("/bin/sh")
 				c.TTY, c.Stdin = true, true
 				stdinR, stdinW := io.Pipe()
-				out := &watchBuffer{}
+				out := &testenv.WatchBuffer{}
 				done := make(chan error, 1)
 				go func() {
 					done <- e.clientGoExec(ctx, protos, c, remotecommand.StreamOptions{
@@ -90,7 +90,7 @@ func TestClientGo(t *testing.T) {
 					})
 				}()
 				io.WriteString(stdinW, "echo hello-$((40+2))\r")
-				out.waitFor(t, "hello-42")
+				out.WaitFor(t, "hello-42", 20*time.Second)
 				io.WriteString(stdinW, "exit 0\r")
 				if err := <-done; err != nil {
 					t.Fatalf("session ended with %v; output %q", err, out.String())
@@ -127,14 +127,14 @@ func TestClientGo(t *testing.T) {
 				c.TTY, c.Stdin = true, true
 				sizes := newFixedSizes(ctx, remotecommand.TerminalSize{Width: 123, Height: 45})
 				stdinR, stdinW := io.Pipe()
-				out := &watchBuffer{}
+				out := &testenv.WatchBuffer{}
 				done := make(chan error, 1)
 				go func() {
 					done <- e.clientGoExec(ctx, protos, c, remotecommand.StreamOptions{
 						Stdin: stdinR, Stdout: out, Tty: true, TerminalSizeQueue: sizes})
 				}()
 				io.WriteString(stdinW, "stty size\r")
-				out.waitFor(t, "45 123")
+				out.WaitFor(t, "45 123", 20*time.Second)
 				sizes.sizes <- remotecommand.TerminalSize{Width: 100, Height: 30}
 				// The resize and the command travel on different channels;
 				// ask until the new size shows rather than assume an order.
@@ -144,7 +144,10 @@ func TestClientGo(t *testing.T) {
 						t.Fatalf("resize to 100x30 never seen; output %q", out.String())
 					}
 					io.WriteString(stdinW, "stty size\r")
-					out.waitForChange(time.Second)
+					select { // the next output, or a second
+					case <-out.Changes():
+					case <-time.After(time.Second):
+					}
 				}
 				io.WriteString(stdinW, "exit\r")
 				if err := <-done; err != nil {

@@ -6,8 +6,6 @@ package e2e
 
 import (
 	"bytes"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,17 +24,7 @@ import (
 // with the race detector when the tests run with it.
 var proxyBin string
 
-func TestMain(m *testing.M) {
-	bin, remove, err := testenv.BuildProxy(testenv.BuildAsTested)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	proxyBin = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithProxy(m, &proxyBin) }
 
 const (
 	testNamespace = "team-a"

@@ -31,6 +31,17 @@ func (e *env) metrics(t *testing.T) string {
 	return text
 }
 
+// readyz is the status of /readyz on a health port.
+func readyz(t *testing.T, health string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + health + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // goroutines reads the proxy's goroutine count from its /metrics.
 func (e *env) goroutines(t *testing.T) int {
 	t.Helper()
@@ -210,13 +221,8 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.WaitLog(10*time.Second, "draining", nil)
-	resp, err := http.Get("http://" + e.Health + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz %d during drain, want 503", resp.StatusCode)
+	if st := readyz(t, e.Health); st != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d during drain, want 503", st)
 	}
 	c := e.claims("cat")
 	status, _, ws := e.tryUpgrade(t, upgradeRequest{path: "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=cat",

@@ -1,69 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
-
-// watchBuffer is an output sink tests can wait on.
-type watchBuffer struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	changed chan struct{}
-}
-
-func (w *watchBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.changed != nil {
-		close(w.changed)
-		w.changed = nil
-	}
-	return w.b.Write(p)
-}
-
-func (w *watchBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
-func (w *watchBuffer) changes() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.changed == nil {
-		w.changed = make(chan struct{})
-	}
-	return w.changed
-}
-
-func (w *watchBuffer) waitFor(t *testing.T, s string) {
-	t.Helper()
-	timeout := time.After(20 * time.Second)
-	for {
-		ch := w.changes()
-		if strings.Contains(w.String(), s) {
-			return
-		}
-		select {
-		case <-ch:
-		case <-timeout:
-			t.Fatalf("output never contained %q; got %q", s, w.String())
-		}
-	}
-}
-
-func (w *watchBuffer) waitForChange(d time.Duration) {
-	select {
-	case <-w.changes():
-	case <-time.After(d):
-	}
-}
 
 func TestGuacdShapedClient(t *testing.T) {
 	e := startEnv(t, envOptions{})

@@ -6,78 +6,23 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-)
 
-// idleMiddlebox forwards TCP to target and drops any connection that
-// carried no byte either way for idle, as cloud load balancers do (60 s)
-// and HAProxy (20 s) — scaled down here.
-func idleMiddlebox(t *testing.T, target string, idle time.Duration) (addr string, dropped *atomic.Int32) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	dropped = &atomic.Int32{}
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			var last atomic.Int64
-			last.Store(time.Now().UnixNano())
-			pipe := func(dst, src net.Conn) {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := src.Read(buf)
-					if n > 0 {
-						last.Store(time.Now().UnixNano())
-						if _, werr := dst.Write(buf[:n]); werr != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				dst.Close()
-				src.Close()
-			}
-			go pipe(out, in)
-			go pipe(in, out)
-			go func() {
-				tick := time.NewTicker(idle / 10)
-				defer tick.Stop()
-				for range tick.C {
-					if time.Since(time.Unix(0, last.Load())) > idle {
-						dropped.Add(1)
-						in.Close()
-						out.Close()
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String(), dropped
-}
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
+)
 
 // TestIdleSessionSurvivesMiddlebox: with server pings every second, a
 // session with no data for 5 s survives a middlebox that drops
 // connections idle for 2 s, and still works afterwards.
 func TestIdleSessionSurvivesMiddlebox(t *testing.T) {
 	e := startEnv(t, envOptions{extraArgs: []string{"--ping-interval", "1s"}})
-	addr, dropped := idleMiddlebox(t, e.Addr, 2*time.Second)
+	// A middlebox that drops connections idle for 2 s, as cloud load
+	// balancers do (60 s) and HAProxy (20 s), scaled down.
+	mb := testnet.NewRelay(t, e.Addr, testnet.Options{Idle: 2 * time.Second})
+	addr := mb.Addr()
 	c := e.claims("cat")
 	c.Stdin = true
 	d := websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}}
@@ -99,7 +44,7 @@ func TestIdleSessionSurvivesMiddlebox(t *testing.T) {
 	// gorilla's connection is unusable after a read timeout: prove the
 	// session survived by checking the middlebox never dropped it and the
 	// proxy never closed it.
-	if n := dropped.Load(); n != 0 {
+	if n := mb.Dropped(); n != 0 {
 		t.Fatalf("the middlebox dropped %d idle connections", n)
 	}
 	if lines := e.LogLines("session closed"); len(lines) != 0 {

@@ -5,11 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,61 +16,8 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/s3test"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 )
-
-// slowRelay forwards loopback TCP to target at a bounded rate, counting
-// the bytes sent upstream, so that a test can kill an upload midway.
-type slowRelay struct {
-	ln net.Listener
-	up atomic.Int64
-	wg sync.WaitGroup
-}
-
-func startSlowRelay(t *testing.T, target string, rate int) *slowRelay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &slowRelay{ln: ln}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.wg.Add(2)
-			go func() {
-				defer r.wg.Done()
-				defer s.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						if _, werr := s.Write(buf[:n]); werr != nil {
-							return
-						}
-						r.up.Add(int64(n))
-						time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-			go func() { defer r.wg.Done(); _, _ = io.Copy(c, s); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
-	return r
-}
 
 func objectBytes(t *testing.T, c *minio.Client, bucket, key string) ([]byte, error) {
 	t.Helper()
@@ -111,19 +55,19 @@ func TestRecordingUploadSurvivesProxyKill(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(spool, "crashed.cast"), leftover, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	relay := startSlowRelay(t, store.Endpoint, 4<<20)
+	relay := testnet.NewRelay(t, store.Endpoint, testnet.Options{Rate: 4 << 20})
 	args := func(url string) []string {
 		return []string{"--recording=required", "--recording-dir=" + spool, "--recording-upload-url=" + url + "/e2e/node-1",
 			"--recording-upload-access-key-file=" + ak, "--recording-upload-secret-key-file=" + sk}
 	}
 
-	first := startEnv(t, envOptions{extraArgs: args("http://" + relay.ln.Addr().String())})
-	waitFor(t, 2*time.Minute, "upload under way past its first part", func() bool { return relay.up.Load() > 17<<20 })
+	first := startEnv(t, envOptions{extraArgs: args("http://" + relay.Addr())})
+	waitFor(t, 2*time.Minute, "upload under way past its first part", func() bool { return relay.Up() > 17<<20 })
 	if err := first.Process().Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-first.Exited()
-	t.Logf("killed the proxy after %d bytes had gone upstream", relay.up.Load())
+	t.Logf("killed the proxy after %d bytes had gone upstream", relay.Up())
 	if got, err := objectBytes(t, s3c, "e2e", "node-1/crashed.cast"); err == nil && len(got) > 0 {
 		t.Fatalf("object exists (%d bytes) although the upload was killed", len(got))
 	}

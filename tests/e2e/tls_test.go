@@ -232,13 +232,8 @@ func TestMutualTLS(t *testing.T) {
 	live := te.openCatTLS(t, guacd)
 
 	// Probes stay plain HTTP on the health port, without a certificate.
-	resp, err := http.Get("http://" + te.Health + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("/readyz on the health port: %d", resp.StatusCode)
+	if st := readyz(t, te.Health); st != http.StatusOK {
+		t.Errorf("/readyz on the health port: %d", st)
 	}
 	te.openCatTLS(t, te.clientConfig(te.clientCA.Client(t, "someone", "guacd.guacamole.svc"))).echo("allowed-by-dns-san")
 

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -22,38 +21,29 @@ type kubeconformer struct {
 	locations []string
 }
 
-var (
-	kcOnce sync.Once
-	kc     kubeconformer
-	kcErr  error
-)
+var sharedKubeconform shared[kubeconformer]
 
 // theKubeconform: the pinned kubeconform with the strict Kubernetes schemas,
 // the Flux controllers' CRD schemas and the chart tests' cert-manager subset.
 func theKubeconform(t *testing.T) kubeconformer {
 	t.Helper()
-	kcOnce.Do(func() {
+	return sharedKubeconform.get(t, "kubeconform setup", func() (kubeconformer, error) {
 		ctx := toolCtx(t)
-		if kc.bin, kcErr = tools.Kubeconform(ctx); kcErr != nil {
-			return
+		bin, err := tools.Kubeconform(ctx)
+		if err != nil {
+			return kubeconformer{}, err
 		}
 		k8s, err := tools.KubernetesSchemaLocation(ctx)
 		if err != nil {
-			kcErr = err
-			return
+			return kubeconformer{}, err
 		}
 		flux, err := tools.FluxSchemaLocation(ctx)
 		if err != nil {
-			kcErr = err
-			return
+			return kubeconformer{}, err
 		}
 		crds := filepath.Join(repoRoot(t), "chart", "tests", "testdata", "crd-schemas", "{{ .ResourceKind }}{{ .KindSuffix }}.json")
-		kc.locations = []string{k8s, flux, crds}
+		return kubeconformer{bin: bin, locations: []string{k8s, flux, crds}}, nil
 	})
-	if kcErr != nil {
-		t.Fatalf("kubeconform setup: %v", kcErr)
-	}
-	return kc
 }
 
 type kcResult struct {

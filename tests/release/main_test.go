@@ -92,37 +92,53 @@ type registry struct {
 	exited chan struct{}
 }
 
-var (
-	sharedRegistryOnce sync.Once
-	sharedRegistry     *registry
-	sharedRegistryErr  error
-)
+// shared is a package-wide fixture built on first use; when building it
+// failed, every test that asks fails with that error.
+type shared[T any] struct {
+	once sync.Once
+	v    T
+	err  error
+}
+
+func (s *shared[T]) get(t testing.TB, what string, build func() (T, error)) T {
+	t.Helper()
+	s.once.Do(func() { s.v, s.err = build() })
+	if s.err != nil {
+		t.Fatalf("%s: %v", what, s.err)
+	}
+	return s.v
+}
+
+// sharedDir is a temporary directory TestMain removes after the last test.
+func sharedDir(prefix string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err == nil {
+		cleanups = append(cleanups, func() { os.RemoveAll(dir) })
+	}
+	return dir, err
+}
+
+var sharedRegistry shared[*registry]
 
 // theRegistry starts the package's one registry on first use; TestMain stops
 // it after the last test.
 func theRegistry(t testing.TB) *registry {
 	t.Helper()
-	sharedRegistryOnce.Do(func() {
+	return sharedRegistry.get(t, "registry", func() (*registry, error) {
 		bin, err := tools.Registry(toolCtx(t))
 		if err != nil {
-			sharedRegistryErr = err
-			return
+			return nil, err
 		}
-		dir, err := os.MkdirTemp("", "release-registry-")
+		dir, err := sharedDir("release-registry-")
 		if err != nil {
-			sharedRegistryErr = err
-			return
+			return nil, err
 		}
-		cleanups = append(cleanups, func() { os.RemoveAll(dir) })
-		sharedRegistry, sharedRegistryErr = startRegistry(bin, dir)
-		if sharedRegistryErr == nil {
-			cleanups = append(cleanups, sharedRegistry.stop)
+		r, err := startRegistry(bin, dir)
+		if err == nil {
+			cleanups = append(cleanups, r.stop)
 		}
+		return r, err
 	})
-	if sharedRegistryErr != nil {
-		t.Fatalf("registry: %v", sharedRegistryErr)
-	}
-	return sharedRegistry
 }
 
 // startRegistry runs `registry serve` on a free loopback port. The port is
@@ -207,34 +223,25 @@ func (r *registry) stop() {
 	http.DefaultClient.CloseIdleConnections()
 }
 
-// releaserBin builds internal/tools/releaser once per package.
-var (
-	releaserOnce sync.Once
-	releaserPath string
-	releaserErr  error
-)
+var sharedReleaser shared[string]
 
+// releaser builds internal/tools/releaser once per package.
 func releaser(t testing.TB) string {
 	t.Helper()
-	releaserOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "releaser-bin-")
+	return sharedReleaser.get(t, "releaser", func() (string, error) {
+		dir, err := sharedDir("releaser-bin-")
 		if err != nil {
-			releaserErr = err
-			return
+			return "", err
 		}
-		cleanups = append(cleanups, func() { os.RemoveAll(dir) })
-		releaserPath = filepath.Join(dir, "releaser")
-		cmd := exec.Command("go", "build", "-o", releaserPath, "./internal/tools/releaser")
+		bin := filepath.Join(dir, "releaser")
+		cmd := exec.Command("go", "build", "-o", bin, "./internal/tools/releaser")
 		cmd.Dir = repoRoot(t)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			releaserErr = fmt.Errorf("building releaser: %w\n%s", err, out)
+			return "", fmt.Errorf("building releaser: %w\n%s", err, out)
 		}
+		return bin, nil
 	})
-	if releaserErr != nil {
-		t.Fatal(releaserErr)
-	}
-	return releaserPath
 }
 
 // pushed is the image the release tests share: built once by the releaser
@@ -245,17 +252,13 @@ type pushed struct {
 	Digest string // sha256:...
 }
 
-var (
-	pushOnce sync.Once
-	pushRes  pushed
-	pushErr  error
-)
+var sharedPush shared[pushed]
 
 func pushedImage(t testing.TB) pushed {
 	t.Helper()
 	reg := theRegistry(t)
 	bin := releaser(t)
-	pushOnce.Do(func() {
+	return sharedPush.get(t, "pushed image", func() (pushed, error) {
 		repo := reg.Host + "/" + testRepo
 		digestFile := filepath.Join(os.TempDir(), fmt.Sprintf("release-digest-%d", os.Getpid()))
 		defer os.Remove(digestFile)
@@ -263,21 +266,16 @@ func pushedImage(t testing.TB) pushed {
 			"-version", testTag, "-commit", "c0ffee1",
 			"-push", repo+":"+testTag, "-digest-file", digestFile)
 		if err != nil {
-			pushErr = fmt.Errorf("releaser image: %w\n%s", err, out)
-			return
+			return pushed{}, fmt.Errorf("releaser image: %w\n%s", err, out)
 		}
 		d, err := os.ReadFile(digestFile)
 		if err != nil {
-			pushErr = err
-			return
+			return pushed{}, err
 		}
-		pushRes = pushed{Repo: repo, Ref: repo + ":" + testTag, Digest: strings.TrimSpace(string(d))}
-		if !strings.Contains(out, pushRes.Digest) {
-			pushErr = fmt.Errorf("releaser output does not name the digest %s:\n%s", pushRes.Digest, out)
+		p := pushed{Repo: repo, Ref: repo + ":" + testTag, Digest: strings.TrimSpace(string(d))}
+		if !strings.Contains(out, p.Digest) {
+			return pushed{}, fmt.Errorf("releaser output does not name the digest %s:\n%s", p.Digest, out)
 		}
+		return p, nil
 	})
-	if pushErr != nil {
-		t.Fatal(pushErr)
-	}
-	return pushRes
 }

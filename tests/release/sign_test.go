@@ -5,10 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,43 +27,30 @@ type signer struct {
 	env           []string
 }
 
-var (
-	signerOnce sync.Once
-	theSigner  signer
-	signerErr  error
-)
+var sharedSigner shared[signer]
 
 func cosign(t *testing.T) signer {
 	t.Helper()
-	signerOnce.Do(func() {
+	return sharedSigner.get(t, "cosign", func() (signer, error) {
 		bin, err := tools.Cosign(toolCtx(t))
 		if err != nil {
-			signerErr = err
-			return
+			return signer{}, err
 		}
-		dir, err := os.MkdirTemp("", "release-cosign-")
+		dir, err := sharedDir("release-cosign-")
 		if err != nil {
-			signerErr = err
-			return
+			return signer{}, err
 		}
-		cleanups = append(cleanups, func() { os.RemoveAll(dir) })
 		s := signer{bin: bin, key: filepath.Join(dir, "cosign.key"), pub: filepath.Join(dir, "cosign.pub")}
 		s.env = []string{
 			"COSIGN_PASSWORD=" + "test-key-password",
 			// cosign's TUF cache and docker config lookups stay in here.
 			"HOME=" + dir, "TUF_ROOT=" + filepath.Join(dir, "tuf"), "DOCKER_CONFIG=" + filepath.Join(dir, "docker"),
 		}
-		out, err := runErr(t, dir, s.env, bin, "generate-key-pair", "--output-key-prefix", filepath.Join(dir, "cosign"))
-		if err != nil {
-			signerErr = fmt.Errorf("cosign generate-key-pair: %w\n%s", err, out)
-			return
+		if out, err := runErr(t, dir, s.env, bin, "generate-key-pair", "--output-key-prefix", filepath.Join(dir, "cosign")); err != nil {
+			return signer{}, fmt.Errorf("cosign generate-key-pair: %w\n%s", err, out)
 		}
-		theSigner = s
+		return s, nil
 	})
-	if signerErr != nil {
-		t.Fatal(signerErr)
-	}
-	return theSigner
 }
 
 var offlineSign = []string{"--yes", "--tlog-upload=false", "--use-signing-config=false", "--allow-http-registry"}
