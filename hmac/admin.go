@@ -1,9 +1,6 @@
 package hmac
 
 import (
-	"bytes"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -49,14 +46,8 @@ func (c *AdminClaims) HasScope(scope string) bool { return slices.Contains(c.Sco
 
 // adminWire fixes the member order of an admin token's payload.
 type adminWire struct {
-	Audience  any    `json:"aud,omitempty"`
-	ExpiresAt *int64 `json:"exp,omitempty"`
-	IssuedAt  *int64 `json:"iat,omitempty"`
-	NotBefore *int64 `json:"nbf,omitempty"`
-	Issuer    string `json:"iss,omitempty"`
-	Subject   string `json:"sub,omitempty"`
-	ID        string `json:"jti,omitempty"`
-	Scope     string `json:"scope"`
+	registeredWire
+	Scope string `json:"scope"`
 }
 
 // SignAdmin returns an admin token for c. Defaults as for Sign, with
@@ -72,37 +63,15 @@ func (s *Signer) SignAdmin(c AdminClaims) (string, error) {
 			return "", errors.New("hmac: claim is not valid UTF-8")
 		}
 	}
-	if len(c.Audience) == 0 {
-		c.Audience = jwt.ClaimStrings{AdminAudience}
-	}
+	withDefaults(&c.RegisteredClaims, AdminAudience, DefaultAdminTTL)
 	if len(c.Audience) != 1 || c.Audience[0] != AdminAudience {
 		return "", fmt.Errorf("hmac: an admin token's audience must be exactly %q", AdminAudience)
 	}
-	if c.ID == "" {
-		c.ID = NewID()
-	}
-	if c.IssuedAt == nil {
-		c.IssuedAt = jwt.NewNumericDate(time.Now())
-	}
-	if c.ExpiresAt == nil {
-		c.ExpiresAt = jwt.NewNumericDate(c.IssuedAt.Add(DefaultAdminTTL))
-	}
-	w := adminWire{
-		Audience: c.Audience[0], ExpiresAt: unixPtr(c.ExpiresAt), IssuedAt: unixPtr(c.IssuedAt),
-		NotBefore: unixPtr(c.NotBefore), Issuer: c.Issuer, Subject: c.Subject, ID: c.ID, Scope: c.Scope,
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(w); err != nil {
+	payload, err := compactJSON(adminWire{registeredWire: newRegisteredWire(c.RegisteredClaims), Scope: c.Scope})
+	if err != nil {
 		return "", fmt.Errorf("hmac: encoding claims: %w", err)
 	}
-	signingInput := s.header + "." + base64.RawURLEncoding.EncodeToString(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
-	sig, err := jwt.SigningMethodHS256.Sign(signingInput, s.key)
-	if err != nil {
-		return "", fmt.Errorf("hmac: signing: %w", err)
-	}
-	return signingInput + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+	return s.sign(payload)
 }
 
 // ReasonMissingScope: an admin token without a scope claim.
@@ -169,24 +138,9 @@ func NewAdminVerifier(opts AdminVerifierOptions) (*AdminVerifier, error) {
 // Verify checks an admin token. The error is an *Error (see ReasonOf); a
 // session token is refused as ReasonWrongAudience.
 func (v *AdminVerifier) Verify(token string) (*AdminClaims, error) {
-	if len(token) > MaxTokenLen {
-		return nil, reject(ReasonMalformed, "token is %d bytes, longer than %d", len(token), MaxTokenLen)
-	}
-	if strings.Count(token, ".") != 2 {
-		return nil, reject(ReasonMalformed, "token does not have exactly 3 segments")
-	}
-	for i := 0; i < len(token); i++ {
-		if c := token[i]; c != '.' && !isBase64URL(token[i:i+1]) {
-			return nil, reject(ReasonMalformed, "byte %d is not in the base64url alphabet", i)
-		}
-	}
-	now := v.now()
 	c := new(AdminClaims)
-	tok, err := v.parser.ParseWithClaims(token, c, func(t *jwt.Token) (any, error) {
-		return v.keys.key(t, now)
-	})
-	if err != nil {
-		return nil, classify(tok, err)
+	if err := v.keys.parse(v.parser, token, c, v.now()); err != nil {
+		return nil, err
 	}
 	if c.IssuedAt == nil {
 		return nil, reject(ReasonMissingClaim, "iat claim is required in an admin token")

@@ -73,17 +73,43 @@ type Claims struct {
 	Groups []string `json:"groups,omitempty"`
 }
 
+// registeredWire is the registered claims as both kinds of token encode
+// them: times as integer seconds, a single audience as a plain string.
+type registeredWire struct {
+	Audience  any    `json:"aud,omitempty"`
+	ExpiresAt *int64 `json:"exp,omitempty"`
+	IssuedAt  *int64 `json:"iat,omitempty"`
+	NotBefore *int64 `json:"nbf,omitempty"`
+	Issuer    string `json:"iss,omitempty"`
+	Subject   string `json:"sub,omitempty"`
+	ID        string `json:"jti,omitempty"`
+}
+
+func newRegisteredWire(c jwt.RegisteredClaims) registeredWire {
+	w := registeredWire{
+		ExpiresAt: unixPtr(c.ExpiresAt),
+		IssuedAt:  unixPtr(c.IssuedAt),
+		NotBefore: unixPtr(c.NotBefore),
+		Issuer:    c.Issuer,
+		Subject:   c.Subject,
+		ID:        c.ID,
+	}
+	switch len(c.Audience) {
+	case 0:
+	case 1:
+		w.Audience = c.Audience[0]
+	default:
+		w.Audience = []string(c.Audience)
+	}
+	return w
+}
+
 // wireClaims fixes the member order and the compact forms of the encoding:
 // the token usually travels inside guacd's 1024-byte request path, so every
 // byte counts, and a stable order makes the documented example reproducible.
+// encoding/json puts the embedded registered claims first.
 type wireClaims struct {
-	Audience  any      `json:"aud,omitempty"`
-	ExpiresAt *int64   `json:"exp,omitempty"`
-	IssuedAt  *int64   `json:"iat,omitempty"`
-	NotBefore *int64   `json:"nbf,omitempty"`
-	Issuer    string   `json:"iss,omitempty"`
-	Subject   string   `json:"sub,omitempty"`
-	ID        string   `json:"jti,omitempty"`
+	registeredWire
 	SID       string   `json:"sid,omitempty"`
 	Namespace string   `json:"namespace"`
 	Pod       string   `json:"pod"`
@@ -107,34 +133,27 @@ func unixPtr(d *jwt.NumericDate) *int64 {
 // times as integer seconds, a single audience as a plain string, members in
 // a fixed order, no HTML escaping.
 func (c Claims) MarshalJSON() ([]byte, error) {
-	w := wireClaims{
-		ExpiresAt: unixPtr(c.ExpiresAt),
-		IssuedAt:  unixPtr(c.IssuedAt),
-		NotBefore: unixPtr(c.NotBefore),
-		Issuer:    c.Issuer,
-		Subject:   c.Subject,
-		ID:        c.ID,
-		SID:       c.SID,
-		Namespace: c.Namespace,
-		Pod:       c.Pod,
-		Container: c.Container,
-		Command:   c.Command,
-		TTY:       c.TTY,
-		Stdin:     c.Stdin,
-		Node:      c.Node,
-		Groups:    c.Groups,
-	}
-	switch len(c.Audience) {
-	case 0:
-	case 1:
-		w.Audience = c.Audience[0]
-	default:
-		w.Audience = []string(c.Audience)
-	}
+	return compactJSON(wireClaims{
+		registeredWire: newRegisteredWire(c.RegisteredClaims),
+		SID:            c.SID,
+		Namespace:      c.Namespace,
+		Pod:            c.Pod,
+		Container:      c.Container,
+		Command:        c.Command,
+		TTY:            c.TTY,
+		Stdin:          c.Stdin,
+		Node:           c.Node,
+		Groups:         c.Groups,
+	})
+}
+
+// compactJSON encodes v without HTML escaping and without the trailing
+// newline, as a token's payload.
+func compactJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(w); err != nil {
+	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
@@ -193,8 +212,19 @@ func (s *Signer) Sign(c Claims) (string, error) {
 			return "", errors.New("hmac: claim is not valid UTF-8")
 		}
 	}
+	withDefaults(&c.RegisteredClaims, DefaultAudience, DefaultTTL)
+	payload, err := c.MarshalJSON()
+	if err != nil {
+		return "", fmt.Errorf("hmac: encoding claims: %w", err)
+	}
+	return s.sign(payload)
+}
+
+// withDefaults fills the registered claims a caller left out: aud, jti = NewID(),
+// iat = now, exp = iat + ttl.
+func withDefaults(c *jwt.RegisteredClaims, aud string, ttl time.Duration) {
 	if len(c.Audience) == 0 {
-		c.Audience = jwt.ClaimStrings{DefaultAudience}
+		c.Audience = jwt.ClaimStrings{aud}
 	}
 	if c.ID == "" {
 		c.ID = NewID()
@@ -203,12 +233,12 @@ func (s *Signer) Sign(c Claims) (string, error) {
 		c.IssuedAt = jwt.NewNumericDate(time.Now())
 	}
 	if c.ExpiresAt == nil {
-		c.ExpiresAt = jwt.NewNumericDate(c.IssuedAt.Add(DefaultTTL))
+		c.ExpiresAt = jwt.NewNumericDate(c.IssuedAt.Add(ttl))
 	}
-	payload, err := c.MarshalJSON()
-	if err != nil {
-		return "", fmt.Errorf("hmac: encoding claims: %w", err)
-	}
+}
+
+// sign returns the compact JWS of payload under this signer's header and key.
+func (s *Signer) sign(payload []byte) (string, error) {
 	var b strings.Builder
 	b.Grow(len(s.header) + 1 + base64.RawURLEncoding.EncodedLen(len(payload)) + 1 + 43)
 	b.WriteString(s.header)

@@ -194,28 +194,10 @@ func (v *Verifier) Consume(c *Claims) error {
 // verify checks token and hands its jti to record, whose refusal refuses the
 // token: Verify consumes it, Peek only looks.
 func (v *Verifier) verify(token string, record func(jti string, forgetAt, now time.Time) Reason) (*Claims, error) {
-	if len(token) > MaxTokenLen {
-		return nil, reject(ReasonMalformed, "token is %d bytes, longer than %d", len(token), MaxTokenLen)
-	}
-	// The library splits on '.' and decodes strictly, but encoding/base64
-	// skips '\r' and '\n'; check the alphabet so that exactly one string
-	// maps to each token.
-	if strings.Count(token, ".") != 2 {
-		return nil, reject(ReasonMalformed, "token does not have exactly 3 segments")
-	}
-	for i := 0; i < len(token); i++ {
-		if c := token[i]; c != '.' && !isBase64URL(token[i:i+1]) {
-			return nil, reject(ReasonMalformed, "byte %d is not in the base64url alphabet", i)
-		}
-	}
-
 	now := v.now()
 	c := new(Claims)
-	tok, err := v.parser.ParseWithClaims(token, c, func(t *jwt.Token) (any, error) {
-		return v.key(t, now)
-	})
-	if err != nil {
-		return nil, classify(tok, err)
+	if err := v.parse(v.parser, token, c, now); err != nil {
+		return nil, err
 	}
 
 	// Claims the library does not know about or does not require.
@@ -240,6 +222,32 @@ func (v *Verifier) verify(token string, record func(jti string, forgetAt, now ti
 		return nil, &Error{Reason: r}
 	}
 	return c, nil
+}
+
+// parse checks token's syntax, verifies its signature with the key v holds
+// for it at now and decodes its claims into c, with p's checks.
+func (v *Verifier) parse(p *jwt.Parser, token string, c jwt.Claims, now time.Time) *Error {
+	if len(token) > MaxTokenLen {
+		return reject(ReasonMalformed, "token is %d bytes, longer than %d", len(token), MaxTokenLen)
+	}
+	// The library splits on '.' and decodes strictly, but encoding/base64
+	// skips '\r' and '\n'; check the alphabet so that exactly one string
+	// maps to each token.
+	if strings.Count(token, ".") != 2 {
+		return reject(ReasonMalformed, "token does not have exactly 3 segments")
+	}
+	for i := 0; i < len(token); i++ {
+		if b := token[i]; b != '.' && !isBase64URL(token[i:i+1]) {
+			return reject(ReasonMalformed, "byte %d is not in the base64url alphabet", i)
+		}
+	}
+	tok, err := p.ParseWithClaims(token, c, func(t *jwt.Token) (any, error) {
+		return v.key(t, now)
+	})
+	if err != nil {
+		return classify(tok, err)
+	}
+	return nil
 }
 
 // key is the jwt.Keyfunc: header checks the library does not do, then the
