@@ -1,6 +1,7 @@
 package hmac
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -101,12 +102,8 @@ func NewAdminVerifier(opts AdminVerifierOptions) (*AdminVerifier, error) {
 	if opts.Keys == nil {
 		return nil, errors.New("hmac: AdminVerifierOptions.Keys is required")
 	}
-	if opts.Leeway == 0 {
-		opts.Leeway = DefaultLeeway
-	}
-	if opts.MaxTTL == 0 {
-		opts.MaxTTL = DefaultAdminMaxTTL
-	}
+	opts.Leeway = cmp.Or(opts.Leeway, DefaultLeeway)
+	opts.MaxTTL = cmp.Or(opts.MaxTTL, DefaultAdminMaxTTL)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

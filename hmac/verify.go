@@ -1,6 +1,7 @@
 package hmac
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strings"
@@ -100,18 +101,10 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 	if opts.Keys == nil {
 		return nil, errors.New("hmac: VerifierOptions.Keys is required")
 	}
-	if opts.Audience == "" {
-		opts.Audience = DefaultAudience
-	}
-	if opts.Leeway == 0 {
-		opts.Leeway = DefaultLeeway
-	}
-	if opts.MaxTTL == 0 {
-		opts.MaxTTL = DefaultMaxTTL
-	}
-	if opts.ReplayCapacity == 0 {
-		opts.ReplayCapacity = DefaultReplayCapacity
-	}
+	opts.Audience = cmp.Or(opts.Audience, DefaultAudience)
+	opts.Leeway = cmp.Or(opts.Leeway, DefaultLeeway)
+	opts.MaxTTL = cmp.Or(opts.MaxTTL, DefaultMaxTTL)
+	opts.ReplayCapacity = cmp.Or(opts.ReplayCapacity, DefaultReplayCapacity)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
