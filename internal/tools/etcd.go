@@ -1,9 +1,6 @@
 package tools
 
-import (
-	"context"
-	"path/filepath"
-)
+import "context"
 
 // EtcdVersion is the etcd server the end-to-end harness stores the API
 // server's data in. Kubernetes 1.37 supports etcd 3.5.x and newer (its own
@@ -11,15 +8,8 @@ import (
 const EtcdVersion = "3.6.16"
 
 func etcdBuild() serverToolBuild {
-	return serverToolBuild{
-		name:      "etcd",
-		version:   "v" + EtcdVersion,
-		moduleDir: filepath.Join("internal", "tools", "build", "etcd"),
-		// The module root is upstream's own main package (server/main.go).
-		pkg:     "go.etcd.io/etcd/server/v3",
-		pinned:  "go.etcd.io/etcd/server/v3 v" + EtcdVersion,
-		ldflags: "-s -w",
-	}
+	// The module root is upstream's own main package (server/main.go).
+	return strippedBuild("etcd", "etcd", "go.etcd.io/etcd/server/v3", "v"+EtcdVersion, "go.etcd.io/etcd/server/v3")
 }
 
 // Etcd returns the path of an etcd server binary at EtcdVersion, built from

@@ -30,14 +30,8 @@ const (
 const fluxSchemaRevision = "1"
 
 func controllerGenBuild() serverToolBuild {
-	return serverToolBuild{
-		name:      "controller-gen",
-		version:   ControllerGenVersion,
-		moduleDir: filepath.Join("internal", "tools", "build", "flux-crds"),
-		pkg:       "sigs.k8s.io/controller-tools/cmd/controller-gen",
-		pinned:    "sigs.k8s.io/controller-tools " + ControllerGenVersion,
-		ldflags:   "-s -w",
-	}
+	return strippedBuild("controller-gen", "flux-crds", "sigs.k8s.io/controller-tools", ControllerGenVersion,
+		"sigs.k8s.io/controller-tools/cmd/controller-gen")
 }
 
 // FluxSchemaLocation returns a kubeconform -schema-location template for

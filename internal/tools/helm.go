@@ -29,31 +29,29 @@ func helmTool(version string) (goTool, error) {
 		// Helm's Makefile sets these; a bare `go install` leaves the version
 		// at "v3.22" and the default Kubernetes version of capabilities and
 		// lint deprecation checks at 1.20.
-		return goTool{
-			name: "helm", pkg: "helm.sh/helm/v3/cmd/helm", version: version,
-			ldflags: strings.Join([]string{
-				"-s", "-w",
-				"-X helm.sh/helm/v3/internal/version.version=" + version,
-				"-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
-				"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=" + major,
-				"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=" + minor,
-				"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=" + major,
-				"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=" + minor,
-			}, " "),
-		}, nil
+		return helmBuild("v3", version,
+			"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor="+major,
+			"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor="+minor,
+			"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor="+major,
+			"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor="+minor,
+		), nil
 	case HelmV4Version:
 		// v4 derives its default Kubernetes version from the client-go in its
 		// build info (v0.37.x => 1.37); only the version string needs setting.
-		return goTool{
-			name: "helm", pkg: "helm.sh/helm/v4/cmd/helm", version: version,
-			ldflags: strings.Join([]string{
-				"-s", "-w",
-				"-X helm.sh/helm/v4/internal/version.version=" + version,
-				"-X helm.sh/helm/v4/internal/version.gitTreeState=clean",
-			}, " "),
-		}, nil
+		return helmBuild("v4", version), nil
 	}
 	return goTool{}, fmt.Errorf("helm %s is not pinned (have %v)", version, HelmVersions)
+}
+
+// helmBuild is helm.sh/helm/<major>'s command stripped, with the version
+// variables Helm's Makefile sets, then extra ldflags.
+func helmBuild(major, version string, extra ...string) goTool {
+	mod := "helm.sh/helm/" + major
+	ld := append([]string{"-s", "-w",
+		"-X " + mod + "/internal/version.version=" + version,
+		"-X " + mod + "/internal/version.gitTreeState=clean",
+	}, extra...)
+	return goTool{name: "helm", pkg: mod + "/cmd/helm", version: version, ldflags: strings.Join(ld, " ")}
 }
 
 // Helm returns the path of the helm binary of a pinned version, building it

@@ -69,6 +69,19 @@ type serverToolBuild struct {
 	binDir    string // cache directory; empty means <repository root>/.cache/bin
 }
 
+// strippedBuild is the stripped build of pkg from the tools module
+// internal/tools/build/<dir>, whose go.mod must require module at version.
+func strippedBuild(name, dir, module, version, pkg string) serverToolBuild {
+	return serverToolBuild{
+		name:      name,
+		version:   version,
+		moduleDir: filepath.Join("internal", "tools", "build", dir),
+		pkg:       pkg,
+		pinned:    module + " " + version,
+		ldflags:   "-s -w",
+	}
+}
+
 // serverToolBuilds counts completed builds, so a test can prove that
 // concurrent callers share one.
 var serverToolBuilds atomic.Int64

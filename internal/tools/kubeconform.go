@@ -235,28 +235,16 @@ func strictSchema(s map[string]any) map[string]any {
 			props, _ := v.(map[string]any)
 			np := make(map[string]any, len(props))
 			for name, p := range props {
-				if pm, ok := p.(map[string]any); ok {
-					np[name] = strictSchema(pm)
-				} else {
-					np[name] = p
-				}
+				np[name] = strictValue(p)
 			}
 			out[k] = np
 		case "items", "additionalProperties", "not":
-			if m, ok := v.(map[string]any); ok {
-				out[k] = strictSchema(m)
-			} else {
-				out[k] = v // bool additionalProperties, or a tuple list (unused by Kubernetes)
-			}
+			out[k] = strictValue(v)
 		case "allOf", "anyOf", "oneOf":
 			list, _ := v.([]any)
 			nl := make([]any, len(list))
 			for i, item := range list {
-				if m, ok := item.(map[string]any); ok {
-					nl[i] = strictSchema(m)
-				} else {
-					nl[i] = item
-				}
+				nl[i] = strictValue(item)
 			}
 			out[k] = nl
 		default:
@@ -270,4 +258,13 @@ func strictSchema(s map[string]any) map[string]any {
 		out["additionalProperties"] = false
 	}
 	return out
+}
+
+// strictValue is strictSchema for a subschema; anything else (a bool
+// additionalProperties, a tuple list, unused by Kubernetes) stays as it is.
+func strictValue(v any) any {
+	if m, ok := v.(map[string]any); ok {
+		return strictSchema(m)
+	}
+	return v
 }

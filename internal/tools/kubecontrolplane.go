@@ -39,14 +39,7 @@ func KubeScheduler(ctx context.Context) (string, error) {
 const KWOKVersion = "0.8.0"
 
 func kwokBuild() serverToolBuild {
-	return serverToolBuild{
-		name:      "kwok",
-		version:   "v" + KWOKVersion,
-		moduleDir: filepath.Join("internal", "tools", "build", "kwok"),
-		pkg:       "sigs.k8s.io/kwok/cmd/kwok",
-		pinned:    "sigs.k8s.io/kwok v" + KWOKVersion,
-		ldflags:   "-s -w",
-	}
+	return strippedBuild("kwok", "kwok", "sigs.k8s.io/kwok", "v"+KWOKVersion, "sigs.k8s.io/kwok/cmd/kwok")
 }
 
 // KWOK returns the path of the kwok controller binary at KWOKVersion, built

@@ -1,9 +1,6 @@
 package tools
 
-import (
-	"context"
-	"path/filepath"
-)
+import "context"
 
 // SeaweedFSVersion is the SeaweedFS release whose S3 gateway the recording
 // upload tests store objects in. SeaweedFS publishes no semver module
@@ -14,14 +11,7 @@ import (
 const SeaweedFSVersion = "v0.0.0-20261109003541-7506e5f91cd6"
 
 func seaweedFSBuild() serverToolBuild {
-	return serverToolBuild{
-		name:      "weed",
-		version:   SeaweedFSVersion,
-		moduleDir: filepath.Join("internal", "tools", "build", "seaweedfs"),
-		pkg:       "github.com/seaweedfs/seaweedfs/weed",
-		pinned:    "github.com/seaweedfs/seaweedfs " + SeaweedFSVersion,
-		ldflags:   "-s -w",
-	}
+	return strippedBuild("weed", "seaweedfs", "github.com/seaweedfs/seaweedfs", SeaweedFSVersion, "github.com/seaweedfs/seaweedfs/weed")
 }
 
 // SeaweedFS returns the path of the `weed` binary at SeaweedFSVersion,
