@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy-demo/web"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
@@ -323,20 +324,13 @@ func TestBrowserBurst(t *testing.T) {
 	sampled := make(chan struct{})
 	go func() { // bounded: ends with the burst
 		defer close(sampled)
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if kib, err := e.proxy.RSSKiB(); err == nil {
-					mu.Lock()
-					peak = max(peak, kib)
-					mu.Unlock()
-				}
+		wait.Until(func() {
+			if kib, err := e.proxy.RSSKiB(); err == nil {
+				mu.Lock()
+				peak = max(peak, kib)
+				mu.Unlock()
 			}
-		}
+		}, 50*time.Millisecond, stop)
 	}()
 
 	start := time.Now()

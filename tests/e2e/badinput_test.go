@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // rawSession is an upgraded connection driven frame by frame.
@@ -216,20 +217,8 @@ func TestLimits(t *testing.T) {
 		// Keep it busy so idleness is not what ends it.
 		stop := make(chan struct{})
 		defer close(stop)
-		go func() {
-			tick := time.NewTicker(200 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					if r.ws.WriteMessage(websocket.BinaryMessage, []byte("\x00.")) != nil {
-						return
-					}
-				}
-			}
-		}()
+		// Writes after the close fail and change nothing.
+		go wait.Until(func() { _ = r.ws.WriteMessage(websocket.BinaryMessage, []byte("\x00.")) }, 200*time.Millisecond, stop)
 		code, status := r.closedWith()
 		if code != websocket.ClosePolicyViolation || !strings.Contains(status, "maximum lifetime") {
 			t.Fatalf("close %d, status %q", code, status)
