@@ -69,6 +69,28 @@ func hookCommand(t testing.TB, job *unstructured.Unstructured) (args []string, s
 	return args, secretName, keyName
 }
 
+// hook is the chart's bootstrap hook with its RBAC applied in its namespace.
+type hook struct {
+	sa                  string // the ServiceAccount's name
+	role                *unstructured.Unstructured
+	applier             *applier
+	args                []string // the Job's container args
+	secretName, keyName string
+}
+
+// applyHook renders the chart into the new namespace ns (Helm v3, extra
+// flags), applies the hook's ServiceAccount, Role and RoleBinding and reads
+// the hook Job's command.
+func applyHook(t testing.TB, ns string, extra ...string) hook {
+	t.Helper()
+	ensureNamespace(t, ns)
+	sa, role, binding, job := hookObjects(t, renderChart(t, tools.HelmV3Version, ns, extra...))
+	h := hook{sa: sa.GetName(), role: role, applier: newApplier(t)}
+	h.args, h.secretName, h.keyName = hookCommand(t, job)
+	h.applier.mustApply(t, sa, role, binding)
+	return h
+}
+
 // bootstrapRun is one run of `k8s-ws-proxy bootstrap-secret` as the hook's
 // pod would run it: the Job's own args, POD_NAMESPACE from the downward API,
 // and the hook ServiceAccount's credentials (here a kubeconfig holding a
@@ -167,18 +189,14 @@ func boolString(b bool) string {
 // proxy's keyring.
 func TestBootstrapWithHookRole(t *testing.T) {
 	const ns = "bootstrap-e2e"
-	ensureNamespace(t, ns)
-	objs := renderChart(t, tools.HelmV3Version, ns)
-	sa, role, binding, job := hookObjects(t, objs)
-	args, secretName, keyName := hookCommand(t, job)
-	a := newApplier(t)
-	a.mustApply(t, sa, role, binding)
+	h := applyHook(t, ns)
+	args, secretName, keyName := h.args, h.secretName, h.keyName
 	secrets := api.AdminClient().CoreV1().Secrets(ns)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
-	waitAuthorized(t, ns, sa.GetName(), authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Resource: "secrets"}, true)
-	kubeconfig := serviceAccountKubeconfig(t, ns, sa.GetName())
+	waitAuthorized(t, ns, h.sa, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Resource: "secrets"}, true)
+	kubeconfig := serviceAccountKubeconfig(t, ns, h.sa)
 
 	first := runBootstrap(t, ns, kubeconfig, args)
 	if first.exitCode != 0 {
@@ -229,13 +247,13 @@ func TestBootstrapWithHookRole(t *testing.T) {
 	}
 
 	// Without the Role: a 403, explained.
-	if err := a.delete(ctx, role); err != nil {
+	if err := h.applier.delete(ctx, h.role); err != nil {
 		t.Fatal(err)
 	}
 	if err := secrets.Delete(ctx, secretName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitAuthorized(t, ns, sa.GetName(), authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Resource: "secrets", Name: secretName}, false)
+	waitAuthorized(t, ns, h.sa, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Resource: "secrets", Name: secretName}, false)
 	denied := runBootstrap(t, ns, kubeconfig, args)
 	if denied.exitCode == 0 {
 		t.Fatalf("bootstrap without its Role succeeded:\n%s", denied.stderr)

@@ -13,7 +13,6 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // Short token lifetimes so the old key's grace period (max TTL + leeway,
@@ -32,13 +31,10 @@ const (
 // streaming throughout.
 func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 	const ns = "rotation-e2e"
-	ensureNamespace(t, ns)
-	objs := renderChart(t, tools.HelmV3Version, ns)
-	sa, role, binding, job := hookObjects(t, objs)
-	args, secretName, keyName := hookCommand(t, job)
-	newApplier(t).mustApply(t, sa, role, binding)
-	waitAuthorized(t, ns, sa.GetName(), authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Resource: "secrets"}, true)
-	kubeconfig := serviceAccountKubeconfig(t, ns, sa.GetName())
+	h := applyHook(t, ns)
+	args, secretName, keyName := h.args, h.secretName, h.keyName
+	waitAuthorized(t, ns, h.sa, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Resource: "secrets"}, true)
+	kubeconfig := serviceAccountKubeconfig(t, ns, h.sa)
 	secrets := api.AdminClient().CoreV1().Secrets(ns)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()

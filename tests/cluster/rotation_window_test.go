@@ -21,7 +21,6 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/tools"
 )
 
 // Scaled-down production timings: a token lives 6s (+1s leeway), a Secret
@@ -186,19 +185,16 @@ func tokenKID(tok string) string {
 // the newest key at once) is shown to be refused in the same setup.
 func TestKeyRotationWithoutRefusals(t *testing.T) {
 	const ns = "rotation-nowindow"
-	ensureNamespace(t, ns)
-	objs := renderChart(t, tools.HelmV3Version, ns,
+	h := applyHook(t, ns,
 		"--set", "hmacSecret.rotation.enabled=true",
 		"--set", "hmacSecret.rotation.propagationDelay="+rwPropagation.String(),
 		"--set", "proxy.maxTTL="+rwMaxTTL.String(), "--set", "proxy.leeway="+rwLeeway.String())
-	sa, role, binding, job := hookObjects(t, objs)
-	args, secretName, _ := hookCommand(t, job)
+	args, secretName := h.args, h.secretName
 	if !slices.Contains(args, "--rotate") {
 		t.Fatalf("the rotating hook's args lack --rotate: %q", args)
 	}
-	newApplier(t).mustApply(t, sa, role, binding)
-	waitAuthorized(t, ns, sa.GetName(), authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Resource: "secrets", Name: secretName}, true)
-	kubeconfig := serviceAccountKubeconfig(t, ns, sa.GetName())
+	waitAuthorized(t, ns, h.sa, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Resource: "secrets", Name: secretName}, true)
+	kubeconfig := serviceAccountKubeconfig(t, ns, h.sa)
 	secrets := api.AdminClient().CoreV1().Secrets(ns)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
