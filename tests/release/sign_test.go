@@ -167,13 +167,7 @@ type simpleSigningClaim struct {
 func verifiedClaims(t *testing.T, out string) []simpleSigningClaim {
 	t.Helper()
 	var claims []simpleSigningClaim
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if !strings.HasPrefix(line, "[") {
-			continue
-		}
+	for _, line := range jsonLines(t, out, "[") {
 		var batch []simpleSigningClaim
 		if err := json.Unmarshal([]byte(line), &batch); err != nil {
 			t.Fatalf("cosign verify output: %v\n%s", err, line)
@@ -181,6 +175,24 @@ func verifiedClaims(t *testing.T, out string) []simpleSigningClaim {
 		claims = append(claims, batch...)
 	}
 	return claims
+}
+
+// jsonLines is the lines of cosign's output that start with open ("[" or
+// "{"), trimmed: its JSON documents, one a line, among its other messages.
+func jsonLines(t *testing.T, out, open string) []string {
+	t.Helper()
+	var lines []string
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, open) {
+			lines = append(lines, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return lines
 }
 
 // inTotoStatement is a DSSE payload of `cosign verify-attestation`.
@@ -194,13 +206,7 @@ type inTotoStatement struct {
 func attestations(t *testing.T, out string) []inTotoStatement {
 	t.Helper()
 	var res []inTotoStatement
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if !strings.HasPrefix(line, "{") {
-			continue
-		}
+	for _, line := range jsonLines(t, out, "{") {
 		var env struct {
 			PayloadType string `json:"payloadType"`
 			Payload     string `json:"payload"`
@@ -217,9 +223,6 @@ func attestations(t *testing.T, out string) []inTotoStatement {
 			t.Fatalf("in-toto statement: %v\n%s", err, raw)
 		}
 		res = append(res, st)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return res
 }
