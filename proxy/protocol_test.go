@@ -102,10 +102,10 @@ func TestDecodeFrameRejects(t *testing.T) {
 
 func TestParseResize(t *testing.T) {
 	good := map[string]TerminalSize{
-		`{"Width":80,"Height":24}`:   {80, 24},
-		`{"Width":65535,"Height":1}`: {65535, 1},
-		` {"Height":5, "Width":7} `:  {7, 5},
-		`{"width":10,"height":11}`:   {10, 11}, // encoding/json matches case-insensitively, as the kubelet does
+		`{"Width":80,"Height":24}`:   {Width: 80, Height: 24},
+		`{"Width":65535,"Height":1}`: {Width: 65535, Height: 1},
+		` {"Height":5, "Width":7} `:  {Width: 7, Height: 5},
+		`{"width":10,"height":11}`:   {Width: 10, Height: 11}, // encoding/json matches case-insensitively, as the kubelet does
 	}
 	for in, want := range good {
 		got, err := parseResize([]byte(in))
@@ -125,8 +125,8 @@ func TestParseResize(t *testing.T) {
 func TestSizeQueueKeepsLatestAndEarly(t *testing.T) {
 	q := newSizeQueue()
 	// Sizes set before anyone calls Next are kept: the initial size.
-	q.Set(TerminalSize{81, 25})
-	q.Set(TerminalSize{80, 24})
+	q.Set(TerminalSize{Width: 81, Height: 25})
+	q.Set(TerminalSize{Width: 80, Height: 24})
 	if s := q.Next(); s == nil || s.Width != 80 || s.Height != 24 {
 		t.Fatalf("Next = %v, want the latest pending size 80x24", s)
 	}
@@ -139,7 +139,7 @@ func TestSizeQueueKeepsLatestAndEarly(t *testing.T) {
 		}
 		got <- s.Width
 	}()
-	q.Set(TerminalSize{100, 30})
+	q.Set(TerminalSize{Width: 100, Height: 30})
 	if w := <-got; w != 100 {
 		t.Fatalf("blocked Next got width %d, want 100", w)
 	}
