@@ -563,3 +563,27 @@ func TestAdmitGrant(t *testing.T) {
 	}
 	f.srv.unregister(sess)
 }
+
+// TestGetPodHidesAPIServerAddress: kubectl's GET of the pod looks the pod
+// up as admission does, and a failed lookup tells the client what failed,
+// never where (the log keeps the address), as a refused upgrade does.
+func TestGetPodHidesAPIServerAddress(t *testing.T) {
+	t.Parallel()
+	f := newAdmissionFixture(t, nil)
+	c := baseClaims()
+	c.Pod = "down"
+	r := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces/ns/pods/down", nil)
+	r.Header.Set("Authorization", "Bearer "+f.sign(t, c))
+	w := httptest.NewRecorder()
+	f.srv.ServeHTTP(w, r)
+	var st metav1.Status
+	if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil || w.Code != http.StatusBadGateway || st.Code != http.StatusBadGateway {
+		t.Fatalf("status %d %s (%v)", w.Code, w.Body, err)
+	}
+	if strings.Contains(w.Body.String(), "10.96.0.1") {
+		t.Errorf("the client is told the API server's address: %s", w.Body)
+	}
+	if line := f.rejectedLine(t); line["reason"] != "pod_lookup_failed" || !strings.Contains(f.logText(), "10.96.0.1") {
+		t.Errorf("the log line %v lacks the reason or the address", line)
+	}
+}
