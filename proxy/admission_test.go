@@ -587,3 +587,28 @@ func TestGetPodHidesAPIServerAddress(t *testing.T) {
 		t.Errorf("the log line %v lacks the reason or the address", line)
 	}
 }
+
+// TestSPDYRetryRedactsOrigin: client-go's SPDY retry is refused for a
+// foreign Origin the way the upgrade is: an Origin is client input and can
+// carry a token, so neither the body nor the log repeats it whole.
+func TestSPDYRetryRedactsOrigin(t *testing.T) {
+	t.Parallel()
+	f := newAdmissionFixture(t, nil)
+	tok := f.sign(t, baseClaims())
+	r := httptest.NewRequest(http.MethodPost, admissionPath, nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	r.Header.Set("Origin", "https://evil.example/?t="+tok)
+	w := httptest.NewRecorder()
+	f.srv.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden {
+		t.Fatalf("status %d %s", w.Code, w.Body)
+	}
+	if line := f.rejectedLine(t); line["reason"] != "origin_not_allowed" {
+		t.Errorf("log line %v", line)
+	}
+	for _, form := range tokenForms(tok) {
+		if strings.Contains(w.Body.String()+f.logText(), form) {
+			t.Errorf("the token (%.12s...) is in the body or the log: %s", form, w.Body)
+		}
+	}
+}

@@ -243,7 +243,7 @@ func (s *Server) explainRefusal(ctx context.Context, r *http.Request, attach boo
 	case s.draining.Load():
 		return "", rejectDraining()
 	case !s.originAllowed(r):
-		return "", reject(http.StatusForbidden, "origin_not_allowed", "Origin %q is not allowed", r.Header.Get("Origin"))
+		return "", originRejection(r)
 	}
 	req, rej := parseExecRequest(r, attach)
 	if rej != nil {
