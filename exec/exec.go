@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	streamproto "k8s.io/apimachinery/pkg/util/remotecommand"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
@@ -221,7 +222,7 @@ func (d *Dialer) stream(outer context.Context, u *url.URL, opts remotecommand.St
 		return Result{Transport: TransportSPDY}, sp.StreamWithContext(ctx, opts)
 	case TransportWebSocket:
 		ex, err := remotecommand.NewWebSocketExecutorForProtocols(cfg, "GET", u.String(),
-			"v5.channel.k8s.io", "v4.channel.k8s.io")
+			streamproto.StreamProtocolV5Name, streamproto.StreamProtocolV4Name)
 		if err != nil {
 			return Result{Transport: TransportWebSocket}, err
 		}

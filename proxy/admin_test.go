@@ -197,6 +197,7 @@ func (h *harness) waitStalled(t *testing.T, admin string) {
 // GET /sessions lists every live session with its counters; DELETE
 // ?sub= ends all of one subject's sessions and leaves the others alone.
 func TestAdminListAndRevokeBySubject(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	admin := h.adminServer()
 	a1 := h.dialClaims(ProtocolV5, withSubject("alice", "a-1", false), "cat")
@@ -252,6 +253,7 @@ func TestAdminListAndRevokeBySubject(t *testing.T) {
 // Every bad admin request gets its Status, a log line without the token,
 // and leaves live sessions alone.
 func TestAdminRefusals(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	admin := h.adminServer()
 	ws := h.dialClaims(ProtocolV5, withSubject("alice", "a-1", false), "cat")
@@ -327,6 +329,7 @@ func TestAdminRefusals(t *testing.T) {
 // --max-sessions-per-subject refuses one more session of a subject with
 // 429 and a Status before the upgrade; other subjects are not affected.
 func TestMaxSessionsPerSubject(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *Config) { c.MaxSessionsPerSubject = 2 })
 	h.dialClaims(ProtocolV5, withSubject("alice", "a-1", false), "cat")
 	h.dialClaims(ProtocolV5, withSubject("alice", "a-2", false), "cat")

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -427,39 +428,38 @@ func (s *Server) checkPod(ctx context.Context, c *hmac.Claims) *rejection {
 	if s.cfg.Pods == nil {
 		return nil
 	}
+	_, rej := s.lookupPod(ctx, c, s.cfg.Impersonate)
+	return rej
+}
+
+// lookupPod reads the token's pod with checkPod's checks; kubectl's GET of
+// the pod uses it too. impersonated: ctx acts as the token's user, whose
+// refusal by the API server is passed on.
+func (s *Server) lookupPod(ctx context.Context, c *hmac.Claims, impersonated bool) (*corev1.Pod, *rejection) {
 	pod, err := s.cfg.Pods.GetPod(ctx, c.Namespace, c.Pod)
 	switch {
 	case apierrors.IsNotFound(err):
-		return reject(http.StatusNotFound, "pod_not_found", "pod %s/%s not found", c.Namespace, c.Pod)
-	case apierrors.IsForbidden(err) && s.cfg.Impersonate:
+		return nil, reject(http.StatusNotFound, "pod_not_found", "pod %s/%s not found", c.Namespace, c.Pod)
+	case apierrors.IsForbidden(err) && impersonated:
 		// The user (or the proxy's right to impersonate them) was refused:
 		// pass the API server's reason on.
-		return reject(http.StatusForbidden, "forbidden", "%s", err.Error())
+		return nil, reject(http.StatusForbidden, "forbidden", "%s", err.Error())
 	case apierrors.IsForbidden(err):
-		return reject(http.StatusBadGateway, "pod_lookup_forbidden", "the proxy is not allowed to get pod %s/%s", c.Namespace, c.Pod)
+		return nil, reject(http.StatusBadGateway, "pod_lookup_forbidden", "the proxy is not allowed to get pod %s/%s", c.Namespace, c.Pod)
 	case err != nil:
 		// The error names the API server's address: the log gets it, the
 		// client only what failed.
 		rej := reject(http.StatusBadGateway, "pod_lookup_failed", "looking up pod %s/%s failed; the proxy could not reach the API server", c.Namespace, c.Pod)
 		rej.detail = err.Error()
-		return rej
+		return nil, rej
 	}
 	if s.cfg.NodeName != "" && pod.Spec.NodeName != s.cfg.NodeName {
-		return reject(http.StatusForbidden, "wrong_node", "pod %s/%s is not on this node", c.Namespace, c.Pod)
+		return nil, reject(http.StatusForbidden, "wrong_node", "pod %s/%s is not on this node", c.Namespace, c.Pod)
 	}
-	if c.Container != "" {
-		found := false
-		for _, ct := range pod.Spec.Containers {
-			if ct.Name == c.Container {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return reject(http.StatusNotFound, "container_not_found", "container %q not found in pod %s/%s", c.Container, c.Namespace, c.Pod)
-		}
+	if c.Container != "" && !slices.ContainsFunc(pod.Spec.Containers, func(ct corev1.Container) bool { return ct.Name == c.Container }) {
+		return nil, reject(http.StatusNotFound, "container_not_found", "container %q not found in pod %s/%s", c.Container, c.Namespace, c.Pod)
 	}
-	return nil
+	return pod, nil
 }
 
 // checkImpersonation refuses, before the upgrade, a token without a user

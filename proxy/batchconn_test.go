@@ -36,6 +36,7 @@ func (c *recordingConn) SetWriteDeadline(time.Time) error {
 }
 
 func TestBatchConnSendsABatchInOneWrite(t *testing.T) {
+	t.Parallel()
 	rc := &recordingConn{}
 	c := &batchConn{Conn: rc}
 	if _, err := c.Write([]byte("unbatched")); err != nil {
@@ -77,6 +78,7 @@ func TestBatchConnSendsABatchInOneWrite(t *testing.T) {
 }
 
 func TestBatchConnFailureIsFinal(t *testing.T) {
+	t.Parallel()
 	boom := errors.New("connection reset")
 	rc := &recordingConn{fail: boom}
 	c := &batchConn{Conn: rc}
@@ -98,6 +100,7 @@ func TestBatchConnFailureIsFinal(t *testing.T) {
 }
 
 func TestRearm(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	in := func(d time.Duration) time.Time { return now.Add(d) }
 	for _, c := range []struct {

@@ -173,6 +173,8 @@ func pattern(n int) []byte {
 // Item 1: a process that does not read stdin for many ping periods while
 // the client keeps sending must not end the session: nothing is lost.
 func TestBusyProcessKeepsSession(t *testing.T) {
+	// Not parallel: starved of CPU by another test, the client misses the
+	// 200 ms pings this test relies on being answered.
 	const size = 24 << 20
 	for _, tr := range upstreams {
 		for _, proto := range clientProtocols {
@@ -236,6 +238,7 @@ func TestDeadClientStopsExec(t *testing.T) {
 
 // Item 3: a status longer than a frame stays valid JSON.
 func TestLongStatusStaysWhole(t *testing.T) {
+	t.Parallel()
 	const limit = 300
 	long := "no-such-command-" + strings.Repeat("x", 500)
 	for _, tr := range upstreams {
@@ -268,6 +271,7 @@ func TestLongStatusStaysWhole(t *testing.T) {
 
 // Item 5: without a tty, every frame holds whole UTF-8 characters.
 func TestNonTTYFramesKeepCharactersWhole(t *testing.T) {
+	t.Parallel()
 	const lines = 20000
 	line := "héllo wörld ✓\n"
 	want := strings.Repeat(line, lines)

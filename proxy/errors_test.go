@@ -17,6 +17,7 @@ import (
 // TestClientStatusHasNoAddress: what an exec failure tells the client on
 // channel 3 names the failure, never an address of the proxy's peers.
 func TestClientStatusHasNoAddress(t *testing.T) {
+	t.Parallel()
 	reset := &net.OpError{Op: "read", Net: "tcp",
 		Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53754},
 		Addr:   &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 38444},

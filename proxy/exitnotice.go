@@ -35,7 +35,7 @@ func (ss *session) exitNotice(code int) {
 	switch ss.cfg.ExitNotice {
 	case ExitNoticeAlways:
 	case ExitNoticeAuto:
-		if !ss.claims.TTY || ss.proto.name == "v5.channel.k8s.io" {
+		if !ss.claims.TTY || ss.proto.name == ProtocolV5 {
 			return
 		}
 	default: // never, and the zero value

@@ -2,7 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strings"
 	"testing"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
 
 // FuzzDecodeFrame: no input may panic the decoder, and whatever decodes
@@ -60,4 +66,83 @@ func FuzzSplitOfferedProtocols(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzParseExecRequest: the request parser gathers the token from the pod
+// segment, Authorization headers, the bearer subprotocol and the query.
+// No input panics it; an accepted request's token is what every source
+// present carries; no bearer entry is left among the protocols; a refusal
+// is a 400 or 401 of a known reason whose message repeats no token source.
+func FuzzParseExecRequest(f *testing.F) {
+	tok := "eyJhbGciOiJIUzI1NiJ9.eyJwb2QiOiJwb2QifQ.c2ln"
+	b64 := base64.RawURLEncoding.EncodeToString([]byte(tok))
+	f.Add("pod", "command=sh&stdin=true", "Bearer "+tok, "v5.channel.k8s.io", false)
+	f.Add(tok, "command=sh&tty=1", "", "v4.channel.k8s.io", false)
+	f.Add("pod", "token="+tok, "", "", true)
+	f.Add("pod", "", "", "v4.base64.channel.k8s.io, "+bearerProtocolPrefix+b64, false)
+	f.Add(tok, "token="+tok+"&container=c", "Bearer "+tok, bearerProtocolPrefix+b64+",v5.channel.k8s.io", false)
+	f.Add("pod", "token=", "bearer  x ", "", false)
+	f.Add("pod", "command=%zz", "Basic x", bearerProtocolPrefix+"!!", true)
+	f.Add("pod", "", "Bearer "+tok+"\nBearer "+tok+"x", "", false)
+	f.Fuzz(func(t *testing.T, pod, rawQuery, authorization, protocols string, attach bool) {
+		r := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/x", RawQuery: rawQuery}, Header: http.Header{}}
+		r.SetPathValue("namespace", "ns")
+		r.SetPathValue("pod", pod)
+		// One Authorization header per line: a second header is a second place.
+		var auths []string
+		if authorization != "" {
+			auths = strings.Split(authorization, "\n")
+		}
+		for _, a := range auths {
+			r.Header.Add("Authorization", a)
+		}
+		if protocols != "" {
+			r.Header.Set("Sec-WebSocket-Protocol", protocols)
+		}
+		req, rej := parseExecRequest(r, attach)
+		if rej != nil {
+			// Each message is a constant: none can repeat a token.
+			if (rej.status != http.StatusBadRequest && rej.status != http.StatusUnauthorized) || parseRefusals[rej.message] != rej.reason {
+				t.Fatalf("refusal %d %q %q", rej.status, rej.reason, rej.message)
+			}
+			return
+		}
+		if req.token == "" {
+			t.Fatal("accepted without a token")
+		}
+		for _, a := range auths {
+			if scheme, v, _ := strings.Cut(a, " "); !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(v) != req.token {
+				t.Fatalf("token %q accepted with the Authorization header %q", req.token, a)
+			}
+		}
+		if q, err := url.ParseQuery(rawQuery); err == nil {
+			for _, v := range q["token"] {
+				if v != req.token {
+					t.Fatalf("token %q, the query carries %q", req.token, v)
+				}
+			}
+		}
+		if looksLikeToken(pod) && pod != req.token {
+			t.Fatalf("token %q, the pod segment carries %q", req.token, pod)
+		}
+		if req.attach != attach || req.podSegment != pod || req.namespace != "ns" {
+			t.Fatalf("request %+v", req)
+		}
+		for _, p := range req.protocols {
+			if hasBearerPrefix(p) && strings.HasPrefix(p, bearerProtocolPrefix) {
+				t.Fatalf("bearer entry %q left among the protocols", p)
+			}
+		}
+	})
+}
+
+// parseRefusals are the messages parseExecRequest refuses with, and their
+// reasons.
+var parseRefusals = map[string]string{
+	"query string is malformed":                                "bad_query",
+	"bearer token subprotocol is not valid base64url":          "bad_subprotocol",
+	"Authorization header is not a Bearer token":               string(hmac.ReasonMalformed),
+	"token query parameter is empty":                           string(hmac.ReasonMalformed),
+	"the request carries different tokens in different places": "conflicting_tokens",
+	"no session token: send it as a Bearer token, a base64url.bearer.authorization.k8s.io subprotocol, ?token=, or the pod path segment": "missing_token",
 }

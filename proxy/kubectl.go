@@ -10,7 +10,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -163,28 +162,8 @@ func (s *Server) lookupTargetPod(ctx context.Context, c *hmac.Claims) (*corev1.P
 		}
 		return pod, nil
 	}
-	pod, err := s.cfg.Pods.GetPod(ctx, c.Namespace, c.Pod)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil, reject(http.StatusNotFound, "pod_not_found", "pod %s/%s not found", c.Namespace, c.Pod)
-	case apierrors.IsForbidden(err):
-		return nil, reject(http.StatusBadGateway, "pod_lookup_forbidden", "the proxy is not allowed to get pod %s/%s", c.Namespace, c.Pod)
-	case err != nil:
-		return nil, reject(http.StatusBadGateway, "pod_lookup_failed", "looking up pod %s/%s failed: %v", c.Namespace, c.Pod, err)
-	}
-	if s.cfg.NodeName != "" && pod.Spec.NodeName != s.cfg.NodeName {
-		return nil, reject(http.StatusForbidden, "wrong_node", "pod %s/%s is not on this node", c.Namespace, c.Pod)
-	}
-	if c.Container != "" {
-		found := false
-		for _, ct := range pod.Spec.Containers {
-			found = found || ct.Name == c.Container
-		}
-		if !found {
-			return nil, reject(http.StatusNotFound, "container_not_found", "container %q not found in pod %s/%s", c.Container, c.Namespace, c.Pod)
-		}
-	}
-	return pod, nil
+	// Not as the user: the GET is answered from the proxy's own view.
+	return s.lookupPod(ctx, c, false)
 }
 
 // reducePod keeps what kubectl exec and attach read and nothing else. From
@@ -264,7 +243,7 @@ func (s *Server) explainRefusal(ctx context.Context, r *http.Request, attach boo
 	case s.draining.Load():
 		return "", rejectDraining()
 	case !s.originAllowed(r):
-		return "", reject(http.StatusForbidden, "origin_not_allowed", "Origin %q is not allowed", r.Header.Get("Origin"))
+		return "", originRejection(r)
 	}
 	req, rej := parseExecRequest(r, attach)
 	if rej != nil {
@@ -301,8 +280,12 @@ func (s *Server) refuseRequest(ctx context.Context, span trace.Span, w http.Resp
 	if sid == "" {
 		sid = newSessionID()
 	}
-	s.log.Warn("session rejected", "sid", sid, "event", "rejected", "request", kind, "status", rej.status,
-		"reason", rej.reason, "detail", rej.message, "remote", r.RemoteAddr)
+	attrs := []any{"sid", sid, "event", "rejected", "request", kind, "status", rej.status,
+		"reason", rej.reason, "detail", rej.message, "remote", r.RemoteAddr}
+	if rej.detail != "" {
+		attrs = append(attrs, "error", rej.detail)
+	}
+	s.log.Warn("session rejected", attrs...)
 	s.tel.rejected(ctx, rej.reason, rej.status, rej.auth)
 	span.SetAttributes(attribute.String("k8s_ws_proxy.sid", sid), attribute.String("k8s_ws_proxy.rejection", rej.reason),
 		attribute.Int("http.response.status_code", rej.status))

@@ -82,6 +82,7 @@ func (h *harness) restConfig(token string) *rest.Config {
 // client-go's discovery and REST mapper, and finds only what the proxy
 // serves.
 func TestKubectlDiscovery(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	dc, err := discovery.NewDiscoveryClientForConfig(h.restConfig("unused"))
 	if err != nil {
@@ -124,6 +125,7 @@ func TestKubectlDiscovery(t *testing.T) {
 // TestKubectlGetPodReduced: the token's own pod comes back reduced to what
 // kubectl reads, and the token still opens its session afterwards.
 func TestKubectlGetPodReduced(t *testing.T) {
+	t.Parallel()
 	h, logs := loggingHarness(t)
 	c := h.claims("sh", "-c", "echo still-valid")
 	c.TTY = true
@@ -212,6 +214,7 @@ func getStatus(t *testing.T, method, u string, hdr http.Header) (int, metav1.Sta
 }
 
 func TestKubectlGetPodRefusals(t *testing.T) {
+	t.Parallel()
 	h, logs := loggingHarness(t)
 	good := h.claims("id")
 	otherNode := h.claims("id")
@@ -267,6 +270,7 @@ func TestKubectlGetPodRefusals(t *testing.T) {
 // TestKubectlNotFoundStatus: every path the proxy does not serve is a 404
 // Status, and a token in the path stays out of the log.
 func TestKubectlNotFoundStatus(t *testing.T) {
+	t.Parallel()
 	h, logs := loggingHarness(t)
 	tok := h.mint(h.claims("id"))
 	for _, tc := range []struct{ method, path string }{
@@ -331,6 +335,7 @@ func (h *harness) streamAsKubectl(tok string, command ...string) (string, error)
 // client-go retries over SPDY and shows that second answer; it must carry
 // the first refusal's reason (before: "405 Method Not Allowed" in text).
 func TestSPDYRetryShowsTheRefusal(t *testing.T) {
+	t.Parallel()
 	h, logs := loggingHarness(t)
 	expired := h.claims("id")
 	expired.IssuedAt = jwt.NewNumericDate(time.Now().Add(-3 * time.Minute))

@@ -17,6 +17,7 @@ import (
 )
 
 func TestNamespacePolicyAllows(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		allowed, denied []string
 		ns              string
@@ -52,6 +53,7 @@ func TestNamespacePolicyAllows(t *testing.T) {
 // naming namespace_denied; the same token shape for an allowed namespace
 // opens a session.
 func TestNamespaceDeniedBeforeUpgrade(t *testing.T) {
+	t.Parallel()
 	var logs lockedBuffer
 	h := newHarness(t, func(c *Config) {
 		p, err := NewNamespacePolicy(nil, []string{"n?"})

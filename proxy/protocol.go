@@ -7,25 +7,32 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	streamproto "k8s.io/apimachinery/pkg/util/remotecommand"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/streaming/pkg/httpstream/wsstream"
 )
 
 // Channel numbers of the Kubernetes channel protocols.
 const (
-	chanStdin  byte = 0
-	chanStdout byte = 1
-	chanStderr byte = 2
-	chanError  byte = 3
-	chanResize byte = 4
-	chanClose  byte = 255 // v5 only: payload is the channel being half-closed
+	chanStdin  byte = streamproto.StreamStdIn
+	chanStdout byte = streamproto.StreamStdOut
+	chanStderr byte = streamproto.StreamStdErr
+	chanError  byte = streamproto.StreamErr
+	chanResize byte = streamproto.StreamResize
+	chanClose  byte = streamproto.StreamClose // v5 only: payload is the channel being half-closed
 )
 
-// Subprotocol names, as the API server and the kubelet spell them.
+// Subprotocol names, from apimachinery and k8s.io/streaming. The base64
+// v4 name has no upstream constant: the kubelet spells it the same way,
+// "v4." before the base64 protocol. Nor has the bearer prefix (the API
+// server's websocket authenticator keeps it unexported).
 const (
-	ProtocolV5           = "v5.channel.k8s.io"
-	ProtocolV4           = "v4.channel.k8s.io"
-	ProtocolV4Base64     = "v4.base64.channel.k8s.io"
-	ProtocolV1           = "channel.k8s.io"
-	ProtocolV1Base64     = "base64.channel.k8s.io"
+	ProtocolV5           = streamproto.StreamProtocolV5Name
+	ProtocolV4           = streamproto.StreamProtocolV4Name
+	ProtocolV4Base64     = "v4." + wsstream.Base64ChannelWebSocketProtocol
+	ProtocolV1           = wsstream.ChannelWebSocketProtocol
+	ProtocolV1Base64     = wsstream.Base64ChannelWebSocketProtocol
 	bearerProtocolPrefix = "base64url.bearer.authorization.k8s.io."
 )
 
@@ -151,11 +158,9 @@ func (p wireProtocol) encodeFrame(dst []byte, channel byte, payload []byte) []by
 	return base64.StdEncoding.AppendEncode(dst, payload)
 }
 
-// TerminalSize is a terminal's size in character cells.
-type TerminalSize struct {
-	Width  uint16
-	Height uint16
-}
+// TerminalSize is a terminal's size in character cells, as client-go
+// passes it to the exec.
+type TerminalSize = remotecommand.TerminalSize
 
 var errBadResize = errors.New("resize message must be {\"Width\":1..65535,\"Height\":1..65535}")
 

@@ -8,6 +8,7 @@ import (
 )
 
 func TestNegotiateProtocolPicksNewestOffered(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		offered []string
 		want    string
@@ -36,6 +37,7 @@ func TestNegotiateProtocolPicksNewestOffered(t *testing.T) {
 }
 
 func TestSplitOfferedProtocolsExtractsBearer(t *testing.T) {
+	t.Parallel()
 	// "tok.en" in base64url without padding is "dG9rLmVu".
 	protos, bearer, err := splitOfferedProtocols([]string{"v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9rLmVu", "v4.channel.k8s.io"})
 	if err != nil {
@@ -56,6 +58,7 @@ func TestSplitOfferedProtocolsExtractsBearer(t *testing.T) {
 }
 
 func TestFrameRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, name := range protocolPreference {
 		p := protocolFor(name)
 		payload := bytes.Repeat([]byte{0, 1, 2, 255, 'x'}, 100)
@@ -71,6 +74,7 @@ func TestFrameRoundTrip(t *testing.T) {
 }
 
 func TestMaxPayloadKeepsFramesWithinLimit(t *testing.T) {
+	t.Parallel()
 	for _, name := range protocolPreference {
 		p := protocolFor(name)
 		for _, size := range []int{64, 100, 4096, 4097} {
@@ -88,6 +92,7 @@ func TestMaxPayloadKeepsFramesWithinLimit(t *testing.T) {
 }
 
 func TestDecodeFrameRejects(t *testing.T) {
+	t.Parallel()
 	if _, err := decodeFrame(protocolFor(ProtocolV4), nil); !errors.Is(err, errEmptyFrame) {
 		t.Errorf("empty v4 frame: %v", err)
 	}
@@ -101,11 +106,12 @@ func TestDecodeFrameRejects(t *testing.T) {
 }
 
 func TestParseResize(t *testing.T) {
+	t.Parallel()
 	good := map[string]TerminalSize{
-		`{"Width":80,"Height":24}`:   {80, 24},
-		`{"Width":65535,"Height":1}`: {65535, 1},
-		` {"Height":5, "Width":7} `:  {7, 5},
-		`{"width":10,"height":11}`:   {10, 11}, // encoding/json matches case-insensitively, as the kubelet does
+		`{"Width":80,"Height":24}`:   {Width: 80, Height: 24},
+		`{"Width":65535,"Height":1}`: {Width: 65535, Height: 1},
+		` {"Height":5, "Width":7} `:  {Width: 7, Height: 5},
+		`{"width":10,"height":11}`:   {Width: 10, Height: 11}, // encoding/json matches case-insensitively, as the kubelet does
 	}
 	for in, want := range good {
 		got, err := parseResize([]byte(in))
@@ -123,10 +129,11 @@ func TestParseResize(t *testing.T) {
 }
 
 func TestSizeQueueKeepsLatestAndEarly(t *testing.T) {
+	t.Parallel()
 	q := newSizeQueue()
 	// Sizes set before anyone calls Next are kept: the initial size.
-	q.Set(TerminalSize{81, 25})
-	q.Set(TerminalSize{80, 24})
+	q.Set(TerminalSize{Width: 81, Height: 25})
+	q.Set(TerminalSize{Width: 80, Height: 24})
 	if s := q.Next(); s == nil || s.Width != 80 || s.Height != 24 {
 		t.Fatalf("Next = %v, want the latest pending size 80x24", s)
 	}
@@ -139,7 +146,7 @@ func TestSizeQueueKeepsLatestAndEarly(t *testing.T) {
 		}
 		got <- s.Width
 	}()
-	q.Set(TerminalSize{100, 30})
+	q.Set(TerminalSize{Width: 100, Height: 30})
 	if w := <-got; w != 100 {
 		t.Fatalf("blocked Next got width %d, want 100", w)
 	}

@@ -140,6 +140,7 @@ func asciinemaCat(t *testing.T, bin, file string) []byte {
 // recording of a real tty session (seq 1 20000, a resize, exit 3) prints
 // exactly the bytes the client received on stdout.
 func TestRecordingAsciinemaCat(t *testing.T) {
+	t.Parallel()
 	bin := ensureAsciinema(t)
 	rec, dir := newRecorder(t, recording.Required, 0)
 	h := newHarness(t, func(c *Config) { c.Recorder = rec; c.Version = "v0.0.0-test" })
@@ -219,6 +220,7 @@ func waitNoSessions(t *testing.T, s *Server) {
 
 // Required mode fails closed before the upgrade; best-effort goes on.
 func TestRecordingUnavailable(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []recording.Mode{recording.Required, recording.BestEffort} {
 		t.Run(string(mode), func(t *testing.T) {
 			rec, dir := newRecorder(t, mode, 0)
@@ -249,6 +251,7 @@ func TestRecordingUnavailable(t *testing.T) {
 // The size limit ends a required session with a notice and a failure
 // status; best-effort keeps the session and stops recording.
 func TestRecordingMaxBytes(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []recording.Mode{recording.Required, recording.BestEffort} {
 		t.Run(string(mode), func(t *testing.T) {
 			rec, dir := newRecorder(t, mode, 4096)
@@ -307,6 +310,7 @@ func TestRecordingMaxBytes(t *testing.T) {
 // --exit-notice=auto tells a guacd user (v4, tty) the exit code on the
 // terminal; a v5 client's stdout stays exact; never writes nothing.
 func TestExitNotice(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		notice ExitNotice
 		proto  string

@@ -17,6 +17,7 @@ import (
 )
 
 func TestParseRevocations(t *testing.T) {
+	t.Parallel()
 	pasted := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"
 	rv, err := ParseRevocations([]byte("# revoked\n\nsub:alice\r\n  jti: j-1  \nsub:a:b\n" + pasted + "\nsub:\nuser:bob\n\xff\n" + strings.Repeat("x", 2000) + "\n"))
 	if !rv.Subjects["alice"] || !rv.Subjects["a:b"] || !rv.TokenIDs["j-1"] || len(rv.Subjects) != 2 || len(rv.TokenIDs) != 1 {
@@ -93,6 +94,7 @@ func (h *harness) refusedDial(c hmac.Claims) (int, metav1.Status) {
 // live sessions it names, refuses them from then on, reports its junk
 // lines, and leaves every other session alone.
 func TestRevocationsFile(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	dir := filepath.Join(t.TempDir(), "revocations")
 	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{"revocations": []byte("# none yet\n")})
@@ -146,6 +148,7 @@ func TestRevocationsFile(t *testing.T) {
 }
 
 func TestRevocationsFileMissingAtStart(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	if _, err := h.srv.WatchRevocations(filepath.Join(t.TempDir(), "absent"), h.srv.log); err == nil {
 		t.Fatal("a missing revocations file was accepted at start")

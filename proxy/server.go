@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -145,36 +146,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Verifier == nil || cfg.Executor == nil {
 		return nil, errors.New("proxy: Verifier and Executor are required")
 	}
-	if cfg.MaxFrameSize == 0 {
-		cfg.MaxFrameSize = DefaultMaxFrameSize
-	}
+	// Zero fields take their defaults.
+	cfg.MaxFrameSize = cmp.Or(cfg.MaxFrameSize, DefaultMaxFrameSize)
 	if cfg.MaxFrameSize < 64 {
 		return nil, fmt.Errorf("proxy: MaxFrameSize %d is below the minimum of 64", cfg.MaxFrameSize)
 	}
-	if cfg.MaxMessageSize == 0 {
-		cfg.MaxMessageSize = DefaultMaxMessageSize
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
-	}
-	if cfg.MaxSessions == 0 {
-		cfg.MaxSessions = DefaultMaxSessions
-	}
-	if cfg.MaxLifetime == 0 {
-		cfg.MaxLifetime = DefaultMaxLifetime
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.PingInterval == 0 {
-		cfg.PingInterval = DefaultPingInterval
-	}
-	if cfg.LogBurst == 0 {
-		cfg.LogBurst = DefaultLogBurst
-	}
+	cfg.MaxMessageSize = cmp.Or(cfg.MaxMessageSize, DefaultMaxMessageSize)
+	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
+	cfg.LogBurst = cmp.Or(cfg.LogBurst, DefaultLogBurst)
 	if cfg.LogInterval <= 0 {
 		cfg.LogInterval = DefaultLogInterval
 	}
+	// Timers (MaxLifetime, IdleTimeout and PingInterval are off when negative).
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
+	cfg.MaxLifetime = cmp.Or(cfg.MaxLifetime, DefaultMaxLifetime)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.PingInterval = cmp.Or(cfg.PingInterval, DefaultPingInterval)
 	if cfg.Ready == nil {
 		cfg.Ready = func() bool { return true }
 	}

@@ -98,6 +98,7 @@ func (f *flakyPods) GetPod(ctx context.Context, ns, name string) (*corev1.Pod, e
 // token itself (scope, a failed pod lookup, the session limit) leaves the
 // token usable; only the upgrade spends it.
 func TestRefusalDoesNotSpendToken(t *testing.T) {
+	t.Parallel()
 	pods := &flakyPods{err: errors.New(`Get "http://127.0.0.1:38443/api/v1/namespaces/ns/pods/pod": dial tcp 127.0.0.1:38443: connect: connection refused`)}
 	h := newHarness(t, func(c *Config) {
 		pods.PodGetter = c.Pods
@@ -146,6 +147,7 @@ func TestRefusalDoesNotSpendToken(t *testing.T) {
 // TestConcurrentUsesOneUpgrade: 50 simultaneous uses of one token open
 // exactly one session; the others get 401 replayed.
 func TestConcurrentUsesOneUpgrade(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	tok := h.mintWith(nil, "true")
 	var upgrades, replayed atomic.Int32
@@ -190,6 +192,7 @@ var apiServerBools = []struct {
 // TestQueryBooleansAsAPIServer: tty and stdin in the query are read as the
 // API server reads them, then held against the token.
 func TestQueryBooleansAsAPIServer(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	for _, tc := range apiServerBools {
 		for _, param := range []string{"tty", "stdin"} {
@@ -220,6 +223,7 @@ func TestQueryBooleansAsAPIServer(t *testing.T) {
 // TestTwoAuthorizationHeaders: two different Authorization headers are
 // conflicting tokens, like any other two places that disagree.
 func TestTwoAuthorizationHeaders(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	a, b := h.mintWith(nil, "true"), h.mintWith(nil, "true")
 	st, body, _ := h.try(execPath+"?command=true", http.Header{"Authorization": {"Bearer " + a, "Bearer " + b}})
@@ -262,6 +266,7 @@ func tokenForms(tok string) []string {
 // TestNoTokenInRejections: no refusal's body or log line carries a token
 // in any encoding, whatever place or case it was offered in.
 func TestNoTokenInRejections(t *testing.T) {
+	t.Parallel()
 	var log logBuffer
 	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&log, nil)) })
 	valid, other := h.mintWith(nil, "true"), h.mintWith(nil, "true")
@@ -319,6 +324,7 @@ func TestNoTokenInRejections(t *testing.T) {
 // TestPodOnAnotherNode: a token without a node claim for a pod that runs
 // on another node than this proxy's is refused by the pod lookup.
 func TestPodOnAnotherNode(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *Config) { c.NodeName = "other-node" })
 	st, body, _ := h.try(execPath+"?command=true", bearerHeader(h.mintWith(nil, "true")))
 	if st != http.StatusForbidden || !strings.Contains(body, "is not on this node") {
@@ -329,6 +335,7 @@ func TestPodOnAnotherNode(t *testing.T) {
 // TestAllowedOrigins: a missing Origin and one matching the Host pass, a
 // listed one passes, others are refused; "*" passes any.
 func TestAllowedOrigins(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		allowed []string
 		origin  string
@@ -370,6 +377,7 @@ func TestAllowedOrigins(t *testing.T) {
 // TestNoInternalAddressToClients: a failed pod lookup tells the client
 // what failed, not where; the log keeps the detail.
 func TestNoInternalAddressToClients(t *testing.T) {
+	t.Parallel()
 	var log logBuffer
 	pods := &flakyPods{err: errors.New(`Get "http://127.0.0.1:38443/api/v1/namespaces/ns/pods/pod": dial tcp 127.0.0.1:38443: connect: connection refused`)}
 	h := newHarness(t, func(c *Config) {
@@ -418,6 +426,7 @@ func metricsOf(t *testing.T, r *sdkmetric.ManualReader) map[string]int64 {
 // TestResultLabelBounded: a close code the client picks does not become a
 // label value of its own.
 func TestResultLabelBounded(t *testing.T) {
+	t.Parallel()
 	reader := sdkmetric.NewManualReader()
 	h := newHarness(t, func(c *Config) { c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)) })
 	for _, code := range []int{4321, 3999, websocket.CloseNormalClosure} {
@@ -463,6 +472,7 @@ func TestResultLabelBounded(t *testing.T) {
 // number of lines; every refusal is still counted, and so is every line
 // held back.
 func TestRejectionLogBounded(t *testing.T) {
+	t.Parallel()
 	var log logBuffer
 	reader := sdkmetric.NewManualReader()
 	h := newHarness(t, func(c *Config) {

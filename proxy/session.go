@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	streamproto "k8s.io/apimachinery/pkg/util/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
@@ -304,9 +305,9 @@ func (ss *session) finish(err error) (exitCode int) {
 		exitCode = codeErr.ExitStatus()
 		status = &metav1.Status{
 			Status:  metav1.StatusFailure,
-			Reason:  "NonZeroExitCode",
+			Reason:  streamproto.NonZeroExitCodeReason,
 			Message: fmt.Sprintf("command terminated with non-zero exit code: %v", codeErr),
-			Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: "ExitCode", Message: fmt.Sprintf("%d", exitCode)}}},
+			Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: streamproto.ExitCodeCauseType, Message: fmt.Sprintf("%d", exitCode)}}},
 		}
 		ss.setEndReason("exited")
 	case ss.ctx.Err() != nil:

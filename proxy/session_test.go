@@ -183,6 +183,7 @@ func readAll(t *testing.T, ws *websocket.Conn, limit int, decode func(int, []byt
 func binaryFrame(_ int, msg []byte) (byte, []byte) { return msg[0], msg[1:] }
 
 func TestSessionFramesRespectLimit(t *testing.T) {
+	t.Parallel()
 	const limit = 100
 	h := newHarness(t, func(c *Config) { c.MaxFrameSize = limit })
 	ws := h.dial(ProtocolV5, "seq", "1", "20000")
@@ -201,6 +202,7 @@ func TestSessionFramesRespectLimit(t *testing.T) {
 }
 
 func TestSessionBase64Protocol(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	ws := h.dial(ProtocolV4Base64, "sh", "-c", "printf '\\000\\001\\377'; exit 4")
 	out, status := readAll(t, ws, DefaultMaxFrameSize, func(mt int, msg []byte) (byte, []byte) {
@@ -222,6 +224,7 @@ func TestSessionBase64Protocol(t *testing.T) {
 }
 
 func TestSessionV1ErrorText(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	ws := h.dial(ProtocolV1, "sh", "-c", "exit 2")
 	_, status := readAll(t, ws, DefaultMaxFrameSize, binaryFrame)

@@ -26,7 +26,7 @@ func newSizeQueue() *sizeQueue {
 // Set replaces the pending size.
 func (q *sizeQueue) Set(s TerminalSize) {
 	q.mu.Lock()
-	q.pending = &remotecommand.TerminalSize{Width: s.Width, Height: s.Height}
+	q.pending = &s
 	q.mu.Unlock()
 	select {
 	case q.signal <- struct{}{}:

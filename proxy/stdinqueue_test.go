@@ -11,6 +11,7 @@ import (
 // waits, and TCP holds the client back), loses nothing, keeps the order,
 // and the session's end releases a waiting push at once.
 func TestStdinQueueBounded(t *testing.T) {
+	t.Parallel()
 	var taken int
 	q := newStdinQueue(0, func(n int) { taken += n })
 	if q.limit != minStdinBuffer {
@@ -59,6 +60,7 @@ func TestStdinQueueBounded(t *testing.T) {
 }
 
 func TestStdinQueueCloseReleases(t *testing.T) {
+	t.Parallel()
 	q := newStdinQueue(0, nil)
 	q.push(context.Background(), make([]byte, minStdinBuffer))
 	done := make(chan error, 1)

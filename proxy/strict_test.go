@@ -32,6 +32,7 @@ func rawFrame(opcode byte, fin bool, payload []byte) []byte {
 // message; a small message split in two with a ping in between is one
 // message, and the ping is answered.
 func TestFragmentedMessageWithPing(t *testing.T) {
+	t.Parallel()
 	for _, tr := range upstreams {
 		t.Run(string(tr), func(t *testing.T) {
 			h := newHarnessVia(t, tr, nil)
@@ -65,6 +66,7 @@ func TestFragmentedMessageWithPing(t *testing.T) {
 // Item 10: a close frame with a 1-byte payload is malformed (a code takes
 // two): the answer is 1002, not 1005.
 func TestOneByteCloseIsProtocolError(t *testing.T) {
+	t.Parallel()
 	for _, tr := range upstreams {
 		t.Run(string(tr), func(t *testing.T) {
 			h := newHarnessVia(t, tr, nil)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestRuneCutAndTail(t *testing.T) {
+	t.Parallel()
 	b := []byte("a✓b") // ✓ is 3 bytes at 1..3
 	for k, want := range map[int]int{1: 1, 2: 1, 3: 1, 4: 4} {
 		if got := runeCut(b, k); got != want {
@@ -34,6 +35,7 @@ func TestRuneCutAndTail(t *testing.T) {
 // its structure (status, reason, the exit code's cause) and a prefix of
 // its message; older protocols get the text, cut on a character.
 func TestStatusPayloadFits(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("é", 3000)
 	st := &metav1.Status{Status: metav1.StatusFailure, Reason: "NonZeroExitCode", Message: "command terminated: " + long,
 		Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: "ExitCode", Message: "3"}}}}
