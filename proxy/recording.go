@@ -166,7 +166,8 @@ func (ss *session) closeRecording(exitCode int, reason string) []any {
 		attrs = append(attrs, "recording_failure", *f)
 	} else if err != nil && !ss.rec.stopped.Load() {
 		ss.recordingFailed("close_failed")
-		ss.logger().Warn("recording failed", "event", "recording_failed", "stage", "close", "error", err.Error())
+		ss.logger().Warn("recording failed", "event", "recording_failed", "stage", "close",
+			"mode", string(ss.cfg.Recorder.Mode()), "bytes", ss.rec.rec.Bytes(), "error", err.Error())
 		attrs = append(attrs, "recording_failure", "close_failed")
 	}
 	return attrs
