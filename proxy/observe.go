@@ -287,6 +287,17 @@ func (o *observer) run() {
 	}
 	target.fan.Load().leave(o)
 	ss.cancel()
+	reason, closeCode := ss.hangUp(readDone)
+	o.notifyOwner(&notices, "stopped watching this session")
+	log.Info("observer left", "event", "observe_close", "sub", ss.claims.Subject, "bytes_out", ss.bytesOut.Load(),
+		"ignored_stdin_bytes", o.ignoredIn.Load(), "ignored_resizes", o.ignoredResizes.Load(),
+		"close_code", closeCode, "duration", time.Since(ss.start).String(), "reason", reason)
+}
+
+// hangUp waits for the client's close reply (or the close bound), drops
+// the connection once the read loop is done, and says how the connection
+// ended: the first end reason and the close code the client was sent.
+func (ss *session) hangUp(readDone <-chan struct{}) (reason string, closeCode int) {
 	wait := time.NewTimer(ss.closeWait())
 	select {
 	case <-readDone:
@@ -295,19 +306,15 @@ func (o *observer) run() {
 	wait.Stop()
 	ss.conn.Close()
 	<-readDone
-	o.notifyOwner(&notices, "stopped watching this session")
-
-	reason := "unknown"
+	reason = "unknown"
 	if r := ss.endReason.Load(); r != nil {
 		reason = *r
 	}
-	closeCode := int(ss.closeCode.Load())
+	closeCode = int(ss.closeCode.Load())
 	if closeCode == 0 {
 		closeCode = closeNone
 	}
-	log.Info("observer left", "event", "observe_close", "sub", ss.claims.Subject, "bytes_out", ss.bytesOut.Load(),
-		"ignored_stdin_bytes", o.ignoredIn.Load(), "ignored_resizes", o.ignoredResizes.Load(),
-		"close_code", closeCode, "duration", time.Since(ss.start).String(), "reason", reason)
+	return reason, closeCode
 }
 
 // notifyOwner tells the session's user, in their terminal, who joins or

@@ -230,24 +230,7 @@ func (ss *session) run() {
 		stderr.flush()
 	}
 	exitCode := ss.finish(err)
-	// Wait for the client's close reply, then drop the connection.
-	wait := time.NewTimer(ss.closeWait())
-	select {
-	case <-readDone:
-	case <-wait.C:
-	}
-	wait.Stop()
-	ss.conn.Close()
-	<-readDone
-
-	reason := "unknown"
-	if r := ss.endReason.Load(); r != nil {
-		reason = *r
-	}
-	closeCode := int(ss.closeCode.Load())
-	if closeCode == 0 {
-		closeCode = closeNone
-	}
+	reason, closeCode := ss.hangUp(readDone)
 	in, out, duration := ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start)
 	attrs := []any{"event", "close", "sub", c.Subject, "namespace", c.Namespace, "pod", c.Pod,
 		"container", c.Container, "command", c.Command, "tty", c.TTY, "transport", string(res.Transport),

@@ -12,24 +12,17 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
-// readChannel reads frames until the payloads of channel contain want.
+// readChannel reads frames of channel until their payloads contain want.
 func readChannel(t *testing.T, ws *websocket.Conn, channel byte, want string) string {
 	t.Helper()
-	var got []byte
-	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-	defer ws.SetReadDeadline(time.Time{})
-	for !bytes.Contains(got, []byte(want)) {
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			t.Fatalf("reading for %q: %v; got %q", want, err, got)
-		}
-		if len(msg) > 0 && msg[0] == channel {
-			got = append(got, msg[1:]...)
-		}
+	got, err := testenv.ReadChannel(ws, channel, want, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return string(got)
+	return got
 }
 
 // Issue 15 §2 through the binary: an observer connecting as guacd does
