@@ -28,6 +28,17 @@ var claimDecoders = map[string]func(c *Claims, raw json.RawMessage) error{
 	"iat":       timeClaim(func(c *Claims) **jwt.NumericDate { return &c.IssuedAt }),
 	"tty":       boolClaim(func(c *Claims) *bool { return &c.TTY }),
 	"stdin":     boolClaim(func(c *Claims) *bool { return &c.Stdin }),
+	"resumable": boolClaim(func(c *Claims) *bool { return &c.Resumable }),
+	"resume":    stringClaim(func(c *Claims) *string { return &c.Resume }),
+	"mode": func(c *Claims, raw json.RawMessage) error {
+		if err := stringClaim(func(c *Claims) *string { return &c.Mode })(c, raw); err != nil {
+			return err
+		}
+		if c.Mode != ModeObserve {
+			return fmt.Errorf("must be %q (a mode this proxy does not know must not open a shell)", ModeObserve)
+		}
+		return nil
+	},
 	"aud": func(c *Claims, raw json.RawMessage) error {
 		if raw[0] == '"' {
 			var s string

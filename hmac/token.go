@@ -71,7 +71,19 @@ type Claims struct {
 	// Groups are the user's groups, sent as Impersonate-Group when the
 	// proxy impersonates the user (--impersonate); ignored otherwise.
 	Groups []string `json:"groups,omitempty"`
+	// Mode is "" (the session runs the exec) or ModeObserve: join the live
+	// session SID read-only (docs/tokens.md). The decoder refuses any other
+	// value, so a mode this proxy does not know never opens a shell.
+	Mode string `json:"mode,omitempty"`
+	// Resumable: the session survives an abnormal client drop for the
+	// proxy's resume window.
+	Resumable bool `json:"resumable,omitempty"`
+	// Resume is the sid of a dropped resumable session to continue.
+	Resume string `json:"resume,omitempty"`
 }
+
+// ModeObserve is the mode claim of an observer's token.
+const ModeObserve = "observe"
 
 // registeredWire is the registered claims as both kinds of token encode
 // them: times as integer seconds, a single audience as a plain string.
@@ -119,6 +131,9 @@ type wireClaims struct {
 	Stdin     bool     `json:"stdin,omitempty"`
 	Node      string   `json:"node,omitempty"`
 	Groups    []string `json:"groups,omitempty"`
+	Mode      string   `json:"mode,omitempty"`
+	Resumable bool     `json:"resumable,omitempty"`
+	Resume    string   `json:"resume,omitempty"`
 }
 
 func unixPtr(d *jwt.NumericDate) *int64 {
@@ -144,6 +159,9 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 		Stdin:          c.Stdin,
 		Node:           c.Node,
 		Groups:         c.Groups,
+		Mode:           c.Mode,
+		Resumable:      c.Resumable,
+		Resume:         c.Resume,
 	})
 }
 

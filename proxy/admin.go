@@ -44,6 +44,8 @@ type SessionInfo struct {
 	Start     time.Time `json:"start"`
 	BytesIn   int64     `json:"bytes_in"`  // client to process (stdin)
 	BytesOut  int64     `json:"bytes_out"` // process to client (stdout, stderr)
+	// Observers are the read-only connections watching the session.
+	Observers []ObserverInfo `json:"observers"`
 }
 
 // SessionList is the body of GET /sessions.
@@ -174,7 +176,7 @@ func (s *Server) listSessions(sub string) SessionList {
 			SID: ss.id, Subject: c.Subject,
 			Target:   SessionTarget{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Command: c.Command},
 			Protocol: ss.proto.name, Transport: transport, Start: ss.start.UTC(),
-			BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
+			BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(), Observers: ss.observers(),
 		})
 	}
 	s.mu.Unlock()

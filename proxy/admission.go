@@ -80,6 +80,11 @@ func (s *Server) admit(ctx context.Context, r *http.Request, attach bool) (*gran
 	if rej := req.checkScope(claims, s.cfg.NodeName); rej != nil {
 		return refuse(rej)
 	}
+	if claims.Mode == "" {
+		if rej := checkResume(claims); rej != nil {
+			return refuse(rej)
+		}
+	}
 	if rej := s.cfg.Namespaces.check(claims.Namespace); rej != nil {
 		return refuse(rej)
 	}
@@ -139,21 +144,8 @@ func (s *Server) takeSlot(sess *session) *rejection {
 	if len(s.sessions) >= s.cfg.MaxSessions {
 		return rejectTooMany(s.cfg.MaxSessions)
 	}
-	if limit := s.cfg.MaxSessionsPerSubject; limit > 0 {
-		// Tokens without a sub count as one subject, "".
-		n := 0
-		for ss := range s.sessions {
-			if ss.claims.Subject == sess.claims.Subject {
-				n++
-			}
-		}
-		if n >= limit {
-			return reject(http.StatusTooManyRequests, "too_many_sessions_for_subject",
-				"subject %q is at its limit of %d concurrent sessions", sess.claims.Subject, limit)
-		}
-	}
-	if rv := s.revocations.Load(); rv != nil && rv.match(sess.claims) {
-		return reject(http.StatusForbidden, "revoked", "the token's subject or id is revoked")
+	if rej := s.admitSubjectLocked(sess.claims); rej != nil {
+		return rej
 	}
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
@@ -634,3 +626,103 @@ var execParameterCodec = func() runtime.ParameterCodec {
 	}
 	return runtime.NewParameterCodec(scheme)
 }()
+
+// admitSubjectLocked applies --max-sessions-per-subject and the
+// revocations to a new session or observer; the caller holds s.mu. Tokens
+// without a sub count as one subject, "". Observers count under their own
+// sub.
+func (s *Server) admitSubjectLocked(c *hmac.Claims) *rejection {
+	if limit := s.cfg.MaxSessionsPerSubject; limit > 0 {
+		n := 0
+		for ss := range s.sessions {
+			if ss.claims.Subject == c.Subject {
+				n++
+			}
+			for _, o := range ss.observers() {
+				if o.Subject == c.Subject {
+					n++
+				}
+			}
+		}
+		if n >= limit {
+			return reject(http.StatusTooManyRequests, "too_many_sessions_for_subject",
+				"subject %q is at its limit of %d concurrent sessions", c.Subject, limit)
+		}
+	}
+	if rv := s.revocations.Load(); rv != nil && rv.match(c) {
+		return reject(http.StatusForbidden, "revoked", "the token's subject or id is revoked")
+	}
+	return nil
+}
+
+// checkObserve holds an observe token (mode observe) on its own. The
+// observer's sub is its own (who watches); admitObserver then compares
+// everything that says what runs with the watched session.
+func checkObserve(c *hmac.Claims) *rejection {
+	switch {
+	case c.SID == "":
+		return reject(http.StatusBadRequest, "observe_without_sid", "an observe token must name the session to observe in sid")
+	case c.Stdin:
+		return reject(http.StatusBadRequest, "observe_with_stdin", "an observe token must not grant stdin: observers are read-only")
+	case c.Resumable || c.Resume != "":
+		return reject(http.StatusBadRequest, "observe_with_resume", "an observe token cannot be resumable or resume a session")
+	}
+	return nil
+}
+
+// checkResume refuses the resume claims: this proxy does not resume
+// sessions yet (docs/wire-protocol.md#resume), and a resumable session
+// that silently dies on a drop, or a resume token that silently opens a
+// new shell, would both mislead the control plane.
+func checkResume(c *hmac.Claims) *rejection {
+	if c.Resumable || c.Resume != "" {
+		return reject(http.StatusNotImplemented, "resume_unsupported",
+			"this proxy does not resume sessions: mint the token without resumable and resume")
+	}
+	return nil
+}
+
+func sameTarget(a, b *hmac.Claims) bool {
+	return a.Namespace == b.Namespace && a.Pod == b.Pod && a.Container == b.Container &&
+		slices.Equal(a.Command, b.Command) && a.TTY == b.TTY
+}
+
+// admitObserver finds the session an observe token names and joins o to
+// it, under the registry lock the limits and revocations are checked
+// under. The observer then holds a slot of the server's WaitGroup.
+func (s *Server) admitObserver(o *observer) *rejection {
+	c := o.ss.claims
+	if rej := checkObserve(c); rej != nil {
+		return rej
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return rejectDraining()
+	}
+	var hits []*session
+	for ss := range s.sessions {
+		if ss.id == c.SID && ss.upgraded.Load() && ss.endReason.Load() == nil {
+			hits = append(hits, ss)
+		}
+	}
+	switch {
+	case len(hits) == 0:
+		return reject(http.StatusNotFound, "observe_unknown_session", "no live session %q on this proxy to observe", shorten(c.SID, 64))
+	case len(hits) > 1:
+		return reject(http.StatusConflict, "observe_ambiguous_session", "%d live sessions share sid %q; observe needs a unique sid", len(hits), shorten(c.SID, 64))
+	case !sameTarget(c, hits[0].claims):
+		return reject(http.StatusForbidden, "observe_target_mismatch",
+			"the observe token's namespace, pod, container, command and tty must be those of the observed session")
+	}
+	if rej := s.admitSubjectLocked(c); rej != nil {
+		return rej
+	}
+	o.target = hits[0]
+	o.ss.stderr = o.target.stderr
+	if !o.target.attachFanout().join(o) {
+		return reject(http.StatusTooManyRequests, "too_many_observers", "the session already has %d observers", maxObserversPerSession)
+	}
+	s.wg.Add(1)
+	return nil
+}

@@ -78,6 +78,13 @@ type Config struct {
 	// MaxSessionsPerSubject bounds concurrent sessions of one token sub;
 	// more get 429 before the upgrade. Zero or negative: no bound.
 	MaxSessionsPerSubject int
+	// ObserverScrollback is how many bytes of recent output an observer
+	// (a token with mode observe) receives on joining. Default
+	// DefaultObserverScrollback; negative keeps none.
+	ObserverScrollback int
+	// QuietObservers: the session's user is not told in the terminal when
+	// an observer joins or leaves.
+	QuietObservers bool
 	// MaxLifetime ends a session after this long. Default
 	// DefaultMaxLifetime; negative disables.
 	MaxLifetime time.Duration

@@ -38,6 +38,10 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		s.refuse(ctx, w, r, rej)
 		return
 	}
+	if g.claims.Mode == hmac.ModeObserve {
+		s.serveObserver(w, r, g)
+		return
+	}
 	sess := s.newSession(g, start)
 	defer sess.cancel()
 	if rej := s.register(sess); rej != nil {
@@ -147,6 +151,9 @@ type session struct {
 	readExtended atomic.Int64 // unix nanoseconds of the last read deadline extension
 
 	rec *sessionRecording // nil when not recorded
+
+	fan       fanoutField // output to observers and scrollback (tap.go)
+	observing *session    // for an observer's connection: the session it watches (observe.go)
 }
 
 func (ss *session) logger() *slog.Logger {
@@ -223,24 +230,7 @@ func (ss *session) run() {
 		stderr.flush()
 	}
 	exitCode := ss.finish(err)
-	// Wait for the client's close reply, then drop the connection.
-	wait := time.NewTimer(ss.closeWait())
-	select {
-	case <-readDone:
-	case <-wait.C:
-	}
-	wait.Stop()
-	ss.conn.Close()
-	<-readDone
-
-	reason := "unknown"
-	if r := ss.endReason.Load(); r != nil {
-		reason = *r
-	}
-	closeCode := int(ss.closeCode.Load())
-	if closeCode == 0 {
-		closeCode = closeNone
-	}
+	reason, closeCode := ss.hangUp(readDone)
 	in, out, duration := ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start)
 	attrs := []any{"event", "close", "sub", c.Subject, "namespace", c.Namespace, "pod", c.Pod,
 		"container", c.Container, "command", c.Command, "tty", c.TTY, "transport", string(res.Transport),
@@ -493,7 +483,7 @@ func (ss *session) writeOutput(channel byte, p []byte, whole bool) (int, error) 
 		return 0, errSessionClosed
 	}
 	orig, written := p, 0
-	defer func() { ss.recordOutput(channel, orig[:written]) }()
+	defer func() { ss.tapOutput(channel, orig[:written]) }()
 	for len(p) > 0 {
 		// One batch: frames until the output ends or the batch is full.
 		ss.out.startBatch()

@@ -109,4 +109,15 @@ ContainerCreating on a Secret nothing will create.
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.guacd.podSelector) -}}
 {{- fail "networkPolicy.guacd.podSelector is empty: it must select guacd's pods (an empty selector would admit every pod)" -}}
 {{- end -}}
+{{- if and .Values.admin.enabled (or (eq (int .Values.admin.port) (int .Values.proxy.port)) (eq (int .Values.admin.port) (int .Values.proxy.healthPort))) -}}
+{{- fail (printf "admin.port (%d) must differ from proxy.port and proxy.healthPort: the admin API has its own listener" (int .Values.admin.port)) -}}
+{{- end -}}
+{{- if and .Values.revocations.existingConfigMap .Values.revocations.entries -}}
+{{- fail "revocations.entries and revocations.existingConfigMap are mutually exclusive: the chart does not write into a ConfigMap it does not own" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ConfigMap mounted as --revocations-file. */}}
+{{- define "k8s-ws-proxy.revocationsConfigMap" -}}
+{{- .Values.revocations.existingConfigMap | default (printf "%s-revocations" (include "k8s-ws-proxy.name" .)) -}}
 {{- end -}}

@@ -44,6 +44,8 @@ type serveOptions struct {
 	adminListen    string
 	adminMaxTTL    time.Duration
 	revocations    string
+	observerBack   int
+	observerNotice bool
 	maxLifetime    time.Duration
 	idleTimeout    time.Duration
 	pingInterval   time.Duration
@@ -81,6 +83,8 @@ func newServeFlags(o *serveOptions) *command {
 	fs.StringVar(&o.adminListen, "admin-listen", "", "address of the admin API (GET/DELETE /sessions, docs/admin.md), authenticated by admin tokens; empty disables")
 	fs.DurationVar(&o.adminMaxTTL, "admin-max-ttl", hmac.DefaultAdminMaxTTL, "longest accepted admin token lifetime (exp - iat); admin tokens are not single-use")
 	fs.StringVar(&o.revocations, "revocations-file", "", "file of revoked subjects (sub:X) and token ids (jti:X), one a line, hot-reloaded: refused from now on, live sessions ended; empty disables")
+	fs.IntVar(&o.observerBack, "observer-scrollback", proxy.DefaultObserverScrollback, "bytes of recent output an observer (token mode observe) receives on joining; 0 sends none")
+	fs.BoolVar(&o.observerNotice, "observer-notice", true, "tell the session's user in the terminal when an observer joins or leaves")
 	fs.DurationVar(&o.maxLifetime, "max-session-lifetime", proxy.DefaultMaxLifetime, "sessions are closed after this long; 0 disables")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "sessions with no input or output for this long are closed; 0 disables")
 	fs.DurationVar(&o.pingInterval, "ping-interval", proxy.DefaultPingInterval, "server ping period; a client silent for two periods is closed; 0 disables")
@@ -164,6 +168,9 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("verifier: %w", err)
 	}
+	if o.observerBack < 0 || o.observerBack > 16<<20 {
+		return fmt.Errorf("--observer-scrollback %d: must be from 0 to 16 MiB (it is kept for every session)", o.observerBack)
+	}
 	if o.audience == hmac.AdminAudience {
 		return fmt.Errorf("--audience %q is the admin tokens' audience: session and admin tokens must never be interchangeable", o.audience)
 	}
@@ -218,6 +225,8 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		MaxMessageSize:        o.maxMessageSize,
 		MaxSessions:           o.maxSessions,
 		MaxSessionsPerSubject: o.maxPerSubject,
+		ObserverScrollback:    disabledIfZero(o.observerBack),
+		QuietObservers:        !o.observerNotice,
 		MaxLifetime:           disabledIfZero(o.maxLifetime),
 		IdleTimeout:           disabledIfZero(o.idleTimeout),
 		PingInterval:          disabledIfZero(o.pingInterval),
@@ -346,11 +355,11 @@ func healthMux(srv *proxy.Server, metrics http.Handler) http.Handler {
 
 // disabledIfZero maps the command line's "0 disables" to the proxy
 // package's convention, where zero means the default and negative disables.
-func disabledIfZero(d time.Duration) time.Duration {
-	if d == 0 {
+func disabledIfZero[T int | time.Duration](v T) T {
+	if v == 0 {
 		return -1
 	}
-	return d
+	return v
 }
 
 func splitList(s string) []string {

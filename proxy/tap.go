@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"unicode/utf8"
+)
+
+// outputTap sees a session's output after its client was sent it: the
+// recording and the observers' fan-out. Every path that writes output to
+// the client (the WebSocket IO loop, a frame relay) calls it with exactly
+// the bytes the client was sent, in order, one call at a time.
+type outputTap interface {
+	tapOutput(channel byte, p []byte)
+}
+
+var _ outputTap = (*session)(nil)
+
+func (ss *session) tapOutput(channel byte, p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	ss.recordOutput(channel, p)
+	if f := ss.outputFanout(); f != nil {
+		f.output(channel, p)
+	}
+}
+
+// outputFanout is the session's fan-out, created on first use; nil for
+// an observer's own connection and when there is neither scrollback nor an
+// observer to feed.
+func (ss *session) outputFanout() *fanout {
+	if f := ss.fan.Load(); f != nil {
+		return f
+	}
+	if ss.observing != nil || observerScrollback(ss.cfg) <= 0 {
+		return nil
+	}
+	return ss.attachFanout()
+}
+
+// attachFanout returns the session's fan-out, creating it if need be
+// (also for a session with no scrollback: an observer joins it).
+func (ss *session) attachFanout() *fanout {
+	f := &fanout{limit: observerScrollback(ss.cfg), whole: !ss.claims.TTY, observers: map[*observer]struct{}{}}
+	if ss.fan.CompareAndSwap(nil, f) {
+		return f
+	}
+	return ss.fan.Load()
+}
+
+// tapChunk is one piece of output, shared read-only by the scrollback and
+// every observer's queue.
+type tapChunk struct {
+	channel byte
+	b       []byte
+}
+
+// scrollback keeps the last limit bytes of output as whole chunks (the
+// first one cut), so the pieces need no copy when an observer joins.
+type scrollback struct {
+	chunks []tapChunk
+	head   int // chunks[:head] are dropped
+	bytes  int
+}
+
+func (sb *scrollback) add(c tapChunk, limit int, whole bool) {
+	sb.chunks = append(sb.chunks, c)
+	sb.bytes += len(c.b)
+	for sb.bytes-len(sb.chunks[sb.head].b) >= limit {
+		sb.bytes -= len(sb.chunks[sb.head].b)
+		sb.chunks[sb.head] = tapChunk{}
+		sb.head++
+	}
+	if over := sb.bytes - limit; over > 0 {
+		first := &sb.chunks[sb.head]
+		cut := over
+		// Without a tty frames carry whole characters: start at one.
+		for whole && cut < len(first.b) && !utf8.RuneStart(first.b[cut]) {
+			cut++
+		}
+		first.b = first.b[cut:]
+		sb.bytes -= cut
+	}
+	if sb.head > len(sb.chunks)/2 {
+		n := copy(sb.chunks, sb.chunks[sb.head:])
+		clear(sb.chunks[n:])
+		sb.chunks, sb.head = sb.chunks[:n], 0
+	}
+}
+
+func (sb *scrollback) snapshot() []tapChunk {
+	return append([]tapChunk(nil), sb.chunks[sb.head:]...)
+}
+
+// fanoutField is the session's fan-out pointer (nil until first used).
+type fanoutField = atomic.Pointer[fanout]
