@@ -174,13 +174,15 @@ func pattern(n int) []byte {
 // the client keeps sending must not end the session: nothing is lost.
 func TestBusyProcessKeepsSession(t *testing.T) {
 	// Not parallel: starved of CPU by another test, the client misses the
-	// 200 ms pings this test relies on being answered.
+	// pings this test relies on being answered. The 500 ms ping leaves a
+	// loaded machine a second to answer; the process stays busy for four
+	// ping periods (the bug ended the session after two).
 	const size = 24 << 20
 	for _, tr := range upstreams {
 		for _, proto := range clientProtocols {
 			t.Run(string(tr)+"/"+proto, func(t *testing.T) {
-				h := newHarnessVia(t, tr, func(c *Config) { c.PingInterval = 200 * time.Millisecond })
-				// Busy for ten ping periods, then it reads everything; its
+				h := newHarnessVia(t, tr, func(c *Config) { c.PingInterval = 500 * time.Millisecond })
+				// Busy for four ping periods, then it reads everything; its
 				// answer (the hash) shows nothing was lost or reordered.
 				ws := h.dial(proto, "sh", "-c", fmt.Sprintf("sleep 2; head -c %d | sha256sum", size))
 				got := readAsync(ws, 60*time.Second)

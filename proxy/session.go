@@ -101,6 +101,10 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sess *session) 
 
 var errSessionClosed = errors.New("session closed")
 
+// errRecordingFailed stops the process's output once a required recording
+// has failed: the session is being ended.
+var errRecordingFailed = errors.New("session recording failed")
+
 // endingGrace bounds what is left of a session the proxy ends (drain,
 // limits): the last frames must be written and the client's close reply
 // read within it, or the connection is closed anyway. The drain therefore
@@ -477,13 +481,38 @@ func (ss *session) sendNotice(text string) {
 // back past the exec's end. The frames of one call share as few system
 // calls as maxBatch allows.
 func (ss *session) writeOutput(channel byte, p []byte, whole bool) (int, error) {
+	return ss.sendOutput(channel, p, whole, false)
+}
+
+// writeProcessOutput is writeOutput for the process's own bytes: a
+// required recording takes them before the client does (under the same
+// lock, so in the same order), and once it has failed nothing more is
+// sent, so no output reaches the user unrecorded.
+func (ss *session) writeProcessOutput(channel byte, p []byte, whole bool) (int, error) {
+	return ss.sendOutput(channel, p, whole, true)
+}
+
+func (ss *session) sendOutput(channel byte, p []byte, whole, process bool) (int, error) {
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
 	if ss.closed || ss.gone.Load() {
 		return 0, errSessionClosed
 	}
+	recorded := process && ss.rec != nil && ss.rec.required
+	if recorded {
+		ss.recordOutput(channel, p)
+		if ss.rec.stopped.Load() {
+			return 0, errRecordingFailed
+		}
+	}
 	orig, written := p, 0
-	defer func() { ss.tapOutput(channel, orig[:written]) }()
+	defer func() {
+		if recorded {
+			ss.fanOutput(channel, orig[:written])
+		} else {
+			ss.tapOutput(channel, orig[:written])
+		}
+	}()
 	for len(p) > 0 {
 		// One batch: frames until the output ends or the batch is full.
 		ss.out.startBatch()
@@ -598,7 +627,7 @@ type frameWriter struct {
 
 func (fw *frameWriter) Write(p []byte) (int, error) {
 	if !fw.whole {
-		return fw.ss.writeOutput(fw.channel, p, false)
+		return fw.ss.writeProcessOutput(fw.channel, p, false)
 	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
@@ -608,7 +637,7 @@ func (fw *frameWriter) Write(p []byte) (int, error) {
 		fw.held = nil
 	}
 	keep := incompleteTail(p)
-	if _, err := fw.ss.writeOutput(fw.channel, p[:len(p)-keep], true); err != nil {
+	if _, err := fw.ss.writeProcessOutput(fw.channel, p[:len(p)-keep], true); err != nil {
 		return 0, err
 	}
 	fw.held = append(fw.held[:0:0], p[len(p)-keep:]...)
@@ -623,7 +652,7 @@ func (fw *frameWriter) flush() {
 	}
 	defer fw.mu.Unlock()
 	if len(fw.held) > 0 && fw.ss.ctx.Err() == nil {
-		_, _ = fw.ss.writeOutput(fw.channel, fw.held, false)
+		_, _ = fw.ss.writeProcessOutput(fw.channel, fw.held, false)
 		fw.held = nil
 	}
 }

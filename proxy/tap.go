@@ -20,6 +20,15 @@ func (ss *session) tapOutput(channel byte, p []byte) {
 		return
 	}
 	ss.recordOutput(channel, p)
+	ss.fanOutput(channel, p)
+}
+
+// fanOutput feeds the observers only (a required recording has already
+// taken the bytes).
+func (ss *session) fanOutput(channel byte, p []byte) {
+	if len(p) == 0 {
+		return
+	}
 	if f := ss.outputFanout(); f != nil {
 		f.output(channel, p)
 	}
