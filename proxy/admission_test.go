@@ -130,6 +130,28 @@ func baseClaims() hmac.Claims {
 	}
 }
 
+// observeClaims edits baseClaims into an observe token of the same
+// target (read-only: no stdin; the request then asks for none either).
+func observeClaims(edit func(*hmac.Claims)) func(*hmac.Claims) {
+	return func(c *hmac.Claims) {
+		c.Mode, c.Stdin = hmac.ModeObserve, false
+		if edit != nil {
+			edit(c)
+		}
+	}
+}
+
+// liveSession registers an upgraded, running session with claims c (its
+// sid is theirs), as admitObserver finds it.
+func (f *admissionFixture) liveSession(c hmac.Claims) *session {
+	ss := &session{id: c.SID, claims: &c, cfg: &f.srv.cfg}
+	ss.upgraded.Store(true)
+	f.srv.mu.Lock()
+	f.srv.sessions[ss] = struct{}{}
+	f.srv.mu.Unlock()
+	return ss
+}
+
 func (f *admissionFixture) sign(t *testing.T, c hmac.Claims) string {
 	t.Helper()
 	tok, err := f.signer.Sign(c)
@@ -303,6 +325,33 @@ func TestAdmissionRefusals(t *testing.T) {
 		{name: "replay cache full at consume", cfg: func(c *Config) {
 			c.Verifier = &fakeVerifier{TokenVerifier: c.Verifier, consume: &hmac.Error{Reason: hmac.ReasonReplayCacheFull}}
 		}, status: 503, reason: "replay_cache_full", tokenOK: true},
+		// Resume and observe tokens.
+		{name: "resumable token", claims: func(c *hmac.Claims) { c.Resumable = true }, status: 501, reason: "resume_unsupported", tokenOK: true},
+		{name: "observe without sid", claims: observeClaims(func(c *hmac.Claims) { c.SID = "" }), edit: query("stdin=true", "stdin=false"),
+			status: 400, reason: "observe_without_sid", tokenOK: true},
+		{name: "observe with stdin", claims: func(c *hmac.Claims) { c.Mode = hmac.ModeObserve }, status: 400, reason: "observe_with_stdin", tokenOK: true},
+		{name: "observe with resume", claims: observeClaims(func(c *hmac.Claims) { c.Resume = "sid-0" }), edit: query("stdin=true", "stdin=false"),
+			status: 400, reason: "observe_with_resume", tokenOK: true},
+		{name: "observe unknown session", claims: observeClaims(nil), edit: query("stdin=true", "stdin=false"),
+			status: 404, reason: "observe_unknown_session", tokenOK: true},
+		{name: "observe ambiguous session", claims: observeClaims(nil), edit: query("stdin=true", "stdin=false"),
+			setup: func(_ *testing.T, f *admissionFixture, _ string) {
+				f.liveSession(baseClaims())
+				f.liveSession(baseClaims())
+			}, status: 409, reason: "observe_ambiguous_session", tokenOK: true},
+		{name: "observe another target", claims: observeClaims(nil), edit: query("stdin=true", "stdin=false"),
+			setup: func(_ *testing.T, f *admissionFixture, _ string) {
+				c := baseClaims()
+				c.Command = []string{"ls"}
+				f.liveSession(c)
+			}, status: 403, reason: "observe_target_mismatch", tokenOK: true},
+		{name: "too many observers", claims: observeClaims(nil), edit: query("stdin=true", "stdin=false"),
+			setup: func(_ *testing.T, f *admissionFixture, _ string) {
+				fan := f.liveSession(baseClaims()).attachFanout()
+				for range maxObserversPerSession {
+					fan.observers[&observer{}] = struct{}{}
+				}
+			}, status: 429, reason: "too_many_observers", tokenOK: true},
 	}
 	seen := map[string]bool{}
 	for _, tc := range cases {
@@ -318,6 +367,7 @@ func TestAdmissionRefusals(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(t, f, tok)
 			}
+			slots := f.srv.ActiveSessions()
 			path := admissionPath
 			if c.Pod != "pod2" { // the path names the token's pod, but for the mismatch
 				path = strings.Replace(path, "/pods/pod/", "/pods/"+c.Pod+"/", 1)
@@ -354,7 +404,9 @@ func TestAdmissionRefusals(t *testing.T) {
 			if line["reason"] != tc.reason || line["status"] != float64(tc.status) || line["event"] != "rejected" {
 				t.Errorf("log line %v, want reason %q status %d", line, tc.reason, tc.status)
 			}
-			if sid, _ := line["sid"].(string); sid == "" || tc.tokenOK != (sid == c.SID) {
+			// A good token's sid names the line; a token without one gets a
+			// fresh id, as every request refused before its token was read.
+			if sid, _ := line["sid"].(string); sid == "" || (tc.tokenOK && c.SID != "") != (sid == c.SID) {
 				t.Errorf("log line sid %q (the token's is %q, token good: %v)", sid, c.SID, tc.tokenOK)
 			}
 			for _, form := range tokenForms(tok) {
@@ -378,20 +430,14 @@ func TestAdmissionRefusals(t *testing.T) {
 					t.Errorf("refusal %q spent the token: %v", tc.reason, err)
 				}
 			}
-			if tc.reason != "too_many_sessions" && tc.reason != "too_many_sessions_for_subject" && f.srv.ActiveSessions() != 0 {
-				t.Errorf("a refused session holds a slot: %d", f.srv.ActiveSessions())
+			if n := f.srv.ActiveSessions(); n != slots {
+				t.Errorf("a refused session holds a slot: %d sessions, %d before the request", n, slots)
 			}
 		})
 	}
-	// Every reason admission.go can give has a row, except the observe and
-	// resume refusals, which TestObserverRefusals and TestResumeClaimsRefused
-	// (observe_test.go) assert against live sessions.
-	elsewhere := map[string]bool{"observe_without_sid": true, "observe_with_stdin": true, "observe_with_resume": true,
-		"resume_unsupported": true, "observe_unknown_session": true, "observe_ambiguous_session": true,
-		// No row yet (issue 15 landed after this table): a known gap.
-		"observe_target_mismatch": true, "too_many_observers": true}
+	// Every reason admission.go can give has a row.
 	for _, reason := range admissionReasons(t) {
-		if !seen[reason] && !elsewhere[reason] {
+		if !seen[reason] {
 			t.Errorf("refusal reason %q has no case", reason)
 		}
 	}
