@@ -567,10 +567,8 @@ func writeRejection(w http.ResponseWriter, rej *rejection) {
 }
 
 // body is the rejection's body. apierrors has a constructor that keeps
-// the message as it is for 400, 401 and 503; its 403, 404 and 429
-// constructors word the message around a resource or add details, and it
-// has none for 502, so those are written out with the reason the API
-// server gives the code (none for 502).
+// the message as it is for 400, 401 and 503; the others word the message
+// around a resource, so those keep the message with statusReason's reason.
 func (rej *rejection) body() metav1.Status {
 	switch rej.status {
 	case http.StatusBadRequest:
@@ -580,16 +578,7 @@ func (rej *rejection) body() metav1.Status {
 	case http.StatusServiceUnavailable:
 		return apierrors.NewServiceUnavailable(rej.message).ErrStatus
 	}
-	reason := metav1.StatusReasonUnknown
-	switch rej.status {
-	case http.StatusForbidden:
-		reason = metav1.StatusReasonForbidden
-	case http.StatusNotFound:
-		reason = metav1.StatusReasonNotFound
-	case http.StatusTooManyRequests:
-		reason = metav1.StatusReasonTooManyRequests
-	}
-	return metav1.Status{Status: metav1.StatusFailure, Message: rej.message, Reason: reason, Code: int32(rej.status)}
+	return metav1.Status{Status: metav1.StatusFailure, Message: rej.message, Reason: statusReason(rej.status), Code: int32(rej.status)}
 }
 
 // execParameterCodec reads an exec query exactly as the API server

@@ -205,11 +205,12 @@ func (f *admissionFixture) rejectedLine(t *testing.T) map[string]any {
 	return recs[0]
 }
 
-// statusReasons are the API server's reasons for each code (none for 502).
+// statusReasons are the reasons client-go gives each code (InternalError
+// for a 5xx without one of its own).
 var statusReasons = map[int]metav1.StatusReason{
 	400: metav1.StatusReasonBadRequest, 401: metav1.StatusReasonUnauthorized, 403: metav1.StatusReasonForbidden,
-	404: metav1.StatusReasonNotFound, 429: metav1.StatusReasonTooManyRequests, 502: metav1.StatusReasonUnknown,
-	503: metav1.StatusReasonServiceUnavailable,
+	404: metav1.StatusReasonNotFound, 409: metav1.StatusReasonConflict, 429: metav1.StatusReasonTooManyRequests,
+	501: metav1.StatusReasonInternalError, 502: metav1.StatusReasonInternalError, 503: metav1.StatusReasonServiceUnavailable,
 }
 
 // TestAdmissionRefusals: every refusal admission.go can give, in process
@@ -394,7 +395,7 @@ func TestAdmissionRefusals(t *testing.T) {
 			if st.Kind != "Status" || st.APIVersion != "v1" || st.Status != metav1.StatusFailure || int(st.Code) != tc.status || st.Message == "" {
 				t.Errorf("Status %+v", st)
 			}
-			if want := statusReasons[tc.status]; st.Reason != want {
+			if want := statusReasons[tc.status]; st.Reason != want || st.Reason == "" {
 				t.Errorf("Status reason %q, want %q", st.Reason, want)
 			}
 			if (w.Header().Get("Retry-After") == "1") != (tc.status == 503) {

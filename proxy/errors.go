@@ -6,6 +6,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // addressPattern finds what tells a client where the proxy's peers are:
@@ -40,4 +41,12 @@ func clientStatus(err error) *metav1.Status {
 		st.Details = &d
 	}
 	return &st
+}
+
+// statusReason is the reason of a refusal with this HTTP code: the one
+// client-go gives a bare response of that code (409 Conflict, any other
+// 5xx without its own reason InternalError; metav1 has no NotImplemented or
+// BadGateway), so that no refusal goes out without a reason.
+func statusReason(code int) metav1.StatusReason {
+	return apierrors.NewGenericServerResponse(code, "", schema.GroupResource{}, "", "", 0, false).ErrStatus.Reason
 }
