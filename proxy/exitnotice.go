@@ -15,15 +15,20 @@ const (
 	ExitNoticeAuto   ExitNotice = "auto"
 	ExitNoticeAlways ExitNotice = "always"
 	ExitNoticeNever  ExitNotice = "never"
+
+	// ExitNoticeDefault is the one default: the --exit-notice flag's and
+	// what ParseExitNotice makes of an empty value (an unset variable).
+	// Config's zero value writes no notice, so an embedder opts in.
+	ExitNoticeDefault = ExitNoticeAuto
 )
 
-// ParseExitNotice parses an --exit-notice value.
+// ParseExitNotice parses an --exit-notice value; "" is ExitNoticeDefault.
 func ParseExitNotice(s string) (ExitNotice, error) {
 	switch n := ExitNotice(strings.ToLower(strings.TrimSpace(s))); n {
 	case ExitNoticeAuto, ExitNoticeAlways, ExitNoticeNever:
 		return n, nil
 	case "":
-		return ExitNoticeNever, nil
+		return ExitNoticeDefault, nil
 	}
 	return "", fmt.Errorf("unknown exit notice %q: want auto, always or never", s)
 }

@@ -307,6 +307,22 @@ func TestRecordingMaxBytes(t *testing.T) {
 	}
 }
 
+// An empty --exit-notice is the flag's default, not a second one.
+func TestParseExitNoticeDefault(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]ExitNotice{"": ExitNoticeDefault, " ": ExitNoticeDefault, "AUTO": ExitNoticeAuto, "never": ExitNoticeNever, "always": ExitNoticeAlways} {
+		if got, err := ParseExitNotice(in); err != nil || got != want {
+			t.Errorf("ParseExitNotice(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if ExitNoticeDefault != ExitNoticeAuto {
+		t.Errorf("ExitNoticeDefault %q, want auto (docs/configuration.md)", ExitNoticeDefault)
+	}
+	if _, err := ParseExitNotice("sometimes"); err == nil {
+		t.Error("ParseExitNotice(\"sometimes\") accepted")
+	}
+}
+
 // --exit-notice=auto tells a guacd user (v4, tty) the exit code on the
 // terminal; a v5 client's stdout stays exact; never writes nothing.
 func TestExitNotice(t *testing.T) {

@@ -115,7 +115,7 @@ type Config struct {
 	Impersonate bool
 	Access      AccessChecker
 	// ExitNotice: when to write the exit code to the terminal too; the
-	// zero value is never (auto: tty sessions on v4 or older, i.e. guacd).
+	// zero value is never; the binary's default is ExitNoticeDefault.
 	ExitNotice ExitNotice
 	// Recorder records sessions (asciicast); nil or mode off records none.
 	Recorder *recording.Recorder

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/recording"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/proxy"
 )
 
 // recordingFlags are the serve flags for session recording and
@@ -33,7 +34,7 @@ func (r *recordingFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.uploadAccessKey, "recording-upload-access-key-file", "", "file holding the store's access key id (a mounted Secret; read for every request)")
 	fs.StringVar(&r.uploadSecretKey, "recording-upload-secret-key-file", "", "file holding the store's secret access key (a mounted Secret; read for every request)")
 	fs.StringVar(&r.uploadRegion, "recording-upload-region", recording.DefaultRegion, "region for request signing")
-	fs.StringVar(&r.exitNotice, "exit-notice", "auto", "write \"[k8s-ws-proxy] process exited with code N\" to the terminal: auto (tty sessions on v4 or older protocols, which guacd speaks; guacd ignores the status channel), always or never")
+	fs.StringVar(&r.exitNotice, "exit-notice", string(proxy.ExitNoticeDefault), "write \"[k8s-ws-proxy] process exited with code N\" to the terminal: auto (tty sessions on v4 or older protocols, which guacd speaks; guacd ignores the status channel), always or never")
 	fs.BoolVar(&r.impersonate, "impersonate", false, "act as the token's user (sub, groups) at the API server: its RBAC decides and its audit log names the user")
 }
 
