@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,29 +27,12 @@ import (
 	"k8s.io/streaming/pkg/httpstream"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
-// lockedBuffer collects a logger's output across goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func loggingHarness(t *testing.T) (*harness, *lockedBuffer) {
+func loggingHarness(t *testing.T) (*harness, *testlog.Buffer) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(logs, nil)) })
 	return h, logs
 }
@@ -189,28 +170,15 @@ func (h *harness) dialToken(tok, path string) *websocket.Conn {
 // getStatus sends one request and decodes the Status answer.
 func getStatus(t *testing.T, method, u string, hdr http.Header) (int, metav1.Status) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header = hdr
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("%s %s: Content-Type %q, body %q; want a Status JSON", method, u, ct, body)
-	}
 	var st metav1.Status
-	if err := json.Unmarshal(body, &st); err != nil || st.Kind != "Status" {
-		t.Fatalf("%s %s: body %q is not a Status (%v)", method, u, body, err)
+	code, body := jsonCall(t, method, u, hdr, &st)
+	if st.Kind != "Status" {
+		t.Fatalf("%s %s: body %q is not a Status", method, u, body)
 	}
-	if int(st.Code) != resp.StatusCode {
-		t.Fatalf("%s %s: Status code %d, HTTP %d", method, u, st.Code, resp.StatusCode)
+	if int(st.Code) != code {
+		t.Fatalf("%s %s: Status code %d, HTTP %d", method, u, st.Code, code)
 	}
-	return resp.StatusCode, st
+	return code, st
 }
 
 func TestKubectlGetPodRefusals(t *testing.T) {

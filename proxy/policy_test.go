@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -10,10 +8,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/gorilla/websocket"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
 func TestNamespacePolicyAllows(t *testing.T) {
@@ -54,7 +51,7 @@ func TestNamespacePolicyAllows(t *testing.T) {
 // opens a session.
 func TestNamespaceDeniedBeforeUpgrade(t *testing.T) {
 	t.Parallel()
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	h := newHarness(t, func(c *Config) {
 		p, err := NewNamespacePolicy(nil, []string{"n?"})
 		if err != nil {
@@ -71,20 +68,9 @@ func TestNamespaceDeniedBeforeUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := websocket.Dialer{Subprotocols: []string{"v5.channel.k8s.io"}}
-	ws, resp, err := d.Dial("ws"+strings.TrimPrefix(h.url, "http")+"/api/v1/namespaces/ns/pods/pod/exec?command=true&stdin=true&stdout=true&stderr=true&container=c",
-		http.Header{"Authorization": {"Bearer " + tok}})
-	if err == nil {
-		ws.Close()
-		t.Fatal("session opened in a denied namespace")
-	}
-	if resp == nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("dial: %v, response %v; want 403", err, resp)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	var st metav1.Status
-	if err := json.Unmarshal(body, &st); err != nil || st.Code != http.StatusForbidden || !strings.Contains(st.Message, `namespace "ns" is not open to sessions`) {
-		t.Fatalf("body %s (%v): want a 403 Status saying the namespace is not open", body, err)
+	st := h.refused("/api/v1/namespaces/ns/pods/pod/exec?command=true&stdin=true&stdout=true&stderr=true&container=c", tok, http.StatusForbidden)
+	if st.Code != http.StatusForbidden || !strings.Contains(st.Message, `namespace "ns" is not open to sessions`) {
+		t.Fatalf("Status %+v: want a 403 Status saying the namespace is not open", st)
 	}
 	if l := logs.String(); !strings.Contains(l, `"reason":"namespace_denied"`) {
 		t.Fatalf("no namespace_denied rejection in the log:\n%s", l)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -18,8 +19,10 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
 // mintWith signs a token for ns/pod container c running command.
@@ -58,6 +61,21 @@ func (h *harness) try(path string, header http.Header, protocols ...string) (int
 	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
+}
+
+// refused dials path with tok as a bearer token, wants a refusal before
+// the upgrade with status want, and decodes its Status body.
+func (h *harness) refused(path, tok string, want int) metav1.Status {
+	h.t.Helper()
+	code, body, ws := h.try(path, http.Header{"Authorization": {"Bearer " + tok}})
+	if ws != nil {
+		h.t.Fatalf("%s was upgraded, want %d", path, want)
+	}
+	var st metav1.Status
+	if err := json.Unmarshal([]byte(body), &st); code != want || err != nil {
+		h.t.Fatalf("%s: status %d, body %s (%v); want a %d Status", path, code, body, err, want)
+	}
+	return st
 }
 
 // finish reads a session to its end, so that its exec (and the backend's
@@ -237,24 +255,6 @@ func TestTwoAuthorizationHeaders(t *testing.T) {
 	finish(t, ws)
 }
 
-// logBuffer collects a Server's log.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // tokenForms are the encodings a token could leak in: itself, its
 // signature, and the base64url of the bearer subprotocol (with and without
 // its last characters, which depend on what follows).
@@ -267,7 +267,7 @@ func tokenForms(tok string) []string {
 // in any encoding, whatever place or case it was offered in.
 func TestNoTokenInRejections(t *testing.T) {
 	t.Parallel()
-	var log logBuffer
+	var log testlog.Buffer
 	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&log, nil)) })
 	valid, other := h.mintWith(nil, "true"), h.mintWith(nil, "true")
 	sub := func(prefix, tok string) string { return prefix + base64.RawURLEncoding.EncodeToString([]byte(tok)) }
@@ -378,7 +378,7 @@ func TestAllowedOrigins(t *testing.T) {
 // what failed, not where; the log keeps the detail.
 func TestNoInternalAddressToClients(t *testing.T) {
 	t.Parallel()
-	var log logBuffer
+	var log testlog.Buffer
 	pods := &flakyPods{err: errors.New(`Get "http://127.0.0.1:38443/api/v1/namespaces/ns/pods/pod": dial tcp 127.0.0.1:38443: connect: connection refused`)}
 	h := newHarness(t, func(c *Config) {
 		pods.PodGetter = c.Pods
@@ -473,7 +473,7 @@ func TestResultLabelBounded(t *testing.T) {
 // held back.
 func TestRejectionLogBounded(t *testing.T) {
 	t.Parallel()
-	var log logBuffer
+	var log testlog.Buffer
 	reader := sdkmetric.NewManualReader()
 	h := newHarness(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&log, nil))
