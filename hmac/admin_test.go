@@ -27,11 +27,7 @@ func adminClaims(scope string) AdminClaims {
 
 func mustSignAdmin(t *testing.T, key []byte, c AdminClaims) string {
 	t.Helper()
-	tok, err := mustSigner(t, key).SignAdmin(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return must(mustSigner(t, key).SignAdmin(c))(t)
 }
 
 func TestAdminTokenRoundTripAndReuse(t *testing.T) {

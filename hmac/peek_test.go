@@ -60,12 +60,7 @@ func TestPeekRefusesAsVerify(t *testing.T) {
 // TestPeekForgetsExpired: once a consumed token's entry is forgotten (it
 // could not verify anyway), Peek refuses it as expired, not as used.
 func TestPeekForgetsExpired(t *testing.T) {
-	clk := newClock(t0)
-	v := newTestVerifier(t, VerifierOptions{Now: clk.Now})
-	tok := mustSign(t, keyA, validClaims())
-	if _, err := v.Verify(tok); err != nil {
-		t.Fatal(err)
-	}
+	clk, v, tok := spentToken(t)
 	clk.Add(5 * time.Minute)
 	if _, used, err := v.Peek(tok); ReasonOf(err) != ReasonExpired || used {
 		t.Fatalf("Peek of an expired, consumed token: used %v, err %v; want expired", used, err)

@@ -28,22 +28,39 @@ func newTestVerifier(t *testing.T, opts VerifierOptions) *Verifier {
 	return v
 }
 
+// must(f())(t) is f's value, failing t on f's error: one helper for every
+// must* below (Go passes a call's two results only as the whole argument list).
+func must[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
 func mustSigner(t *testing.T, key []byte) *Signer {
 	t.Helper()
-	s, err := NewSigner(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return must(NewSigner(key))(t)
 }
 
 func mustSign(t *testing.T, key []byte, c Claims) string {
 	t.Helper()
-	tok, err := mustSigner(t, key).Sign(c)
-	if err != nil {
+	return must(mustSigner(t, key).Sign(c))(t)
+}
+
+// spentToken is a verifier on a test clock and a valid token it has
+// verified (and so spent) once.
+func spentToken(t *testing.T) (*clock, *Verifier, string) {
+	t.Helper()
+	clk := newClock(t0)
+	v := newTestVerifier(t, VerifierOptions{Now: clk.Now})
+	tok := mustSign(t, keyA, validClaims())
+	if _, err := v.Verify(tok); err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	return clk, v, tok
 }
 
 func TestVerifyAcceptsAndReturnsClaims(t *testing.T) {
@@ -272,12 +289,7 @@ func TestStaticKeysRefusesShortKeys(t *testing.T) {
 }
 
 func TestVerifySingleUse(t *testing.T) {
-	clk := newClock(t0)
-	v := newTestVerifier(t, VerifierOptions{Now: clk.Now})
-	tok := mustSign(t, keyA, validClaims())
-	if _, err := v.Verify(tok); err != nil {
-		t.Fatal(err)
-	}
+	clk, v, tok := spentToken(t)
 	if _, err := v.Verify(tok); ReasonOf(err) != ReasonReplayed {
 		t.Fatalf("second use: %v", err)
 	}
