@@ -2,7 +2,6 @@ package exec
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -27,12 +26,8 @@ func TestCutUpstreamIsFailure(t *testing.T) {
 			d := dialer(t, &rest.Config{Host: "http://" + cut.Addr()}, tr)
 			ctx := testCtx(t, 30*time.Second)
 			out := newSyncBuf()
-			done := make(chan error, 1)
-			go func() {
-				_, err := d.Stream(ctx, Target{Namespace: "default", Pod: "demo",
-					Command: []string{"sh", "-c", "echo up; exec sleep 600"}, Stdout: true}, Streams{Stdout: out})
-				done <- err
-			}()
+			done := streamAsync(ctx, d, Target{Namespace: "default", Pod: "demo",
+				Command: []string{"sh", "-c", "echo up; exec sleep 600"}, Stdout: true}, Streams{Stdout: out})
 			if _, err := out.waitFor(ctx, func(s string) bool { return s == "up\n" }); err != nil {
 				t.Fatal(err)
 			}
@@ -82,13 +77,9 @@ func TestCancelWithStdinBlocked(t *testing.T) {
 			defer cancel()
 			out := newSyncBuf()
 			in := &endless{}
-			done := make(chan error, 1)
-			go func() {
-				_, err := dialer(t, cfg, tr).Stream(ctx, Target{Namespace: "default", Pod: "demo",
-					Command: []string{"sh", "-c", "echo $$; exec sleep 600"}, Stdin: true, Stdout: true},
-					Streams{Stdin: in, Stdout: out})
-				done <- err
-			}()
+			done := streamAsync(ctx, dialer(t, cfg, tr), Target{Namespace: "default", Pod: "demo",
+				Command: []string{"sh", "-c", "echo $$; exec sleep 600"}, Stdin: true, Stdout: true},
+				Streams{Stdin: in, Stdout: out})
 			line, err := out.waitFor(ctx, func(s string) bool { return strings.HasSuffix(s, "\n") })
 			if err != nil {
 				t.Fatal(err)
@@ -99,14 +90,7 @@ func TestCancelWithStdinBlocked(t *testing.T) {
 			}
 			in.waitBlocked(t)
 			cancel()
-			select {
-			case err := <-done:
-				if !errors.Is(err, context.Canceled) {
-					t.Errorf("Stream returned %v, want context.Canceled", err)
-				}
-			case <-time.After(3 * time.Second):
-				t.Fatal("Stream did not return within 3s of the cancel")
-			}
+			wantCanceled(t, done, 3*time.Second)
 			poll.Gone(t, 3*time.Second, pid)
 		})
 	}

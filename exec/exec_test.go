@@ -174,15 +174,11 @@ func TestResize(t *testing.T) {
 			sizes := newSizeQueue(remotecommand.TerminalSize{Width: 123, Height: 45})
 			defer sizes.Close()
 			out := newSyncBuf()
-			done := make(chan error, 1)
-			go func() {
-				_, err := dialer(t, cfg, tr).Stream(ctx, Target{
-					Namespace: "default", Pod: "demo",
-					Command: []string{"sh", "-c", `stty size; while [ "$(stty size)" = "45 123" ]; do sleep 0.05; done; stty size`},
-					TTY:     true, Stdout: true,
-				}, Streams{Stdout: out, Sizes: sizes})
-				done <- err
-			}()
+			done := streamAsync(ctx, dialer(t, cfg, tr), Target{
+				Namespace: "default", Pod: "demo",
+				Command: []string{"sh", "-c", `stty size; while [ "$(stty size)" = "45 123" ]; do sleep 0.05; done; stty size`},
+				TTY:     true, Stdout: true,
+			}, Streams{Stdout: out, Sizes: sizes})
 			if got, err := out.waitFor(ctx, func(s string) bool { return strings.Contains(s, "\n") }); err != nil || got != "45 123\r\n" {
 				t.Fatalf("first stty size %q, %v", got, err)
 			}
@@ -300,14 +296,10 @@ func TestCancelKillsProcess(t *testing.T) {
 		t.Run(string(tr), func(t *testing.T) {
 			ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
 			out := newSyncBuf()
-			done := make(chan error, 1)
-			go func() {
-				_, err := dialer(t, cfg, tr).Stream(ctx, Target{
-					Namespace: "default", Pod: "demo",
-					Command: []string{"sh", "-c", "sleep 600 & echo $$ $!; wait"}, Stdout: true,
-				}, Streams{Stdout: out})
-				done <- err
-			}()
+			done := streamAsync(ctx, dialer(t, cfg, tr), Target{
+				Namespace: "default", Pod: "demo",
+				Command: []string{"sh", "-c", "sleep 600 & echo $$ $!; wait"}, Stdout: true,
+			}, Streams{Stdout: out})
 			line, err := out.waitFor(ctx, func(s string) bool { return strings.HasSuffix(s, "\n") })
 			if err != nil {
 				t.Fatalf("no pids: %q %v", line, err)
@@ -321,14 +313,7 @@ func TestCancelKillsProcess(t *testing.T) {
 			}
 			cancelled := time.Now()
 			cancel()
-			select {
-			case err := <-done:
-				if !errors.Is(err, context.Canceled) {
-					t.Errorf("Stream returned %v, want context.Canceled", err)
-				}
-			case <-time.After(2 * time.Second):
-				t.Fatal("Stream did not return within 2s of the cancel")
-			}
+			wantCanceled(t, done, 2*time.Second)
 			poll.Gone(t, 2*time.Second, shPID, sleepPID)
 			t.Logf("process tree gone %v after the cancel", time.Since(cancelled))
 			// The backend's bookkeeping, not the test's own work.
@@ -356,13 +341,9 @@ func TestAttach(t *testing.T) {
 			out := newSyncBuf()
 			inR, inW := io.Pipe()
 			defer inR.Close()
-			done := make(chan error, 1)
-			go func() {
-				_, err := dialer(t, cfg, tr).Stream(ctx, Target{
-					Namespace: "team", Pod: "two", Container: "app", Stdin: true, Stdout: true,
-				}, Streams{Stdin: inR, Stdout: out})
-				done <- err
-			}()
+			done := streamAsync(ctx, dialer(t, cfg, tr), Target{
+				Namespace: "team", Pod: "two", Container: "app", Stdin: true, Stdout: true,
+			}, Streams{Stdin: inR, Stdout: out})
 			if _, err := out.waitFor(ctx, func(s string) bool { return s == "attached to app\n" }); err != nil {
 				t.Fatalf("attach output %q: %v", out.String(), err)
 			}

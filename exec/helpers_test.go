@@ -3,6 +3,7 @@ package exec
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -151,3 +152,27 @@ func (q *sizeQueue) Next() *remotecommand.TerminalSize {
 }
 
 func (q *sizeQueue) Close() { q.once.Do(func() { close(q.done) }) }
+
+// streamAsync runs d.Stream in a goroutine; the channel gets its error.
+func streamAsync(ctx context.Context, d *Dialer, tgt Target, s Streams) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Stream(ctx, tgt, s)
+		done <- err
+	}()
+	return done
+}
+
+// wantCanceled waits up to within for a cancelled Stream's error, which
+// must be context.Canceled.
+func wantCanceled(t *testing.T, done <-chan error, within time.Duration) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Stream returned %v, want context.Canceled", err)
+		}
+	case <-time.After(within):
+		t.Fatalf("Stream did not return within %s of the cancel", within)
+	}
+}
