@@ -20,29 +20,27 @@ import (
 // one).
 func TestCutUpstreamIsFailure(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			cut := testnet.NewCutter(t, strings.TrimPrefix(cfg.Host, "http://"))
-			d := dialer(t, &rest.Config{Host: "http://" + cut.Addr()}, tr)
-			ctx := testCtx(t, 30*time.Second)
-			out := newSyncBuf()
-			done := streamAsync(ctx, d, Target{Namespace: "default", Pod: "demo",
-				Command: []string{"sh", "-c", "echo up; exec sleep 600"}, Stdout: true}, Streams{Stdout: out})
-			if _, err := out.waitFor(ctx, func(s string) bool { return s == "up\n" }); err != nil {
-				t.Fatal(err)
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		cut := testnet.NewCutter(t, strings.TrimPrefix(cfg.Host, "http://"))
+		d := dialer(t, &rest.Config{Host: "http://" + cut.Addr()}, tr)
+		ctx := testCtx(t, 30*time.Second)
+		out := newSyncBuf()
+		done := streamAsync(ctx, d, Target{Namespace: "default", Pod: "demo",
+			Command: []string{"sh", "-c", "echo up; exec sleep 600"}, Stdout: true}, Streams{Stdout: out})
+		if _, err := out.waitFor(ctx, func(s string) bool { return s == "up\n" }); err != nil {
+			t.Fatal(err)
+		}
+		cut.Cut()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("Stream returned nil (success) after the connection to the backend was cut")
 			}
-			cut.Cut()
-			select {
-			case err := <-done:
-				if err == nil {
-					t.Fatal("Stream returned nil (success) after the connection to the backend was cut")
-				}
-				t.Logf("Stream: %v", err)
-			case <-ctx.Done():
-				t.Fatal("Stream did not return after the cut")
-			}
-		})
-	}
+			t.Logf("Stream: %v", err)
+		case <-ctx.Done():
+			t.Fatal("Stream did not return after the cut")
+		}
+	})
 }
 
 // endless is stdin that never runs dry; it counts what was taken.
@@ -71,27 +69,25 @@ func (e *endless) waitBlocked(t *testing.T) {
 // spdystream's polite close waits on the lock the blocked stdin copy holds.
 func TestCancelWithStdinBlocked(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
-			defer cancel()
-			out := newSyncBuf()
-			in := &endless{}
-			done := streamAsync(ctx, dialer(t, cfg, tr), Target{Namespace: "default", Pod: "demo",
-				Command: []string{"sh", "-c", "echo $$; exec sleep 600"}, Stdin: true, Stdout: true},
-				Streams{Stdin: in, Stdout: out})
-			line, err := out.waitFor(ctx, func(s string) bool { return strings.HasSuffix(s, "\n") })
-			if err != nil {
-				t.Fatal(err)
-			}
-			var pid int
-			if _, err := fmt.Sscan(line, &pid); err != nil {
-				t.Fatal(err)
-			}
-			in.waitBlocked(t)
-			cancel()
-			wantCanceled(t, done, 3*time.Second)
-			poll.Gone(t, 3*time.Second, pid)
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+		defer cancel()
+		out := newSyncBuf()
+		in := &endless{}
+		done := streamAsync(ctx, dialer(t, cfg, tr), Target{Namespace: "default", Pod: "demo",
+			Command: []string{"sh", "-c", "echo $$; exec sleep 600"}, Stdin: true, Stdout: true},
+			Streams{Stdin: in, Stdout: out})
+		line, err := out.waitFor(ctx, func(s string) bool { return strings.HasSuffix(s, "\n") })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		if _, err := fmt.Sscan(line, &pid); err != nil {
+			t.Fatal(err)
+		}
+		in.waitBlocked(t)
+		cancel()
+		wantCanceled(t, done, 3*time.Second)
+		poll.Gone(t, 3*time.Second, pid)
+	})
 }

@@ -64,50 +64,46 @@ func FuzzParseTransport(f *testing.F) {
 
 func TestStdoutStderrSplit(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx := testCtx(t, 30*time.Second)
-			var out, errb bytes.Buffer
-			res, err := dialer(t, cfg, tr).Stream(ctx, Target{
-				Namespace: "default", Pod: "demo", Container: "shell",
-				Command: []string{"sh", "-c", "echo out; echo err >&2; echo out2"},
-				Stdout:  true, Stderr: true,
-			}, Streams{Stdout: &out, Stderr: &errb})
-			if err != nil {
-				t.Fatalf("Stream: %v", err)
-			}
-			if res.Transport != expectTransport(tr) {
-				t.Errorf("transport %q, want %q", res.Transport, expectTransport(tr))
-			}
-			if out.String() != "out\nout2\n" || errb.String() != "err\n" {
-				t.Errorf("stdout %q stderr %q", out.String(), errb.String())
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		var out, errb bytes.Buffer
+		res, err := dialer(t, cfg, tr).Stream(ctx, Target{
+			Namespace: "default", Pod: "demo", Container: "shell",
+			Command: []string{"sh", "-c", "echo out; echo err >&2; echo out2"},
+			Stdout:  true, Stderr: true,
+		}, Streams{Stdout: &out, Stderr: &errb})
+		if err != nil {
+			t.Fatalf("Stream: %v", err)
+		}
+		if res.Transport != expectTransport(tr) {
+			t.Errorf("transport %q, want %q", res.Transport, expectTransport(tr))
+		}
+		if out.String() != "out\nout2\n" || errb.String() != "err\n" {
+			t.Errorf("stdout %q stderr %q", out.String(), errb.String())
+		}
+	})
 }
 
 func TestExitCode(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx := testCtx(t, 30*time.Second)
-			var out bytes.Buffer
-			res, err := dialer(t, cfg, tr).Stream(ctx, Target{
-				Namespace: "default", Pod: "demo",
-				Command: []string{"sh", "-c", "echo bye; exit 3"}, Stdout: true,
-			}, Streams{Stdout: &out})
-			var ce utilexec.CodeExitError
-			if !errors.As(err, &ce) || ce.Code != 3 || ce.ExitStatus() != 3 {
-				t.Fatalf("err = %v (%T), want exit code 3", err, err)
-			}
-			if out.String() != "bye\n" {
-				t.Errorf("stdout %q", out.String())
-			}
-			if res.Transport != expectTransport(tr) {
-				t.Errorf("transport %q", res.Transport)
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		var out bytes.Buffer
+		res, err := dialer(t, cfg, tr).Stream(ctx, Target{
+			Namespace: "default", Pod: "demo",
+			Command: []string{"sh", "-c", "echo bye; exit 3"}, Stdout: true,
+		}, Streams{Stdout: &out})
+		var ce utilexec.CodeExitError
+		if !errors.As(err, &ce) || ce.Code != 3 || ce.ExitStatus() != 3 {
+			t.Fatalf("err = %v (%T), want exit code 3", err, err)
+		}
+		if out.String() != "bye\n" {
+			t.Errorf("stdout %q", out.String())
+		}
+		if res.Transport != expectTransport(tr) {
+			t.Errorf("transport %q", res.Transport)
+		}
+	})
 }
 
 // A process killed by a signal reports 128+signal, as container runtimes do.
@@ -126,71 +122,67 @@ func TestSignalExitCode(t *testing.T) {
 
 func TestTTYEcho(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx := testCtx(t, 30*time.Second)
-			inR, inW := io.Pipe()
-			defer inR.Close()
-			sizes := newSizeQueue(remotecommand.TerminalSize{Width: 80, Height: 24})
-			defer sizes.Close()
-			out := newSyncBuf()
-			type result struct {
-				res Result
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				res, err := dialer(t, cfg, tr).Stream(ctx, Target{
-					Namespace: "default", Pod: "demo",
-					Command: []string{"sh", "-c", "read line; echo got:$line"},
-					TTY:     true, Stdin: true, Stdout: true, Stderr: true,
-				}, Streams{Stdin: inR, Stdout: out, Sizes: sizes})
-				done <- result{res, err}
-			}()
-			go inW.Write([]byte("hello\r")) // fails once the session is over
-			r := <-done
-			if r.err != nil {
-				t.Fatalf("Stream: %v (output %q)", r.err, out.String())
-			}
-			// The terminal echoes the line (with the tty's CRLF), then the
-			// process answers.
-			if got := out.String(); got != "hello\r\ngot:hello\r\n" {
-				t.Errorf("output %q", got)
-			}
-			if r.res.Transport != expectTransport(tr) {
-				t.Errorf("transport %q", r.res.Transport)
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		inR, inW := io.Pipe()
+		defer inR.Close()
+		sizes := newSizeQueue(remotecommand.TerminalSize{Width: 80, Height: 24})
+		defer sizes.Close()
+		out := newSyncBuf()
+		type result struct {
+			res Result
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			res, err := dialer(t, cfg, tr).Stream(ctx, Target{
+				Namespace: "default", Pod: "demo",
+				Command: []string{"sh", "-c", "read line; echo got:$line"},
+				TTY:     true, Stdin: true, Stdout: true, Stderr: true,
+			}, Streams{Stdin: inR, Stdout: out, Sizes: sizes})
+			done <- result{res, err}
+		}()
+		go inW.Write([]byte("hello\r")) // fails once the session is over
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("Stream: %v (output %q)", r.err, out.String())
+		}
+		// The terminal echoes the line (with the tty's CRLF), then the
+		// process answers.
+		if got := out.String(); got != "hello\r\ngot:hello\r\n" {
+			t.Errorf("output %q", got)
+		}
+		if r.res.Transport != expectTransport(tr) {
+			t.Errorf("transport %q", r.res.Transport)
+		}
+	})
 }
 
 // The first size must be the one the process starts with (stty size runs
 // before anything else), and later sizes must reach it too.
 func TestResize(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx := testCtx(t, 30*time.Second)
-			sizes := newSizeQueue(remotecommand.TerminalSize{Width: 123, Height: 45})
-			defer sizes.Close()
-			out := newSyncBuf()
-			done := streamAsync(ctx, dialer(t, cfg, tr), Target{
-				Namespace: "default", Pod: "demo",
-				Command: []string{"sh", "-c", `stty size; while [ "$(stty size)" = "45 123" ]; do sleep 0.05; done; stty size`},
-				TTY:     true, Stdout: true,
-			}, Streams{Stdout: out, Sizes: sizes})
-			if got, err := out.waitFor(ctx, func(s string) bool { return strings.Contains(s, "\n") }); err != nil || got != "45 123\r\n" {
-				t.Fatalf("first stty size %q, %v", got, err)
-			}
-			sizes.ch <- remotecommand.TerminalSize{Width: 100, Height: 30}
-			if err := <-done; err != nil {
-				t.Fatalf("Stream: %v", err)
-			}
-			if got := out.String(); got != "45 123\r\n30 100\r\n" {
-				t.Errorf("output %q", got)
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		sizes := newSizeQueue(remotecommand.TerminalSize{Width: 123, Height: 45})
+		defer sizes.Close()
+		out := newSyncBuf()
+		done := streamAsync(ctx, dialer(t, cfg, tr), Target{
+			Namespace: "default", Pod: "demo",
+			Command: []string{"sh", "-c", `stty size; while [ "$(stty size)" = "45 123" ]; do sleep 0.05; done; stty size`},
+			TTY:     true, Stdout: true,
+		}, Streams{Stdout: out, Sizes: sizes})
+		if got, err := out.waitFor(ctx, func(s string) bool { return strings.Contains(s, "\n") }); err != nil || got != "45 123\r\n" {
+			t.Fatalf("first stty size %q, %v", got, err)
+		}
+		sizes.ch <- remotecommand.TerminalSize{Width: 100, Height: 30}
+		if err := <-done; err != nil {
+			t.Fatalf("Stream: %v", err)
+		}
+		if got := out.String(); got != "45 123\r\n30 100\r\n" {
+			t.Errorf("output %q", got)
+		}
+	})
 }
 
 // Closing stdin half-closes the process's stdin: cat sees EOF and exits.
@@ -199,36 +191,34 @@ func TestResize(t *testing.T) {
 // process that stops reading by itself.
 func TestStdin(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx := testCtx(t, 30*time.Second)
-			cmd := []string{"cat"}
-			if tr == TransportWebSocket {
-				cmd = []string{"head", "-c", "11"}
-			}
-			var out bytes.Buffer
-			in := strings.NewReader("line 1\nline")
-			inR, inW := io.Pipe()
-			go func() {
-				io.Copy(inW, in)
-				inW.Close()
-			}()
-			defer inR.Close()
-			_, err := dialer(t, cfg, tr).Stream(ctx, Target{
-				Namespace: "default", Pod: "demo", Command: cmd, Stdin: true, Stdout: true,
-			}, Streams{Stdin: inR, Stdout: &out})
-			if err != nil {
-				t.Fatalf("Stream: %v", err)
-			}
-			want := "line 1\nline"
-			if tr == TransportWebSocket {
-				want = "line 1\nline"[:11]
-			}
-			if out.String() != want {
-				t.Errorf("stdout %q, want %q", out.String(), want)
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		cmd := []string{"cat"}
+		if tr == TransportWebSocket {
+			cmd = []string{"head", "-c", "11"}
+		}
+		var out bytes.Buffer
+		in := strings.NewReader("line 1\nline")
+		inR, inW := io.Pipe()
+		go func() {
+			io.Copy(inW, in)
+			inW.Close()
+		}()
+		defer inR.Close()
+		_, err := dialer(t, cfg, tr).Stream(ctx, Target{
+			Namespace: "default", Pod: "demo", Command: cmd, Stdin: true, Stdout: true,
+		}, Streams{Stdin: inR, Stdout: &out})
+		if err != nil {
+			t.Fatalf("Stream: %v", err)
+		}
+		want := "line 1\nline"
+		if tr == TransportWebSocket {
+			want = "line 1\nline"[:11]
+		}
+		if out.String() != want {
+			t.Errorf("stdout %q, want %q", out.String(), want)
+		}
+	})
 }
 
 // seqWriter hashes what it is given; seq output is checked by length and
@@ -266,67 +256,63 @@ func TestSeqByteExact(t *testing.T) {
 	}
 	wantN, wantSum := seqExpected(n)
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			d := dialer(t, cfg, tr)
-			for i := range runs {
-				ctx := testCtx(t, 60*time.Second)
-				w := &seqWriter{h: sha256.New()}
-				start := time.Now()
-				_, err := d.Stream(ctx, Target{
-					Namespace: "default", Pod: "demo", Command: []string{"seq", "1", strconv.Itoa(n)}, Stdout: true,
-				}, Streams{Stdout: w})
-				if err != nil {
-					t.Fatalf("run %d: %v", i, err)
-				}
-				if w.n != wantN || !bytes.Equal(w.h.Sum(nil), wantSum) {
-					t.Fatalf("run %d: got %d bytes (want %d), digest match %v", i, w.n, wantN, bytes.Equal(w.h.Sum(nil), wantSum))
-				}
-				t.Logf("run %d: %d bytes in %v (%.0f MiB/s)", i, w.n, time.Since(start), float64(w.n)/time.Since(start).Seconds()/(1<<20))
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		d := dialer(t, cfg, tr)
+		for i := range runs {
+			ctx := testCtx(t, 60*time.Second)
+			w := &seqWriter{h: sha256.New()}
+			start := time.Now()
+			_, err := d.Stream(ctx, Target{
+				Namespace: "default", Pod: "demo", Command: []string{"seq", "1", strconv.Itoa(n)}, Stdout: true,
+			}, Streams{Stdout: w})
+			if err != nil {
+				t.Fatalf("run %d: %v", i, err)
 			}
-		})
-	}
+			if w.n != wantN || !bytes.Equal(w.h.Sum(nil), wantSum) {
+				t.Fatalf("run %d: got %d bytes (want %d), digest match %v", i, w.n, wantN, bytes.Equal(w.h.Sum(nil), wantSum))
+			}
+			t.Logf("run %d: %d bytes in %v (%.0f MiB/s)", i, w.n, time.Since(start), float64(w.n)/time.Since(start).Seconds()/(1<<20))
+		}
+	})
 }
 
 // Cancelling ctx ends Stream promptly and the whole process tree dies,
 // background children included.
 func TestCancelKillsProcess(t *testing.T) {
 	cfg, srv := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
-			out := newSyncBuf()
-			done := streamAsync(ctx, dialer(t, cfg, tr), Target{
-				Namespace: "default", Pod: "demo",
-				Command: []string{"sh", "-c", "sleep 600 & echo $$ $!; wait"}, Stdout: true,
-			}, Streams{Stdout: out})
-			line, err := out.waitFor(ctx, func(s string) bool { return strings.HasSuffix(s, "\n") })
-			if err != nil {
-				t.Fatalf("no pids: %q %v", line, err)
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+		out := newSyncBuf()
+		done := streamAsync(ctx, dialer(t, cfg, tr), Target{
+			Namespace: "default", Pod: "demo",
+			Command: []string{"sh", "-c", "sleep 600 & echo $$ $!; wait"}, Stdout: true,
+		}, Streams{Stdout: out})
+		line, err := out.waitFor(ctx, func(s string) bool { return strings.HasSuffix(s, "\n") })
+		if err != nil {
+			t.Fatalf("no pids: %q %v", line, err)
+		}
+		var shPID, sleepPID int
+		if _, err := fmt.Sscan(line, &shPID, &sleepPID); err != nil {
+			t.Fatalf("pids %q: %v", line, err)
+		}
+		if !poll.Alive(shPID) || !poll.Alive(sleepPID) {
+			t.Fatalf("processes not running before the cancel")
+		}
+		cancelled := time.Now()
+		cancel()
+		wantCanceled(t, done, 2*time.Second)
+		poll.Gone(t, 2*time.Second, shPID, sleepPID)
+		t.Logf("process tree gone %v after the cancel", time.Since(cancelled))
+		// The backend's bookkeeping, not the test's own work.
+		if err := poll.Until(context.Background(), poll.Interval, 2*time.Second, func(context.Context) error {
+			if p := srv.PIDs(); len(p) > 0 {
+				return fmt.Errorf("backend still tracks %v", p)
 			}
-			var shPID, sleepPID int
-			if _, err := fmt.Sscan(line, &shPID, &sleepPID); err != nil {
-				t.Fatalf("pids %q: %v", line, err)
-			}
-			if !poll.Alive(shPID) || !poll.Alive(sleepPID) {
-				t.Fatalf("processes not running before the cancel")
-			}
-			cancelled := time.Now()
-			cancel()
-			wantCanceled(t, done, 2*time.Second)
-			poll.Gone(t, 2*time.Second, shPID, sleepPID)
-			t.Logf("process tree gone %v after the cancel", time.Since(cancelled))
-			// The backend's bookkeeping, not the test's own work.
-			if err := poll.Until(context.Background(), poll.Interval, 2*time.Second, func(context.Context) error {
-				if p := srv.PIDs(); len(p) > 0 {
-					return fmt.Errorf("backend still tracks %v", p)
-				}
-				return nil
-			}); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // Attach starts the container's entrypoint; stdin reaches it, and closing
@@ -334,35 +320,33 @@ func TestCancelKillsProcess(t *testing.T) {
 // session is ended by cancelling it.
 func TestAttach(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
-			defer cancel()
-			out := newSyncBuf()
-			inR, inW := io.Pipe()
-			defer inR.Close()
-			done := streamAsync(ctx, dialer(t, cfg, tr), Target{
-				Namespace: "team", Pod: "two", Container: "app", Stdin: true, Stdout: true,
-			}, Streams{Stdin: inR, Stdout: out})
-			if _, err := out.waitFor(ctx, func(s string) bool { return s == "attached to app\n" }); err != nil {
-				t.Fatalf("attach output %q: %v", out.String(), err)
-			}
-			io.WriteString(inW, "ping\n")
-			if _, err := out.waitFor(ctx, func(s string) bool { return s == "attached to app\nping\n" }); err != nil {
-				t.Fatalf("attach output %q: %v", out.String(), err)
-			}
-			want := error(nil)
-			if tr == TransportWebSocket {
-				cancel()
-				want = context.Canceled
-			} else {
-				inW.Close()
-			}
-			if err := <-done; !errors.Is(err, want) {
-				t.Fatalf("Stream: %v, want %v", err, want)
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+		defer cancel()
+		out := newSyncBuf()
+		inR, inW := io.Pipe()
+		defer inR.Close()
+		done := streamAsync(ctx, dialer(t, cfg, tr), Target{
+			Namespace: "team", Pod: "two", Container: "app", Stdin: true, Stdout: true,
+		}, Streams{Stdin: inR, Stdout: out})
+		if _, err := out.waitFor(ctx, func(s string) bool { return s == "attached to app\n" }); err != nil {
+			t.Fatalf("attach output %q: %v", out.String(), err)
+		}
+		io.WriteString(inW, "ping\n")
+		if _, err := out.waitFor(ctx, func(s string) bool { return s == "attached to app\nping\n" }); err != nil {
+			t.Fatalf("attach output %q: %v", out.String(), err)
+		}
+		want := error(nil)
+		if tr == TransportWebSocket {
+			cancel()
+			want = context.Canceled
+		} else {
+			inW.Close()
+		}
+		if err := <-done; !errors.Is(err, want) {
+			t.Fatalf("Stream: %v, want %v", err, want)
+		}
+	})
 }
 
 func TestContainerEnvAndDefault(t *testing.T) {
@@ -386,21 +370,19 @@ func TestContainerEnvAndDefault(t *testing.T) {
 
 func TestNotFound(t *testing.T) {
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx := testCtx(t, 30*time.Second)
-			d := dialer(t, cfg, tr)
-			var out bytes.Buffer
-			_, err := d.Stream(ctx, Target{Namespace: "default", Pod: "nope", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out})
-			if err == nil || !strings.Contains(err.Error(), `pods "nope" not found`) {
-				t.Errorf("unknown pod: %v", err)
-			}
-			_, err = d.Stream(ctx, Target{Namespace: "default", Pod: "demo", Container: "nope", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out})
-			if err == nil || !strings.Contains(err.Error(), "container nope is not valid for pod demo") {
-				t.Errorf("unknown container: %v", err)
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		d := dialer(t, cfg, tr)
+		var out bytes.Buffer
+		_, err := d.Stream(ctx, Target{Namespace: "default", Pod: "nope", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out})
+		if err == nil || !strings.Contains(err.Error(), `pods "nope" not found`) {
+			t.Errorf("unknown pod: %v", err)
+		}
+		_, err = d.Stream(ctx, Target{Namespace: "default", Pod: "demo", Container: "nope", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out})
+		if err == nil || !strings.Contains(err.Error(), "container nope is not valid for pod demo") {
+			t.Errorf("unknown container: %v", err)
+		}
+	})
 }
 
 func TestGetPod(t *testing.T) {
@@ -496,21 +478,19 @@ func TestSeqTTYByteExact(t *testing.T) {
 	}
 	wantSum := h.Sum(nil)
 	cfg, _ := backend(t)
-	for _, tr := range allTransports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx := testCtx(t, 60*time.Second)
-			sizes := newSizeQueue(remotecommand.TerminalSize{Width: 80, Height: 24})
-			defer sizes.Close()
-			w := &seqWriter{h: sha256.New()}
-			_, err := dialer(t, cfg, tr).Stream(ctx, Target{
-				Namespace: "default", Pod: "demo", Command: []string{"seq", "1", strconv.Itoa(n)}, TTY: true, Stdout: true,
-			}, Streams{Stdout: w, Sizes: sizes})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if w.n != wantN || !bytes.Equal(w.h.Sum(nil), wantSum) {
-				t.Fatalf("got %d bytes (want %d), digest match %v", w.n, wantN, bytes.Equal(w.h.Sum(nil), wantSum))
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr Transport) {
+		ctx := testCtx(t, 60*time.Second)
+		sizes := newSizeQueue(remotecommand.TerminalSize{Width: 80, Height: 24})
+		defer sizes.Close()
+		w := &seqWriter{h: sha256.New()}
+		_, err := dialer(t, cfg, tr).Stream(ctx, Target{
+			Namespace: "default", Pod: "demo", Command: []string{"seq", "1", strconv.Itoa(n)}, TTY: true, Stdout: true,
+		}, Streams{Stdout: w, Sizes: sizes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.n != wantN || !bytes.Equal(w.h.Sum(nil), wantSum) {
+			t.Fatalf("got %d bytes (want %d), digest match %v", w.n, wantN, bytes.Equal(w.h.Sum(nil), wantSum))
+		}
+	})
 }

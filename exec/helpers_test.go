@@ -176,3 +176,11 @@ func wantCanceled(t *testing.T, done <-chan error, within time.Duration) {
 		t.Fatalf("Stream did not return within %s of the cancel", within)
 	}
 }
+
+// eachTransport runs f as a subtest for every transport in allTransports.
+func eachTransport(t *testing.T, f func(t *testing.T, tr Transport)) {
+	t.Helper()
+	for _, tr := range allTransports {
+		t.Run(string(tr), func(t *testing.T) { f(t, tr) })
+	}
+}
