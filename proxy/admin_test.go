@@ -82,6 +82,21 @@ func jsonCall(t *testing.T, method, url string, hdr http.Header, out any) (int, 
 	return resp.StatusCode, body
 }
 
+// refused dials path with tok as a bearer token, wants a refusal before
+// the upgrade with status want, and decodes its Status body.
+func (h *harness) refused(path, tok string, want int) metav1.Status {
+	h.t.Helper()
+	code, body, ws := h.try(path, http.Header{"Authorization": {"Bearer " + tok}})
+	if ws != nil {
+		h.t.Fatalf("%s was upgraded, want %d", path, want)
+	}
+	var st metav1.Status
+	if err := json.Unmarshal([]byte(body), &st); code != want || err != nil {
+		h.t.Fatalf("%s: status %d, body %s (%v); want a %d Status", path, code, body, err, want)
+	}
+	return st
+}
+
 // echo sends line on stdin and reads it back from the process (cat).
 func echo(t *testing.T, ws *websocket.Conn, line string) {
 	t.Helper()

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -19,7 +18,6 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
@@ -61,21 +59,6 @@ func (h *harness) try(path string, header http.Header, protocols ...string) (int
 	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
-}
-
-// refused dials path with tok as a bearer token, wants a refusal before
-// the upgrade with status want, and decodes its Status body.
-func (h *harness) refused(path, tok string, want int) metav1.Status {
-	h.t.Helper()
-	code, body, ws := h.try(path, http.Header{"Authorization": {"Bearer " + tok}})
-	if ws != nil {
-		h.t.Fatalf("%s was upgraded, want %d", path, want)
-	}
-	var st metav1.Status
-	if err := json.Unmarshal([]byte(body), &st); code != want || err != nil {
-		h.t.Fatalf("%s: status %d, body %s (%v); want a %d Status", path, code, body, err, want)
-	}
-	return st
 }
 
 // finish reads a session to its end, so that its exec (and the backend's
