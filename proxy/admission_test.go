@@ -665,3 +665,60 @@ func TestSPDYRetryRedactsOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalReasons: every HTTP code a refusal in this package is written
+// with (read out of the source) has the reason the API server gives that
+// code in its Status body, never an empty one.
+func TestRefusalReasons(t *testing.T) {
+	t.Parallel()
+	want := map[string]metav1.StatusReason{
+		"StatusBadRequest": metav1.StatusReasonBadRequest, "StatusUnauthorized": metav1.StatusReasonUnauthorized,
+		"StatusForbidden": metav1.StatusReasonForbidden, "StatusNotFound": metav1.StatusReasonNotFound,
+		"StatusConflict": metav1.StatusReasonConflict, "StatusTooManyRequests": metav1.StatusReasonTooManyRequests,
+		"StatusNotImplemented": metav1.StatusReasonInternalError, "StatusBadGateway": metav1.StatusReasonInternalError,
+		"StatusServiceUnavailable": metav1.StatusReasonServiceUnavailable,
+	}
+	codes := map[string]int{
+		"StatusBadRequest": http.StatusBadRequest, "StatusUnauthorized": http.StatusUnauthorized,
+		"StatusForbidden": http.StatusForbidden, "StatusNotFound": http.StatusNotFound,
+		"StatusConflict": http.StatusConflict, "StatusTooManyRequests": http.StatusTooManyRequests,
+		"StatusNotImplemented": http.StatusNotImplemented, "StatusBadGateway": http.StatusBadGateway,
+		"StatusServiceUnavailable": http.StatusServiceUnavailable,
+	}
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, e := range entries {
+		f := e.Name()
+		if !strings.HasSuffix(f, ".go") || strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(src), "\n") {
+			for _, use := range []string{"reject(http.", "status: http.", "status = http.", "status := http."} {
+				if _, rest, ok := strings.Cut(line, use); ok {
+					name, _, _ := strings.Cut(rest, ",")
+					name, _, _ = strings.Cut(name, "}")
+					found++
+					if _, ok := want[strings.TrimSpace(name)]; !ok {
+						t.Errorf("%s refuses with http.%s, which has no expected reason here", f, name)
+					}
+				}
+			}
+		}
+	}
+	if found < len(want) {
+		t.Errorf("read %d refusal codes out of the source, want at least %d", found, len(want))
+	}
+	for name, reason := range want {
+		st := (&rejection{status: codes[name], message: "why"}).body()
+		if st.Reason != reason || st.Reason == "" || int(st.Code) != codes[name] || st.Message != "why" {
+			t.Errorf("%s: Status %+v, want reason %q", name, st, reason)
+		}
+	}
+}

@@ -5,16 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
@@ -52,57 +48,6 @@ func TestClientStatusHasNoAddress(t *testing.T) {
 		}
 		if st.Status != "Failure" || st.Code == 0 {
 			t.Errorf("%v: status %+v", tc.err, st)
-		}
-	}
-}
-
-// TestRefusalReasons: every HTTP code a refusal in this package is written
-// with (read out of the source) has the reason the API server gives that
-// code in its Status body, never an empty one.
-func TestRefusalReasons(t *testing.T) {
-	t.Parallel()
-	want := map[string]metav1.StatusReason{
-		"StatusBadRequest": metav1.StatusReasonBadRequest, "StatusUnauthorized": metav1.StatusReasonUnauthorized,
-		"StatusForbidden": metav1.StatusReasonForbidden, "StatusNotFound": metav1.StatusReasonNotFound,
-		"StatusConflict": metav1.StatusReasonConflict, "StatusTooManyRequests": metav1.StatusReasonTooManyRequests,
-		"StatusNotImplemented": metav1.StatusReasonInternalError, "StatusBadGateway": metav1.StatusReasonInternalError,
-		"StatusServiceUnavailable": metav1.StatusReasonServiceUnavailable,
-	}
-	codes := map[string]int{
-		"StatusBadRequest": http.StatusBadRequest, "StatusUnauthorized": http.StatusUnauthorized,
-		"StatusForbidden": http.StatusForbidden, "StatusNotFound": http.StatusNotFound,
-		"StatusConflict": http.StatusConflict, "StatusTooManyRequests": http.StatusTooManyRequests,
-		"StatusNotImplemented": http.StatusNotImplemented, "StatusBadGateway": http.StatusBadGateway,
-		"StatusServiceUnavailable": http.StatusServiceUnavailable,
-	}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	used := regexp.MustCompile(`(?:reject\(|status: |status = )http\.(Status\w+)`)
-	found := 0
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		src, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range used.FindAllStringSubmatch(string(src), -1) {
-			found++
-			if _, ok := want[m[1]]; !ok {
-				t.Errorf("%s refuses with http.%s, which has no expected reason here", f, m[1])
-			}
-		}
-	}
-	if found < len(want) {
-		t.Errorf("read %d refusal codes out of the source, want at least %d", found, len(want))
-	}
-	for name, reason := range want {
-		st := (&rejection{status: codes[name], message: "why"}).body()
-		if st.Reason != reason || st.Reason == "" || int(st.Code) != codes[name] || st.Message != "why" {
-			t.Errorf("%s: Status %+v, want reason %q", name, st, reason)
 		}
 	}
 }
