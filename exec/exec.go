@@ -13,16 +13,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	streamproto "k8s.io/apimachinery/pkg/util/remotecommand"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/streaming/pkg/httpstream"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
@@ -149,7 +155,27 @@ func (d *Dialer) Transport() Transport { return d.transport }
 
 // GetPod reads a pod, so that a caller can check it exists, where it runs
 // and its containers before accepting a session for it.
+//
+// A lookup that got no answer at all (connection refused or reset, EOF
+// before a response, a timeout) is retried with backoff: under a burst of
+// session starts the API server's accept queue overflows and such a
+// refusal would cost a healthy session. A GET is idempotent; any answer,
+// an error status included, is returned as it is.
 func (d *Dialer) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	var pod *corev1.Pod
+	err := retry.OnError(podLookupBackoff, func(err error) bool { return ctx.Err() == nil && noAnswer(err) }, func() error {
+		var err error
+		pod, err = d.getPod(ctx, namespace, name)
+		return err
+	})
+	return pod, err
+}
+
+// podLookupBackoff bounds GetPod's retries: 5 attempts over about 1.5 s,
+// well inside a client's handshake timeout.
+var podLookupBackoff = wait.Backoff{Steps: 5, Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.2}
+
+func (d *Dialer) getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
 	if c, ok, err := d.impersonatedCore(ctx); ok || err != nil {
 		if err != nil {
 			return nil, err
@@ -157,6 +183,18 @@ func (d *Dialer) GetPod(ctx context.Context, namespace, name string) (*corev1.Po
 		return c.Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 	}
 	return d.pods.Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// noAnswer tells whether err means the request got no HTTP response (as
+// opposed to an API status, which is an answer).
+func noAnswer(err error) bool {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return false
+	}
+	var ne net.Error
+	return utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // URL returns the API server URL of t's exec or attach subresource, with

@@ -494,3 +494,86 @@ func TestSeqTTYByteExact(t *testing.T) {
 		}
 	})
 }
+
+// A pod lookup that gets no answer (here: the API server holds the request
+// past the client's timeout, as an overloaded one does under a burst of
+// session starts) is retried a bounded number of times; an answer, even an
+// error status, is returned as it came. client-go retries only a GET's
+// connection reset or EOF by itself, not a timeout or a refused connection.
+func TestGetPodRetriesNoAnswer(t *testing.T) {
+	pod := `{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"ns"},"spec":{"nodeName":"n"}}`
+	release := make(chan struct{})
+	var mu sync.Mutex
+	requests := map[string]int{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests[r.URL.Path]++
+		n := requests[r.URL.Path]
+		mu.Unlock()
+		name := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+		switch {
+		case name == "stalled" || (name == "slow" && n <= 2):
+			// No answer: hold the request until the client gives up.
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		case name == "failing":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"ServiceUnavailable","code":503}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, pod)
+	}))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { close(release) })
+	count := func(name string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return requests["/api/v1/namespaces/ns/pods/"+name]
+	}
+	d := dialer(t, &rest.Config{Host: hs.URL, Timeout: 300 * time.Millisecond}, TransportAuto)
+	ctx := testCtx(t, 30*time.Second)
+
+	got, err := d.GetPod(ctx, "ns", "slow")
+	if err != nil {
+		t.Fatalf("slow: %v after %d requests, want the pod on the third", err, count("slow"))
+	}
+	if got.Spec.NodeName != "n" || count("slow") != 3 {
+		t.Errorf("slow: pod %+v after %d requests, want node n after 3", got, count("slow"))
+	}
+
+	if _, err := d.GetPod(ctx, "ns", "failing"); !apierrors.IsServiceUnavailable(err) || count("failing") != 1 {
+		t.Errorf("failing: %v after %d requests, want ServiceUnavailable after 1 (an answer is not retried)", err, count("failing"))
+	}
+
+	if _, err := d.GetPod(ctx, "ns", "stalled"); err == nil || count("stalled") != podLookupBackoff.Steps {
+		t.Errorf("stalled: %v after %d requests, want an error after %d", err, count("stalled"), podLookupBackoff.Steps)
+	}
+
+	// A lookup whose caller has given up is not retried.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	before := count("stalled")
+	if _, err := d.GetPod(done, "ns", "stalled"); !errors.Is(err, context.Canceled) || count("stalled")-before > 1 {
+		t.Errorf("canceled: %v after %d requests, want context.Canceled after at most 1", err, count("stalled")-before)
+	}
+}
+
+// noAnswer sorts a dial to a closed port (connection refused) as no answer
+// and an API status as an answer.
+func TestNoAnswer(t *testing.T) {
+	ln := httptest.NewServer(http.NotFoundHandler())
+	addr := ln.URL
+	ln.Close()
+	_, err := http.Get(addr)
+	if err == nil || !noAnswer(err) {
+		t.Errorf("refused dial %v: noAnswer false", err)
+	}
+	if noAnswer(apierrors.NewServiceUnavailable("busy")) || noAnswer(apierrors.NewTimeoutError("slow", 1)) {
+		t.Error("an API status counted as no answer")
+	}
+}
