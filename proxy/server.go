@@ -66,6 +66,9 @@ type Config struct {
 	// MaxFrameSize bounds every frame sent to the client, channel byte
 	// included. Default DefaultMaxFrameSize; minimum 64.
 	MaxFrameSize int
+	// FrameRelay relays the upstream's frames without client-go's
+	// demultiplexer when the Executor is a FrameStreamer (framerelay.go).
+	FrameRelay bool
 	// MaxMessageSize bounds an inbound message; larger ones close the
 	// connection with 1009. Default DefaultMaxMessageSize.
 	MaxMessageSize int64

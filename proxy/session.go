@@ -215,7 +215,7 @@ func (ss *session) run() {
 			dialSpan.End()
 		}
 	})
-	res, err := ss.cfg.Executor.Stream(execCtx, target, streams)
+	res, err := ss.stream(execCtx, target, streams) // framerelay.go
 	if !dialed.Load() {
 		dialSpan.SetStatus(codes.Error, "exec dial failed")
 		dialSpan.End()

@@ -33,6 +33,7 @@ type serveOptions struct {
 	replayCapacity int
 	nodeName       string
 	execTransport  string
+	frameRelay     string
 	kubeconfig     string
 	kubeAPIQPS     float64
 	kubeAPIBurst   int
@@ -75,6 +76,7 @@ func newServeFlags(o *serveOptions) *command {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", exec.DefaultQPS, "client-side rate limit of API requests (one pod lookup per session); negative disables")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", exec.DefaultBurst, "burst allowed above --kube-api-qps")
+	fs.StringVar(&o.frameRelay, "frame-relay", "auto", "auto relays WebSocket upstream frames without demultiplexing (not for resumable sessions), off always demultiplexes")
 	fs.IntVar(&o.maxFrameSize, "max-frame-size", proxy.DefaultMaxFrameSize, "largest frame sent to clients, channel byte included (guacd needs 4096 or less)")
 	fs.Int64Var(&o.maxMessageSize, "max-message-size", proxy.DefaultMaxMessageSize, "largest message accepted from clients; larger ones close the session with 1009")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long live sessions may run on before they are closed")
@@ -137,6 +139,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 // serve runs the proxy until ctx is cancelled, then drains.
 func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
+	if o.frameRelay != "auto" && o.frameRelay != "off" {
+		return fmt.Errorf("--frame-relay: %q: want auto or off", o.frameRelay)
+	}
 	transport, err := exec.ParseTransport(o.execTransport)
 	if err != nil {
 		return fmt.Errorf("--exec-transport: %w", err)
@@ -222,6 +227,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		Pods:                  dialer,
 		NodeName:              o.nodeName,
 		MaxFrameSize:          o.maxFrameSize,
+		FrameRelay:            o.frameRelay == "auto",
 		MaxMessageSize:        o.maxMessageSize,
 		MaxSessions:           o.maxSessions,
 		MaxSessionsPerSubject: o.maxPerSubject,
