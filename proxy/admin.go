@@ -46,6 +46,8 @@ type SessionInfo struct {
 	BytesOut  int64     `json:"bytes_out"` // process to client (stdout, stderr)
 	// Observers are the read-only connections watching the session.
 	Observers []ObserverInfo `json:"observers"`
+	// Resume is the state of a resumable session; absent otherwise.
+	Resume *ResumeInfo `json:"resume,omitempty"`
 }
 
 // SessionList is the body of GET /sessions.
@@ -177,6 +179,7 @@ func (s *Server) listSessions(sub string) SessionList {
 			Target:   SessionTarget{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Command: c.Command},
 			Protocol: ss.proto.name, Transport: transport, Start: ss.start.UTC(),
 			BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(), Observers: ss.observers(),
+			Resume: ss.resumeInfo(),
 		})
 	}
 	s.mu.Unlock()
