@@ -197,6 +197,9 @@ func (s *Server) revokeWhere(match func(*session) bool, by *hmac.AdminClaims) []
 		if match(ss) {
 			hit = append(hit, ss)
 		}
+		// Observers are connections too: one whose own token matches
+		// (DELETE /sessions?sub=X, a revoked sub) ends with them.
+		hit = append(hit, ss.matchingObservers(match)...)
 	}
 	s.mu.Unlock()
 	ended := []string{}
@@ -231,4 +234,21 @@ func (ss *session) revoke(by *hmac.AdminClaims) bool {
 		ss.sendStatusAndClose(st, websocket.ClosePolicyViolation, revokedMessage)
 	}()
 	return true
+}
+
+// matchingObservers are the observer connections of ss that match selects.
+func (ss *session) matchingObservers(match func(*session) bool) []*session {
+	f := ss.fan.Load()
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var hit []*session
+	for o := range f.observers {
+		if o.ss != nil && match(o.ss) {
+			hit = append(hit, o.ss)
+		}
+	}
+	return hit
 }

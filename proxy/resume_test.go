@@ -449,3 +449,37 @@ func FuzzResumeOffset(f *testing.F) {
 		}
 	})
 }
+
+// DELETE /sessions?sub=X and the revocations file end observers whose own
+// token's sub is X, and leave the watched session (another sub) alone.
+func TestRevokeObserverBySubject(t *testing.T) {
+	for _, via := range []string{"admin", "file"} {
+		t.Run(via, func(t *testing.T) {
+			h := newResumeHarness(t, func(cfg *Config) { cfg.QuietObservers = true })
+			admin := h.adminServer()
+			owner := h.dialClaims(ProtocolV5, withSubject("alice", "s-obsrev", false), "cat")
+			echo(t, owner, "x\n")
+			obs, resp, err := h.dialObserver(ProtocolV5, h.observeToken("s-obsrev", "bob", false, nil, "cat"), false)
+			if err != nil {
+				t.Fatalf("observer: %v %v", err, resp)
+			}
+			readUntil(t, obs, chanStdout, "x\n")
+			end := readAsync(obs, 10*time.Second)
+			if via == "admin" {
+				var rv Revoked
+				if code := adminCall(t, "DELETE", admin+"/sessions?sub=bob", h.adminToken(hmac.ScopeSessionsRevoke), &rv); code != 200 || len(rv.Revoked) != 1 {
+					t.Fatalf("DELETE: %d %+v", code, rv)
+				}
+			} else {
+				h.srv.SetRevocations(Revocations{Subjects: map[string]bool{"bob": true}})
+			}
+			if e := <-end; e.code != websocket.ClosePolicyViolation || !strings.Contains(e.status, "Revoked") {
+				t.Fatalf("observer ended %+v", e)
+			}
+			if left := h.log.wait(t, 10*time.Second, "observer left"); left["reason"] != "revoked" {
+				t.Fatalf("observer left %v", left)
+			}
+			echo(t, owner, "still\n")
+		})
+	}
+}
