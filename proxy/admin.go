@@ -46,6 +46,8 @@ type SessionInfo struct {
 	BytesOut  int64     `json:"bytes_out"` // process to client (stdout, stderr)
 	// Observers are the read-only connections watching the session.
 	Observers []ObserverInfo `json:"observers"`
+	// Resume is the state of a resumable session; absent otherwise.
+	Resume *ResumeInfo `json:"resume,omitempty"`
 }
 
 // SessionList is the body of GET /sessions.
@@ -177,6 +179,7 @@ func (s *Server) listSessions(sub string) SessionList {
 			Target:   SessionTarget{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Command: c.Command},
 			Protocol: ss.proto.name, Transport: transport, Start: ss.start.UTC(),
 			BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(), Observers: ss.observers(),
+			Resume: ss.resumeInfo(),
 		})
 	}
 	s.mu.Unlock()
@@ -194,6 +197,9 @@ func (s *Server) revokeWhere(match func(*session) bool, by *hmac.AdminClaims) []
 		if match(ss) {
 			hit = append(hit, ss)
 		}
+		// Observers are connections too: one whose own token matches
+		// (DELETE /sessions?sub=X, a revoked sub) ends with them.
+		hit = append(hit, ss.matchingObservers(match)...)
 	}
 	s.mu.Unlock()
 	ended := []string{}
@@ -228,4 +234,21 @@ func (ss *session) revoke(by *hmac.AdminClaims) bool {
 		ss.sendStatusAndClose(st, websocket.ClosePolicyViolation, revokedMessage)
 	}()
 	return true
+}
+
+// matchingObservers are the observer connections of ss that match selects.
+func (ss *session) matchingObservers(match func(*session) bool) []*session {
+	f := ss.fan.Load()
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var hit []*session
+	for o := range f.observers {
+		if o.ss != nil && match(o.ss) {
+			hit = append(hit, o.ss)
+		}
+	}
+	return hit
 }

@@ -81,7 +81,10 @@ func (s *Server) admit(ctx context.Context, r *http.Request, attach bool) (*gran
 		return refuse(rej)
 	}
 	if claims.Mode == "" {
-		if rej := checkResume(claims); rej != nil {
+		if rej := s.checkResume(claims); rej != nil {
+			return refuse(rej)
+		}
+		if rej := s.checkResumeRequest(claims, req.query); rej != nil {
 			return refuse(rej)
 		}
 	}
@@ -155,6 +158,7 @@ func (s *Server) takeSlot(sess *session) *rejection {
 func (s *Server) unregister(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	s.forgetSessionLocked(sess) // resume.go
 	s.mu.Unlock()
 	s.wg.Done()
 }
@@ -659,14 +663,18 @@ func checkObserve(c *hmac.Claims) *rejection {
 	return nil
 }
 
-// checkResume refuses the resume claims: this proxy does not resume
-// sessions yet (docs/wire-protocol.md#resume), and a resumable session
-// that silently dies on a drop, or a resume token that silently opens a
-// new shell, would both mislead the control plane.
-func checkResume(c *hmac.Claims) *rejection {
-	if c.Resumable || c.Resume != "" {
+// checkResume holds the resume claims on their own. With resume off
+// (--resume-window 0) they are refused: a resumable session that silently
+// dies on a drop, or a resume token that silently opens a new shell, would
+// both mislead the control plane. A resumable session must have a sid: a
+// resume names it (docs/wire-protocol.md#resume).
+func (s *Server) checkResume(c *hmac.Claims) *rejection {
+	switch {
+	case (c.Resumable || c.Resume != "") && resumeWindow(&s.cfg) < 0:
 		return reject(http.StatusNotImplemented, "resume_unsupported",
-			"this proxy does not resume sessions: mint the token without resumable and resume")
+			"this proxy does not resume sessions (--resume-window 0): mint the token without resumable and resume")
+	case c.Resumable && c.Resume == "" && (c.SID == "" || len(c.SID) > 64):
+		return reject(http.StatusBadRequest, "resumable_without_sid", "a resumable token needs a sid of at most 64 bytes: a resume names the session by it")
 	}
 	return nil
 }

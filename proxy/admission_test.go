@@ -327,7 +327,8 @@ func TestAdmissionRefusals(t *testing.T) {
 			c.Verifier = &fakeVerifier{TokenVerifier: c.Verifier, consume: &hmac.Error{Reason: hmac.ReasonReplayCacheFull}}
 		}, status: 503, reason: "replay_cache_full", tokenOK: true},
 		// Resume and observe tokens.
-		{name: "resumable token", claims: func(c *hmac.Claims) { c.Resumable = true }, status: 501, reason: "resume_unsupported", tokenOK: true},
+		{name: "resume off", cfg: func(c *Config) { c.ResumeWindow = -1 }, claims: func(c *hmac.Claims) { c.Resumable = true }, status: 501, reason: "resume_unsupported", tokenOK: true},
+		{name: "resumable without sid", claims: func(c *hmac.Claims) { c.Resumable, c.SID = true, "" }, status: 400, reason: "resumable_without_sid", tokenOK: true},
 		{name: "observe without sid", claims: observeClaims(func(c *hmac.Claims) { c.SID = "" }), edit: query("stdin=true", "stdin=false"),
 			status: 400, reason: "observe_without_sid", tokenOK: true},
 		{name: "observe with stdin", claims: func(c *hmac.Claims) { c.Mode = hmac.ModeObserve }, status: 400, reason: "observe_with_stdin", tokenOK: true},

@@ -60,7 +60,7 @@ func (ss *session) startTimers() (stop func()) {
 		})
 		timers = append(timers, idle)
 	}
-	if cfg.PingInterval > 0 {
+	if cfg.PingInterval > 0 && ss.res == nil { // a resumable session pings each connection (resume.go)
 		ss.extendReadDeadline()
 		ss.conn.SetPongHandler(func(string) error { ss.extendReadDeadline(); return nil })
 		ss.conn.SetPingHandler(func(data string) error {

@@ -269,11 +269,11 @@ func TestObserverFallsBehind(t *testing.T) {
 	t.Logf("observer got %d of %d bytes before it was disconnected", len(oe.stdout), total)
 }
 
-// Resume is not implemented: a resumable or resume token is refused with
-// 501 before the upgrade instead of silently becoming a session that dies
-// on a drop, or a new shell.
+// With resume off (--resume-window 0), a resumable or resume token is
+// refused with 501 before the upgrade instead of silently becoming a
+// session that dies on a drop, or a new shell.
 func TestResumeClaimsRefused(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, func(c *Config) { c.ResumeWindow = -1 })
 	for name, mod := range map[string]func(*hmac.Claims){
 		"resumable": func(c *hmac.Claims) { c.Resumable = true },
 		"resume":    func(c *hmac.Claims) { c.Resume = "s-old" },

@@ -174,6 +174,7 @@ func (s *Server) SetRevocations(rv Revocations) {
 		if rv.match(ss.claims) {
 			hit = append(hit, ss)
 		}
+		hit = append(hit, ss.matchingObservers(func(o *session) bool { return rv.match(o.claims) })...)
 	}
 	s.mu.Unlock()
 	for _, ss := range hit {

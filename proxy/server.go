@@ -85,6 +85,13 @@ type Config struct {
 	// (a token with mode observe) receives on joining. Default
 	// DefaultObserverScrollback; negative keeps none.
 	ObserverScrollback int
+	// ResumeWindow is how long a session of a resumable token survives an
+	// abnormal drop of its client, waiting for a resume (resume.go).
+	// Default DefaultResumeWindow; negative turns resume off.
+	ResumeWindow time.Duration
+	// ResumeBuffer bounds the output a resumable session keeps for a
+	// resume's replay. Default DefaultResumeBuffer; at least MinResumeBuffer.
+	ResumeBuffer int
 	// QuietObservers: the session's user is not told in the terminal when
 	// an observer joins or leaves.
 	QuietObservers bool
@@ -149,6 +156,9 @@ type Server struct {
 	wg       sync.WaitGroup
 	// revocations are the subjects and token ids refused (revocations.go).
 	revocations atomic.Pointer[Revocations]
+	// endedResumables say why resumable sessions that are gone ended
+	// (resume.go); under mu.
+	endedResumables map[string]endedResumable
 }
 
 // New validates cfg and returns a Server.

@@ -42,6 +42,10 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		s.serveObserver(w, r, g)
 		return
 	}
+	if g.claims.Resume != "" {
+		s.serveResume(w, r, g) // resume.go
+		return
+	}
 	sess := s.newSession(g, start)
 	defer sess.cancel()
 	if rej := s.register(sess); rej != nil {
@@ -73,6 +77,7 @@ func (s *Server) newSession(g *grant, start time.Time) *session {
 		stderr: g.target.Stderr,
 	}
 	sess.payload = sess.proto.maxPayload(s.cfg.MaxFrameSize)
+	sess.res = s.resumeStateFor(g.claims)
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(g.ctx))
 	return sess
 }
@@ -156,8 +161,9 @@ type session struct {
 
 	rec *sessionRecording // nil when not recorded
 
-	fan       fanoutField // output to observers and scrollback (tap.go)
-	observing *session    // for an observer's connection: the session it watches (observe.go)
+	fan       fanoutField  // output to observers and scrollback (tap.go)
+	res       *resumeState // nil unless resumable (resume.go)
+	observing *session     // for an observer's connection: the session it watches (observe.go)
 }
 
 func (ss *session) logger() *slog.Logger {
@@ -204,7 +210,7 @@ func (ss *session) run() {
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
-		ss.readLoop()
+		ss.readClient() // readLoop, once per connection a resume attaches
 	}()
 
 	_, dialSpan := ss.tel.tracer.Start(ss.ctx, "k8s_ws_proxy.exec.dial")
@@ -233,6 +239,7 @@ func (ss *session) run() {
 	if stderr != nil {
 		stderr.flush()
 	}
+	ss.waitReattach()
 	exitCode := ss.finish(err)
 	reason, closeCode := ss.hangUp(readDone)
 	in, out, duration := ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start)
@@ -243,6 +250,7 @@ func (ss *session) run() {
 	if err != nil && exitCode < 0 && !errors.Is(err, context.Canceled) {
 		attrs = append(attrs, "error", err.Error())
 	}
+	attrs = append(attrs, ss.resumeCloseAttrs()...)
 	attrs = append(attrs, ss.closeRecording(exitCode, reason)...)
 	ss.logger().Info("session closed", attrs...)
 	ss.tel.ended(ss.ctx, reason, in, out, duration)
@@ -278,7 +286,7 @@ func (ss *session) bound(d time.Duration) time.Time {
 		}
 	}
 	if ss.upgraded.Load() {
-		ss.out.limitWrites(by)
+		ss.liveOut().limitWrites(by)
 	}
 	return by
 }
@@ -493,6 +501,9 @@ func (ss *session) writeProcessOutput(channel byte, p []byte, whole bool) (int, 
 }
 
 func (ss *session) sendOutput(channel byte, p []byte, whole, process bool) (int, error) {
+	if ss.res != nil {
+		return ss.sendResumable(channel, p, whole, process)
+	}
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
 	if ss.closed || ss.gone.Load() {
@@ -599,6 +610,9 @@ func (ss *session) writeFrameLocked(channel byte, payload []byte) error {
 
 // writeFailed ends a session whose client cannot be written to.
 func (ss *session) writeFailed() {
+	if ss.resumeOnWriteFailure() {
+		return // detached: the session waits for a resume
+	}
 	ss.closed = true
 	ss.setEndReason("client_write_failed")
 	ss.clientGone()
@@ -673,7 +687,7 @@ func (ss *session) warnOnce(kind, msg string, attrs ...any) {
 func (ss *session) readLoop() {
 	stdinClosed := false
 	defer func() {
-		if ss.stdin != nil {
+		if ss.stdin != nil && !ss.keepStdin() {
 			ss.stdin.closeWrite()
 		}
 	}()
@@ -713,7 +727,7 @@ func (ss *session) readLoop() {
 				ss.warnOnce("stdin_after_close", "client sent stdin after closing it; ignored")
 			case len(f.payload) == 0:
 			default:
-				waited, err := ss.stdin.push(ss.ctx, f.payload)
+				waited, err := ss.stdin.push(ss.pushCtx(), f.payload)
 				if err != nil {
 					stdinClosed = true // the exec is gone
 					continue
@@ -762,6 +776,9 @@ func (ss *session) terminateProtocol(code int, why string) {
 // clientEnded records how the client left and stops the exec at once: guacd
 // leaves with a bare EOF, and its user's shell must not outlive it.
 func (ss *session) clientEnded(err error) {
+	if ss.resumeOnDrop(err) {
+		return // detached: the session waits for a resume
+	}
 	var ce *websocket.CloseError
 	closeFrame := errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
 	switch {

@@ -20,8 +20,9 @@ type stdinQueue struct {
 	chunks [][]byte
 	size   int
 	limit  int
-	eof    bool // the client half-closed stdin
-	closed bool // the session is over
+	eof    bool  // the client half-closed stdin
+	pushed int64 // payload bytes ever queued (a resume's stdin offset)
+	closed bool  // the session is over
 
 	readable chan struct{} // capacity 1: data, EOF or close
 	space    chan struct{} // capacity 1: room was made
@@ -54,6 +55,7 @@ func (q *stdinQueue) push(ctx context.Context, p []byte) (waited bool, err error
 		case q.size == 0 || q.size+len(p) <= q.limit:
 			q.chunks = append(q.chunks, p)
 			q.size += len(p)
+			q.pushed += int64(len(p))
 			q.mu.Unlock()
 			signal(q.readable)
 			return waited, nil
@@ -127,4 +129,12 @@ func (q *stdinQueue) Read(p []byte) (int, error) {
 		case <-q.done:
 		}
 	}
+}
+
+// pushedBytes is how many payload bytes the client's connections have
+// queued in all: the stdin a resuming client must not send again.
+func (q *stdinQueue) pushedBytes() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.pushed
 }

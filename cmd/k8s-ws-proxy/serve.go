@@ -47,6 +47,8 @@ type serveOptions struct {
 	revocations    string
 	observerBack   int
 	observerNotice bool
+	resumeWindow   time.Duration
+	resumeBuffer   int
 	maxLifetime    time.Duration
 	idleTimeout    time.Duration
 	pingInterval   time.Duration
@@ -87,6 +89,8 @@ func newServeFlags(o *serveOptions) *command {
 	fs.StringVar(&o.revocations, "revocations-file", "", "file of revoked subjects (sub:X) and token ids (jti:X), one a line, hot-reloaded: refused from now on, live sessions ended; empty disables")
 	fs.IntVar(&o.observerBack, "observer-scrollback", proxy.DefaultObserverScrollback, "bytes of recent output an observer (token mode observe) receives on joining; 0 sends none")
 	fs.BoolVar(&o.observerNotice, "observer-notice", true, "tell the session's user in the terminal when an observer joins or leaves")
+	fs.DurationVar(&o.resumeWindow, "resume-window", proxy.DefaultResumeWindow, "how long a session of a resumable token survives an abnormal drop of its client, waiting for a resume (docs/wire-protocol.md#resume); 0 turns resume off")
+	fs.IntVar(&o.resumeBuffer, "resume-buffer", proxy.DefaultResumeBuffer, "bytes of output a resumable session keeps for a resume's replay (at least 64 KiB, at most 64 MiB)")
 	fs.DurationVar(&o.maxLifetime, "max-session-lifetime", proxy.DefaultMaxLifetime, "sessions are closed after this long; 0 disables")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "sessions with no input or output for this long are closed; 0 disables")
 	fs.DurationVar(&o.pingInterval, "ping-interval", proxy.DefaultPingInterval, "server ping period; a client silent for two periods is closed; 0 disables")
@@ -176,6 +180,12 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if o.observerBack < 0 || o.observerBack > 16<<20 {
 		return fmt.Errorf("--observer-scrollback %d: must be from 0 to 16 MiB (it is kept for every session)", o.observerBack)
 	}
+	if o.resumeBuffer < proxy.MinResumeBuffer || o.resumeBuffer > 64<<20 {
+		return fmt.Errorf("--resume-buffer %d: must be from 64 KiB to 64 MiB (it is kept for every resumable session)", o.resumeBuffer)
+	}
+	if o.resumeWindow < 0 {
+		return fmt.Errorf("--resume-window %v: must not be negative (0 turns resume off)", o.resumeWindow)
+	}
 	if o.audience == hmac.AdminAudience {
 		return fmt.Errorf("--audience %q is the admin tokens' audience: session and admin tokens must never be interchangeable", o.audience)
 	}
@@ -233,6 +243,8 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		MaxSessionsPerSubject: o.maxPerSubject,
 		ObserverScrollback:    disabledIfZero(o.observerBack),
 		QuietObservers:        !o.observerNotice,
+		ResumeWindow:          disabledIfZero(o.resumeWindow),
+		ResumeBuffer:          o.resumeBuffer,
 		MaxLifetime:           disabledIfZero(o.maxLifetime),
 		IdleTimeout:           disabledIfZero(o.idleTimeout),
 		PingInterval:          disabledIfZero(o.pingInterval),
