@@ -184,7 +184,19 @@ k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d),
 	fmt.Fprint(os.Stdout, report)
 
 	if failed.Load() > 0 {
-		t.Errorf("%d sessions failed; first errors:\n%s", failed.Load(), joinLines(failures))
+		// A connection closed by the proxy's pending-connection limit
+		// (--max-pending-connections, oldest evicted) before its upgrade
+		// answer reads as "unexpected EOF" in client-go's SPDY dialer: say
+		// how many there were.
+		var evicted []string
+		text, merr := p.Metrics()
+		for l := range strings.Lines(text) {
+			if strings.HasPrefix(l, "k8s_ws_proxy_connections_evicted") {
+				evicted = append(evicted, strings.TrimSpace(l))
+			}
+		}
+		t.Errorf("%d sessions failed (proxy connections evicted at the pending limit: %q %v); first errors:\n%s",
+			failed.Load(), evicted, merr, joinLines(failures))
 	}
 	if done == 0 {
 		t.Error("no session completed")
