@@ -1,6 +1,11 @@
 package tools
 
+// Tests of the command-line tools the chart and cluster tests run: helm
+// (template), kubectl and kubeconform (strict validation against schemas
+// generated from the pinned spec). Each must be the pinned build.
+
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -9,6 +14,80 @@ import (
 	"testing"
 	"time"
 )
+
+// The built helm must report its pinned version and, with no --kube-version,
+// assume the pinned Kubernetes rather than the 1.20 of an unflagged build.
+func TestHelmPinnedVersions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	major, minor := kubeMajorMinor()
+	for _, v := range HelmVersions {
+		t.Run(v, func(t *testing.T) {
+			bin, err := Helm(ctx, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.CommandContext(ctx, bin, "version", "--template", "{{.Version}}").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != v {
+				t.Fatalf("helm version = %q, %v; want %s", out, err, v)
+			}
+			chart := t.TempDir()
+			must := func(err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			must(os.WriteFile(filepath.Join(chart, "Chart.yaml"), []byte("apiVersion: v2\nname: probe\nversion: 0.1.0\n"), 0o644))
+			must(os.MkdirAll(filepath.Join(chart, "templates"), 0o755))
+			must(os.WriteFile(filepath.Join(chart, "templates", "cm.yaml"), []byte(
+				"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\ndata: {kube: \"{{ .Capabilities.KubeVersion.Major }}.{{ .Capabilities.KubeVersion.Minor }}\"}\n"), 0o644))
+			cmd := exec.CommandContext(ctx, bin, "template", "probe", chart)
+			cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+			out, err = cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("helm template: %v\n%s", err, out)
+			}
+			if want := `kube: "` + major + "." + minor + `"`; !strings.Contains(string(out), want) {
+				t.Fatalf("default capabilities are not Kubernetes %s.%s:\n%s", major, minor, out)
+			}
+		})
+	}
+}
+
+// TestKubectlModulePinned keeps kubectl's tools module on the release
+// kube-apiserver is built from: k8s.io/kubernetes at KubernetesVersion and
+// every staging module at its v0.x twin.
+func TestKubectlModulePinned(t *testing.T) {
+	b := kubectlBuild()
+	data := toolGoMod(t, b, "k8s.io/kubernetes v"+KubernetesVersion)
+	if !strings.Contains(string(data), "\ntool k8s.io/kubernetes/cmd/kubectl\n") {
+		t.Errorf("%s/go.mod has no tool directive for k8s.io/kubernetes/cmd/kubectl", b.moduleDir)
+	}
+	checkStagingPinned(t, data, b.moduleDir)
+}
+
+// TestKubectlVersion builds (or reuses) kubectl and checks that it reports
+// the pinned release, i.e. that it was built from k8s.io/kubernetes at
+// KubernetesVersion with the version ldflags in effect.
+func TestKubectlVersion(t *testing.T) {
+	ctx, bin := builtTool(t, 30*time.Minute, Kubectl)
+	cmd := exec.CommandContext(ctx, bin, "version", "--client", "-o", "json")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(t.TempDir(), "none"))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s version --client: %v\n%s", bin, err, out)
+	}
+	var v struct {
+		ClientVersion struct{ GitVersion, Major, Minor string }
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("kubectl version output %q: %v", out, err)
+	}
+	if got, want := v.ClientVersion.GitVersion, "v"+KubernetesVersion; got != want {
+		t.Errorf("kubectl client gitVersion = %q, want %q", got, want)
+	}
+}
 
 func TestSchemaFileName(t *testing.T) {
 	for _, c := range []struct{ g, v, k, want string }{
