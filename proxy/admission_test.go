@@ -211,6 +211,7 @@ var statusReasons = map[int]metav1.StatusReason{
 	400: metav1.StatusReasonBadRequest, 401: metav1.StatusReasonUnauthorized, 403: metav1.StatusReasonForbidden,
 	404: metav1.StatusReasonNotFound, 409: metav1.StatusReasonConflict, 429: metav1.StatusReasonTooManyRequests,
 	501: metav1.StatusReasonInternalError, 502: metav1.StatusReasonInternalError, 503: metav1.StatusReasonServiceUnavailable,
+	410: metav1.StatusReasonGone, 416: metav1.StatusReasonBadRequest,
 }
 
 // TestAdmissionRefusals: every refusal admission.go can give, in process
@@ -678,6 +679,7 @@ func TestRefusalReasons(t *testing.T) {
 		"StatusConflict": metav1.StatusReasonConflict, "StatusTooManyRequests": metav1.StatusReasonTooManyRequests,
 		"StatusNotImplemented": metav1.StatusReasonInternalError, "StatusBadGateway": metav1.StatusReasonInternalError,
 		"StatusServiceUnavailable": metav1.StatusReasonServiceUnavailable,
+		"StatusGone":               metav1.StatusReasonGone, "StatusRequestedRangeNotSatisfiable": metav1.StatusReasonBadRequest,
 	}
 	codes := map[string]int{
 		"StatusBadRequest": http.StatusBadRequest, "StatusUnauthorized": http.StatusUnauthorized,
@@ -685,6 +687,7 @@ func TestRefusalReasons(t *testing.T) {
 		"StatusConflict": http.StatusConflict, "StatusTooManyRequests": http.StatusTooManyRequests,
 		"StatusNotImplemented": http.StatusNotImplemented, "StatusBadGateway": http.StatusBadGateway,
 		"StatusServiceUnavailable": http.StatusServiceUnavailable,
+		"StatusGone":               http.StatusGone, "StatusRequestedRangeNotSatisfiable": http.StatusRequestedRangeNotSatisfiable,
 	}
 	entries, err := os.ReadDir(".")
 	if err != nil {
@@ -701,7 +704,7 @@ func TestRefusalReasons(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, line := range strings.Split(string(src), "\n") {
-			for _, use := range []string{"reject(http.", "status: http.", "status = http.", "status := http."} {
+			for _, use := range []string{"reject(http.", "rejectResume(http.", "status: http.", "status = http.", "status := http."} {
 				if _, rest, ok := strings.Cut(line, use); ok {
 					name, _, _ := strings.Cut(rest, ",")
 					name, _, _ = strings.Cut(name, "}")

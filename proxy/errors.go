@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"net/http"
 	"regexp"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -46,7 +47,14 @@ func clientStatus(err error) *metav1.Status {
 // statusReason is the reason of a refusal with this HTTP code: the one
 // client-go gives a bare response of that code (409 Conflict, any other
 // 5xx without its own reason InternalError; metav1 has no NotImplemented or
-// BadGateway), so that no refusal goes out without a reason.
+// BadGateway), so that no refusal goes out without a reason. Where client-go
+// has none (the resume refusals): 410 Gone, any other 4xx BadRequest.
 func statusReason(code int) metav1.StatusReason {
-	return apierrors.NewGenericServerResponse(code, "", schema.GroupResource{}, "", "", 0, false).ErrStatus.Reason
+	if r := apierrors.NewGenericServerResponse(code, "", schema.GroupResource{}, "", "", 0, false).ErrStatus.Reason; r != metav1.StatusReasonUnknown {
+		return r
+	}
+	if code == http.StatusGone {
+		return metav1.StatusReasonGone
+	}
+	return metav1.StatusReasonBadRequest
 }
