@@ -225,19 +225,7 @@ func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error
 	if err := check(t, s); err != nil {
 		return Result{Transport: d.first()}, err
 	}
-	opts := remotecommand.StreamOptions{Tty: t.TTY}
-	if t.Stdin {
-		opts.Stdin = s.Stdin
-	}
-	if t.Stdout {
-		opts.Stdout = s.Stdout
-	}
-	if SeparateStderr(t.TTY, t.Stderr) {
-		opts.Stderr = s.Stderr
-	}
-	if t.TTY && s.Sizes != nil {
-		opts.TerminalSizeQueue = s.Sizes
-	}
+	opts := streamOptions(t, s)
 	u := d.URL(t)
 	res, err := d.stream(ctx, u, opts)
 	var exit utilexec.CodeExitError
@@ -315,4 +303,23 @@ func check(t Target, s Streams) error {
 		}
 	}
 	return nil
+}
+
+// streamOptions are client-go's options for t's streams (Stream and the
+// frame relay's SPDY fallback).
+func streamOptions(t Target, s Streams) remotecommand.StreamOptions {
+	opts := remotecommand.StreamOptions{Tty: t.TTY}
+	if t.Stdin {
+		opts.Stdin = s.Stdin
+	}
+	if t.Stdout {
+		opts.Stdout = s.Stdout
+	}
+	if SeparateStderr(t.TTY, t.Stderr) {
+		opts.Stderr = s.Stderr
+	}
+	if t.TTY && s.Sizes != nil {
+		opts.TerminalSizeQueue = s.Sizes
+	}
+	return opts
 }

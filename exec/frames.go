@@ -60,19 +60,7 @@ func (d *Dialer) StreamFrames(ctx context.Context, t Target, s Streams) (Result,
 
 // spdyFallback runs t over SPDY after a refused WebSocket upgrade.
 func (d *Dialer) spdyFallback(ctx context.Context, t Target, s Streams) (Result, error) {
-	opts := remotecommand.StreamOptions{Tty: t.TTY}
-	if t.Stdin {
-		opts.Stdin = s.Stdin
-	}
-	if t.Stdout {
-		opts.Stdout = s.Stdout
-	}
-	if SeparateStderr(t.TTY, t.Stderr) {
-		opts.Stderr = s.Stderr
-	}
-	if t.TTY && s.Sizes != nil {
-		opts.TerminalSizeQueue = s.Sizes
-	}
+	opts := streamOptions(t, s)
 	inner, done := tracking(ctx)
 	defer done()
 	sp := &trackedSPDY{d: d, u: d.URL(t)}
