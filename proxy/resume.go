@@ -282,35 +282,9 @@ func (ss *session) sendResumable(channel byte, p []byte, whole, process bool) (i
 	}
 	ss.addOutput(len(p))
 	if attached {
-		_ = ss.writeFramesLocked(channel, p, whole) // a failure detaches (writeFailed)
+		_, _ = ss.writeFramesLocked(channel, p, whole) // a failure detaches (writeFailed)
 	}
 	return len(p), nil
-}
-
-// writeFramesLocked writes p as sendOutput does: frames of the negotiated
-// size, batched.
-func (ss *session) writeFramesLocked(channel byte, p []byte, whole bool) error {
-	for len(p) > 0 {
-		ss.out.startBatch()
-		n, err := 0, error(nil)
-		for n < len(p) && err == nil && ss.out.batched() < maxBatch {
-			k := min(len(p)-n, ss.payload)
-			if whole && n+k < len(p) {
-				k = runeCut(p[n:], k)
-			}
-			err = ss.writeFrameLocked(channel, p[n:n+k])
-			n += k
-		}
-		if ferr := ss.out.flush(); err == nil {
-			err = ferr
-		}
-		if err != nil {
-			ss.writeFailed()
-			return err
-		}
-		p = p[n:]
-	}
-	return nil
 }
 
 // dropReason says whether a read error is an abnormal drop that a
@@ -567,7 +541,7 @@ func (ss *session) awaitAttach() bool {
 		end := off + int64(len(c.b))
 		if end > a.offset {
 			b := c.b[max(a.offset-off, 0):]
-			if ss.writeFramesLocked(c.channel, b, !ss.claims.TTY) != nil {
+			if _, err := ss.writeFramesLocked(c.channel, b, !ss.claims.TTY); err != nil {
 				break
 			}
 			replayed += int64(len(b))

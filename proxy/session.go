@@ -516,7 +516,7 @@ func (ss *session) sendOutput(channel byte, p []byte, whole, process bool) (int,
 			return 0, errRecordingFailed
 		}
 	}
-	orig, written := p, 0
+	orig, written := p, 0 // written: set by the return below, read by the deferred tap
 	defer func() {
 		if recorded {
 			ss.fanOutput(channel, orig[:written])
@@ -524,10 +524,19 @@ func (ss *session) sendOutput(channel byte, p []byte, whole, process bool) (int,
 			ss.tapOutput(channel, orig[:written])
 		}
 	}()
+	written, err := ss.writeFramesLocked(channel, p, whole)
+	ss.addOutput(written)
+	return written, err
+}
+
+// writeFramesLocked writes p in frames of the negotiated size, batched, and
+// says how much of p went out in whole batches; a failure marks the write
+// failed (writeFailed).
+func (ss *session) writeFramesLocked(channel byte, p []byte, whole bool) (written int, err error) {
 	for len(p) > 0 {
 		// One batch: frames until the output ends or the batch is full.
 		ss.out.startBatch()
-		n, err := 0, error(nil)
+		n := 0
 		for n < len(p) && err == nil && ss.out.batched() < maxBatch {
 			k := min(len(p)-n, ss.payload)
 			if whole && n+k < len(p) {
@@ -541,13 +550,11 @@ func (ss *session) sendOutput(channel byte, p []byte, whole, process bool) (int,
 		}
 		if err != nil {
 			ss.writeFailed()
-			ss.addOutput(written)
 			return written, err
 		}
 		written += n
 		p = p[n:]
 	}
-	ss.addOutput(written)
 	return written, nil
 }
 
