@@ -65,6 +65,10 @@ func (c *notifyConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil {
 		c.closed()
+		// The peer is gone: nothing left to watch for, and the watch would
+		// keep hangupWatcher's goroutine running until the stream server
+		// gets round to Close (spdystream takes a second or more).
+		c.unwatch()
 	}
 	return n, err
 }

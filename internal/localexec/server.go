@@ -72,6 +72,11 @@ type Server struct {
 
 	mu    sync.Mutex
 	procs map[*proc]struct{}
+	// streams counts the exec/attach handlers still running, so that Close
+	// can wait for them: a SPDY handler waits up to StreamCreationTimeout for
+	// its streams whatever its connection does, and nothing else ends it.
+	streams sync.WaitGroup
+	closed  bool // under mu; no stream starts after Close
 }
 
 // NewServer validates the pods and returns a Server for them.
@@ -126,11 +131,28 @@ func NewServer(cfg Config) (*Server, error) {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Close kills every process still running. Streams end as their processes
-// do; the caller closes its listener or http.Server.
+// Close refuses new streams, kills every process still running and waits
+// for the stream handlers to return (they end as their processes do, a SPDY
+// handler still waiting for its streams at StreamCreationTimeout), so that
+// nothing of the Server outlives Close. The caller closes its listener or
+// http.Server first: net/http does not track upgraded connections.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.killAll()
-	return nil
+	done := make(chan struct{})
+	go func() {
+		s.streams.Wait()
+		close(done)
+	}()
+	bound := s.cfg.StreamCreationTimeout + s.cfg.DrainTimeout + 5*time.Second
+	select {
+	case <-done:
+		return nil
+	case <-time.After(bound):
+		return fmt.Errorf("localexec: stream handlers still running %s after Close", bound)
+	}
 }
 
 func (s *Server) lookup(ns, name string) (*Pod, error) {
@@ -310,6 +332,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, pod *Pod, contain
 		}
 		return
 	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		writeStatus(w, apierrors.NewServiceUnavailable("the exec backend is shutting down"))
+		return
+	}
+	s.streams.Add(1)
+	s.mu.Unlock()
+	defer s.streams.Done()
 	// The exec's context ends when the client's connection does; see
 	// hijackNotifier.
 	ctx, cancel := context.WithCancel(r.Context())

@@ -1,6 +1,7 @@
 package localexec
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -14,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -548,4 +550,54 @@ func TestKubeletTLS(t *testing.T) {
 	if c := TLSConfig(tls.Certificate{}, nil); c.ClientAuth != tls.NoClientCert || c.NextProtos[0] != "http/1.1" {
 		t.Errorf("TLSConfig without CAs: %+v", c)
 	}
+}
+
+// A SPDY client that upgrades and never opens its streams leaves upstream's
+// handler waiting for them until StreamCreationTimeout, whatever its
+// connection does: Close must wait for that handler (goleak in the suites
+// that embed a Server caught it outliving Close), and refuse new streams.
+func TestCloseWaitsForStreamlessUpgrade(t *testing.T) {
+	srv := newServer(t, func(c *Config) { c.StreamCreationTimeout = 2 * time.Second })
+	hs := httpServer(t, srv)
+	c, err := net.Dial("tcp", hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.WriteString(c, "POST /api/v1/namespaces/default/pods/demo/exec?command=true&stdout=true HTTP/1.1\r\n"+
+		"Host: backend\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	c.Close()
+	const waiting = "remotecommand.(*v4ProtocolHandler).waitForStreams"
+	poll.For(t, 5*time.Second, "a handler waiting for streams", func() bool { return strings.Contains(allStacks(), waiting) })
+
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := allStacks(); strings.Contains(st, waiting) {
+		t.Fatalf("a stream handler outlived Close:\n%s", st)
+	}
+	// Closed: a new exec is refused with a Status, before any upgrade.
+	r, err := http.Post(hs.URL+"/api/v1/namespaces/default/pods/demo/exec?command=true&stdout=true", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var st metav1.Status
+	if err := json.NewDecoder(r.Body).Decode(&st); err != nil || r.StatusCode != http.StatusServiceUnavailable || st.Reason != metav1.StatusReasonServiceUnavailable {
+		t.Fatalf("exec after Close: %d %+v %v", r.StatusCode, st, err)
+	}
+}
+
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:goruntime.Stack(buf, true)])
 }

@@ -31,9 +31,12 @@ func StartBackend(tb testing.TB, pods ...localexec.Pod) (*localexec.Server, stri
 		_ = hs.Serve(ln)
 	}()
 	tb.Cleanup(func() {
-		backend.Close()
+		// The listener first: Close then waits for the upgraded streams.
 		hs.Close()
 		<-served
+		if err := backend.Close(); err != nil {
+			tb.Error(err)
+		}
 	})
 	return backend, "http://" + ln.Addr().String()
 }

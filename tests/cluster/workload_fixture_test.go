@@ -117,9 +117,14 @@ func startWorkload() (*fakeKubelet, error) {
 		_ = hs.ServeTLS(ln, "", "")
 	}()
 	atTeardown(func() {
-		_ = backend.Close()
+		// The listener first, then the backend: Close waits for the exec
+		// handlers (net/http does not track upgraded connections), which
+		// the goleak check at the end of TestMain relies on.
 		_ = hs.Close()
 		<-served
+		if err := backend.Close(); err != nil {
+			slog.Error("fake kubelet", "error", err)
+		}
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
