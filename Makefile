@@ -2,6 +2,7 @@
 #
 #   make demo   run the proxy against a local exec backend (no cluster needed)
 #   make test   everything CI checks: vet, unit, chart, end-to-end tests (race)
+#   make tools  build and cache the tools the tests run (make test does it first)
 #   make bench  side-by-side benchmark ratios
 #   make fuzz   run every fuzz target for FUZZTIME each
 #   make size   fail if the stripped serve binary passes 45 MB
@@ -18,7 +19,7 @@ TEST_TIMEOUT ?= 40m
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test vet bench fuzz demo load image sbom release-dry clean size
+.PHONY: all build tools test vet bench fuzz demo load image sbom release-dry clean size
 
 all: build
 
@@ -29,8 +30,14 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# Every tool the suites run (kube-apiserver, etcd, helm, cosign, ...), built
+# and cached in .cache/ before go test starts, so that no test package spends
+# its timeout on a build (internal/tools/prebuild.go).
+tools:
+	$(GO) run ./internal/tools/prebuild
+
 # -race needs cgo.
-test: vet
+test: vet tools
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # The limit lives in cmd/k8s-ws-proxy/size_test.go (also run by make test).

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -51,9 +52,10 @@ func kubeAPIServerBuild() serverToolBuild {
 // KubernetesVersion, building it into the repository's .cache/bin on first use.
 // A cold build compiles most of k8s.io/kubernetes and takes minutes; callers
 // should allow for that in their timeouts. Concurrent callers, in this process
-// or in other test binaries, wait for a single build.
+// or in other test binaries, wait for a single build, which also builds
+// kube-controller-manager and kube-scheduler (see controlPlane).
 func KubeAPIServer(ctx context.Context) (string, error) {
-	return kubeAPIServerBuild().ensure(ctx)
+	return controlPlane(ctx, 0)
 }
 
 // serverToolBuild is a binary built from a dedicated tools module under
@@ -91,49 +93,85 @@ var serverToolBuilds atomic.Int64
 // go.sum and the ldflags, so changing any pin rebuilds instead of silently
 // reusing a stale binary.
 func (b serverToolBuild) ensure(ctx context.Context) (string, error) {
-	modDir, binDir := b.moduleDir, b.binDir
-	if !filepath.IsAbs(modDir) || binDir == "" {
-		root, err := serverToolRepoRoot()
-		if err != nil {
-			return "", err
-		}
-		if !filepath.IsAbs(modDir) {
-			modDir = filepath.Join(root, modDir)
-		}
-		if binDir == "" {
-			binDir = filepath.Join(root, ".cache", "bin")
-		}
-	}
-	key, err := b.cacheKey(modDir)
+	paths, err := ensureTogether(ctx, b)
 	if err != nil {
 		return "", err
+	}
+	return paths[0], nil
+}
+
+// ensureTogether is ensure for several main packages of one tools module with
+// the same ldflags: the missing ones are built by a single `go build`, so the
+// packages they share are compiled once (concurrent separate builds would each
+// compile them: the build cache only serves what is already finished).
+func ensureTogether(ctx context.Context, builds ...serverToolBuild) ([]string, error) {
+	names := make([]string, len(builds))
+	dsts := make([]string, len(builds))
+	var modDir, binDir string
+	for i, b := range builds {
+		md, bd, err := b.dirs()
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 && (md != modDir || bd != binDir || b.ldflags != builds[0].ldflags) {
+			return nil, fmt.Errorf("%s and %s cannot be built together", builds[0].name, b.name)
+		}
+		if len(builds) > 1 && path.Base(b.pkg) != b.name {
+			return nil, fmt.Errorf("%s: go build -o dir/ would name it %s", b.pkg, path.Base(b.pkg))
+		}
+		modDir, binDir = md, bd
+		key, err := b.cacheKey(modDir)
+		if err != nil {
+			return nil, err
+		}
+		names[i] = b.name
+		dsts[i] = filepath.Join(binDir, b.name+"-"+b.version+"-"+key, b.name)
+	}
+	missing := func() []int {
+		var m []int
+		for i, d := range dsts {
+			if !isExecutable(d) {
+				m = append(m, i)
+			}
+		}
+		return m
+	}
+	if len(missing()) == 0 {
+		return dsts, nil
 	}
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return "", err
+		return nil, err
 	}
-	dst := filepath.Join(binDir, b.name+"-"+b.version+"-"+key, b.name)
-	if isExecutable(dst) {
-		return dst, nil
-	}
-
-	unlock, err := lockFile(ctx, filepath.Join(binDir, "."+b.name+".lock"))
+	unlock, err := lockFile(ctx, filepath.Join(binDir, "."+strings.Join(names, "+")+".lock"))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer unlock()
 	// Another process may have finished the build while we waited.
-	if isExecutable(dst) {
-		return dst, nil
+	todo := missing()
+	if len(todo) == 0 {
+		return dsts, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return "", err
+	tmp, err := os.MkdirTemp(binDir, ".build-"+names[0]+"-")
+	if err != nil {
+		return nil, err
 	}
-	tmp := dst + ".tmp"
-	_ = os.Remove(tmp)
+	defer os.RemoveAll(tmp)
+	out := filepath.Join(tmp, builds[todo[0]].name)
+	var pkgs, built []string
+	for _, i := range todo {
+		pkgs = append(pkgs, builds[i].pkg)
+		built = append(built, builds[i].name)
+	}
+	if len(todo) > 1 {
+		out = tmp + string(filepath.Separator)
+	}
 
-	slog.Info("building test tool; a cold build takes minutes", "tool", b.name, "version", b.version, "module", b.moduleDir)
+	b0 := builds[todo[0]]
+	slog.Info("building test tool; a cold build takes minutes", "tool", strings.Join(built, ","), "version", b0.version, "module", b0.moduleDir)
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", b.ldflags, "-o", tmp, b.pkg)
+	args := append([]string{"build", "-trimpath", "-ldflags", b0.ldflags, "-o", out}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(),
 		// A static binary, independent of the race-enabled, cgo test run
@@ -145,20 +183,42 @@ func (b serverToolBuild) ensure(ctx context.Context) (string, error) {
 		"GOTOOLCHAIN=local",
 		"GOFLAGS=-mod=readonly -buildvcs=false",
 	)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
+	var log bytes.Buffer
+	cmd.Stdout = &log
+	cmd.Stderr = &log
 	if err := cmd.Run(); err != nil {
-		_ = os.Remove(tmp)
-		return "", fmt.Errorf("building %s %s in %s: %w\n%s", b.name, b.version, b.moduleDir, err, tail(out.Bytes(), 4000))
+		return nil, fmt.Errorf("building %s %s in %s: %w\n%s", strings.Join(built, ","), b0.version, b0.moduleDir, err, tail(log.Bytes(), 4000))
 	}
-	// The rename is atomic: a reader sees no binary or a complete one.
-	if err := os.Rename(tmp, dst); err != nil {
-		return "", err
+	for _, i := range todo {
+		if err := os.MkdirAll(filepath.Dir(dsts[i]), 0o755); err != nil {
+			return nil, err
+		}
+		// The rename is atomic: a reader sees no binary or a complete one.
+		if err := os.Rename(filepath.Join(tmp, builds[i].name), dsts[i]); err != nil {
+			return nil, err
+		}
 	}
 	serverToolBuilds.Add(1)
-	slog.Info("built test tool", "tool", b.name, "version", b.version, "seconds", int(time.Since(start).Seconds()), "path", dst)
-	return dst, nil
+	slog.Info("built test tool", "tool", strings.Join(built, ","), "version", b0.version, "seconds", int(time.Since(start).Seconds()), "dir", binDir)
+	return dsts, nil
+}
+
+// dirs resolves the tools module and the cache directory.
+func (b serverToolBuild) dirs() (modDir, binDir string, err error) {
+	modDir, binDir = b.moduleDir, b.binDir
+	if !filepath.IsAbs(modDir) || binDir == "" {
+		root, err := serverToolRepoRoot()
+		if err != nil {
+			return "", "", err
+		}
+		if !filepath.IsAbs(modDir) {
+			modDir = filepath.Join(root, modDir)
+		}
+		if binDir == "" {
+			binDir = filepath.Join(root, ".cache", "bin")
+		}
+	}
+	return modDir, binDir, nil
 }
 
 func (b serverToolBuild) cacheKey(modDir string) (string, error) {

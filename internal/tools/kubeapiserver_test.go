@@ -143,8 +143,8 @@ func TestServerToolBuildConcurrent(t *testing.T) {
 	if err != nil || string(out) != "pinned\n" {
 		t.Fatalf("built binary printed %q, %v; want the ldflags value", out, err)
 	}
-	if _, err := os.Stat(paths[0] + ".tmp"); !os.IsNotExist(err) {
-		t.Errorf("temporary build output left behind: %v", err)
+	if left, _ := filepath.Glob(filepath.Join(b.binDir, ".build-*")); len(left) > 0 {
+		t.Errorf("temporary build output left behind: %v", left)
 	}
 
 	again, err := b.ensure(ctx)
@@ -165,6 +165,68 @@ func TestServerToolBuildConcurrent(t *testing.T) {
 	}
 	if out, err := exec.CommandContext(ctx, changed).Output(); err != nil || string(out) != "changed\n" {
 		t.Fatalf("rebuilt binary printed %q, %v", out, err)
+	}
+}
+
+// TestServerToolBuildTogether: main packages of one module are built by one
+// go build (the control plane's way), and only the missing ones.
+func TestServerToolBuildTogether(t *testing.T) {
+	mod := t.TempDir()
+	for name, body := range map[string]string{
+		"go.mod":          "module example.com/pair\n\ngo 1.26.0\n",
+		"cmd/one/main.go": "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"one\") }\n",
+		"cmd/two/main.go": "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"two\") }\n",
+	} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(mod, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mod, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := t.TempDir()
+	one := serverToolBuild{name: "one", version: "v1", moduleDir: mod, pkg: "example.com/pair/cmd/one", ldflags: "-s -w", binDir: bin}
+	two := one
+	two.name, two.pkg = "two", "example.com/pair/cmd/two"
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+
+	before := serverToolBuilds.Load()
+	paths, err := ensureTogether(ctx, one, two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := serverToolBuilds.Load() - before; n != 1 {
+		t.Fatalf("%d builds for two packages, want 1", n)
+	}
+	for i, want := range []string{"one\n", "two\n"} {
+		if out, err := exec.CommandContext(ctx, paths[i]).Output(); err != nil || string(out) != want {
+			t.Fatalf("%s printed %q, %v; want %q", paths[i], out, err, want)
+		}
+	}
+	// One missing: one more build, of it alone; the other is left as it was.
+	st, _ := os.Stat(paths[0])
+	if err := os.Remove(paths[1]); err != nil {
+		t.Fatal(err)
+	}
+	again, err := ensureTogether(ctx, one, two)
+	if err != nil || again[0] != paths[0] || again[1] != paths[1] {
+		t.Fatalf("second ensureTogether = %v, %v; want %v", again, err, paths)
+	}
+	if n := serverToolBuilds.Load() - before; n != 2 {
+		t.Fatalf("%d builds, want 2", n)
+	}
+	if st2, _ := os.Stat(paths[0]); !os.SameFile(st, st2) {
+		t.Errorf("%s was rebuilt, though it was there", paths[0])
+	}
+	if out, err := exec.CommandContext(ctx, paths[1]).Output(); err != nil || string(out) != "two\n" {
+		t.Fatalf("rebuilt %s printed %q, %v", paths[1], out, err)
+	}
+	// Packages whose binaries go build would not name as the tools are refused.
+	odd := two
+	odd.name = "other"
+	if _, err := ensureTogether(ctx, one, odd); err == nil || !strings.Contains(err.Error(), "would name it two") {
+		t.Fatalf("ensureTogether with a misnamed tool = %v", err)
 	}
 }
 

@@ -21,17 +21,30 @@ func kubeComponentBuild(name string) serverToolBuild {
 }
 
 // KubeControllerManager returns the path of a kube-controller-manager at
-// KubernetesVersion, built into .cache/bin on first use. Its packages are
-// mostly kube-apiserver's, so after a kube-apiserver build the Go build cache
-// makes this one far cheaper than a cold build (see docs/testing.md).
+// KubernetesVersion, built into .cache/bin on first use, with the rest of the
+// control plane (see controlPlane).
 func KubeControllerManager(ctx context.Context) (string, error) {
-	return kubeComponentBuild("kube-controller-manager").ensure(ctx)
+	return controlPlane(ctx, 1)
 }
 
 // KubeScheduler returns the path of a kube-scheduler at KubernetesVersion,
-// built into .cache/bin on first use.
+// built into .cache/bin on first use, with the rest of the control plane.
 func KubeScheduler(ctx context.Context) (string, error) {
-	return kubeComponentBuild("kube-scheduler").ensure(ctx)
+	return controlPlane(ctx, 2)
+}
+
+// controlPlane ensures kube-apiserver, kube-controller-manager and
+// kube-scheduler with one go build and returns the i-th: their packages are
+// mostly the same, so building them together costs little more than
+// kube-apiserver alone, and two suites that need different ones at the same
+// time no longer compile k8s.io/kubernetes twice side by side.
+func controlPlane(ctx context.Context, i int) (string, error) {
+	paths, err := ensureTogether(ctx, kubeAPIServerBuild(),
+		kubeComponentBuild("kube-controller-manager"), kubeComponentBuild("kube-scheduler"))
+	if err != nil {
+		return "", err
+	}
+	return paths[i], nil
 }
 
 // KWOKVersion is the KWOK (Kubernetes WithOut Kubelet) release that plays the
