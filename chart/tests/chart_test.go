@@ -437,7 +437,8 @@ func TestPodSecurity(t *testing.T) {
 var proxyFlags = []string{"listen", "health-listen", "key-dir", "audience", "leeway", "max-ttl", "node-name",
 	"exec-transport", "kubeconfig", "max-frame-size", "tls-cert-file", "tls-key-file", "client-ca-file",
 	"client-allowed-subjects", "allowed-origins", "max-sessions", "max-session-lifetime", "idle-timeout",
-	"ping-interval", "shutdown-grace", "log-level", "allowed-namespaces", "denied-namespaces"}
+	"ping-interval", "shutdown-grace", "log-level", "allowed-namespaces", "denied-namespaces",
+	"observer-scrollback", "observer-notice", "resume-window", "resume-buffer"}
 
 func TestDaemonSetContract(t *testing.T) {
 	forEachHelm(t, func(t *testing.T, h helm) {

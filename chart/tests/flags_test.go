@@ -70,9 +70,58 @@ func sameValue(a, b string) bool {
 // chart user).
 func TestChartArgsParseWithTheBinary(t *testing.T) {
 	checkArgsWithBinary(t, map[string][]string{
-		"minimal":            minimalArgs,
-		"origins and limits": append(slices.Clone(minimalArgs), "--set", "proxy.allowedOrigins={https://a.example,https://b.example}", "--set", "proxy.maxSessions=7"),
+		"minimal":              minimalArgs,
+		"origins and limits":   append(slices.Clone(minimalArgs), "--set", "proxy.allowedOrigins={https://a.example,https://b.example}", "--set", "proxy.maxSessions=7"),
+		"resume and observers": append(slices.Clone(minimalArgs), resumeObserverSets...),
+		"resume off":           append(slices.Clone(minimalArgs), "--set", "proxy.resumeWindow=0s", "--set", "proxy.observerScrollback=0"),
 	})
+}
+
+// resumeObserverSets sets every resume and observer value away from its
+// default, to the edges the binary accepts (64 MiB is --resume-buffer's
+// largest, 16 MiB --observer-scrollback's).
+var resumeObserverSets = []string{
+	"--set", "proxy.resumeWindow=2m30s", "--set", "proxy.resumeBuffer=67108864",
+	"--set", "proxy.observerScrollback=16777216", "--set", "proxy.observerNotice=false",
+}
+
+// The resume and observer values reach serve as the flags docs/chart.md
+// names, large byte counts as integers (helm's numbers are float64: a
+// naive template would print 6.7108864e+07), and the schema refuses what
+// the binary would refuse at start.
+func TestResumeAndObserverValues(t *testing.T) {
+	h := helm{bin: helmBin(t, tools.HelmV4Version), version: tools.HelmV4Version, chart: chartPath(t)}
+	for name, c := range map[string]struct {
+		args []string
+		want []string
+	}{
+		"defaults": {minimalArgs, []string{"--observer-scrollback=65536", "--observer-notice=true", "--resume-window=60s", "--resume-buffer=4194304"}},
+		"set": {append(slices.Clone(minimalArgs), resumeObserverSets...),
+			[]string{"--observer-scrollback=16777216", "--observer-notice=false", "--resume-window=2m30s", "--resume-buffer=67108864"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var ds appsv1.DaemonSet
+			h.mustRender(t, "proxy", ns, c.args...).get(t, "DaemonSet", "k8s-ws-proxy").decode(t, &ds)
+			args := ds.Spec.Template.Spec.Containers[0].Args
+			for _, w := range c.want {
+				if !slices.Contains(args, w) {
+					t.Errorf("DaemonSet args lack %s: %q", w, args)
+				}
+			}
+		})
+	}
+	for _, bad := range []struct{ set, want string }{
+		{"proxy.resumeBuffer=65535", "resumeBuffer"},
+		{"proxy.resumeBuffer=67108865", "resumeBuffer"},
+		{"proxy.observerScrollback=16777217", "observerScrollback"},
+		{"proxy.resumeWindow=soon", "resumeWindow"},
+		{"proxy.observerNotice=maybe", "observerNotice"},
+	} {
+		_, stderr, err := h.template(t, "proxy", ns, append(slices.Clone(minimalArgs), "--set", bad.set)...)
+		if err == nil || !strings.Contains(stderr, "schema") || !strings.Contains(stderr, bad.want) {
+			t.Errorf("--set %s: err %v, want a schema error naming %s:\n%s", bad.set, err, bad.want, stderr)
+		}
+	}
 }
 
 // The TLS variants on their own: they need serve's --tls-cert-file,
