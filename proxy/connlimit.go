@@ -23,7 +23,8 @@ import (
 // those, and answers the excess with a Status): a request that has arrived
 // whole is answered, never closed to make room. So a client cannot hold
 // the process's file descriptors with cheap or header-less connections.
-// At the limit a new connection is accepted and the oldest counted one is
+// At the limit a new connection is accepted and the counted one that has
+// waited longest (since its accept, or since its last request arrived) is
 // closed: refusing the new one instead would let anyone who holds the
 // limit's worth of stalled connections lock every real client out. Use
 // Listener on the raw listener, and ConnState and ConnContext as the
@@ -70,12 +71,22 @@ func (l *ConnLimiter) Open() int {
 func (l *ConnLimiter) Listener(ln net.Listener) net.Listener { return &limitedListener{ln, l} }
 
 // ConnState releases a connection's place once it is hijacked (an upgraded
-// session) or closed.
+// session) or closed. A connection whose request has just been read whole
+// becomes the newest: it is not the one evicted while its handler starts
+// (a session request leaves the count then), the oldest stalled one is.
 func (l *ConnLimiter) ConnState(c net.Conn, st http.ConnState) {
-	if st != http.StateHijacked && st != http.StateClosed {
+	tc := tracked(c)
+	if tc == nil {
 		return
 	}
-	if tc := tracked(c); tc != nil {
+	switch st {
+	case http.StateActive:
+		l.mu.Lock()
+		if tc.elem != nil {
+			l.conns.MoveToBack(tc.elem)
+		}
+		l.mu.Unlock()
+	case http.StateHijacked, http.StateClosed:
 		l.release(tc)
 	}
 }

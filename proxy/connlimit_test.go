@@ -268,3 +268,64 @@ func TestAdmissionLimit(t *testing.T) {
 		t.Errorf("%d admissions counted with none under way", n)
 	}
 }
+
+// chanListener hands out the connections sent on it.
+type chanListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+func (l *chanListener) Close() error   { close(l.done); return nil }
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// TestConnLimiterEvictsLongestWaiting: at the limit the connection that has
+// waited longest is closed; one whose request has just arrived whole counts
+// as the newest, so the window between reading its headers and its handler
+// entering admission is not where it dies (the load test lost sessions
+// there), and a released connection (hijacked) is never evicted.
+func TestConnLimiterEvictsLongestWaiting(t *testing.T) {
+	t.Parallel()
+	lim, err := NewConnLimiter("sessions", 2, slog.New(slog.NewJSONHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := &chanListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	ln := lim.Listener(raw)
+	defer ln.Close()
+	accept := func() (net.Conn, net.Conn) {
+		t.Helper()
+		server, client := net.Pipe()
+		t.Cleanup(func() { server.Close(); client.Close() })
+		go func() { raw.conns <- server }()
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, client
+	}
+	closed := func(client net.Conn) bool {
+		client.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := client.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF)
+	}
+	a, aClient := accept()
+	_, bClient := accept()
+	lim.ConnState(a, http.StateActive) // a's request arrived: a is the newest now
+	_, cClient := accept()
+	if !closed(bClient) || closed(aClient) || closed(cClient) {
+		t.Fatalf("at the limit: b closed %v, a closed %v, c closed %v; want only b (waiting longest)", closed(bClient), closed(aClient), closed(cClient))
+	}
+	lim.ConnState(a, http.StateHijacked) // a session: no longer counted
+	_, dClient := accept()
+	if lim.Open() != 2 || closed(cClient) || closed(dClient) || closed(aClient) {
+		t.Fatalf("after a's upgrade: %d counted, c closed %v, d closed %v, a closed %v; want 2 and none", lim.Open(), closed(cClient), closed(dClient), closed(aClient))
+	}
+}
