@@ -504,6 +504,9 @@ type rejection struct {
 	// sid is the session id the refusal is logged under; "" before a
 	// token was read (a random one is logged).
 	sid string
+	// retryAfter, in seconds, is sent as Retry-After and in the Status's
+	// details (0: none, except 503's one second).
+	retryAfter int
 }
 
 func (r *rejection) Error() string { return r.message }
@@ -563,7 +566,10 @@ func writeRejection(w http.ResponseWriter, rej *rejection) {
 	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if rej.status == http.StatusServiceUnavailable {
+	switch {
+	case rej.retryAfter > 0:
+		w.Header().Set("Retry-After", strconv.Itoa(rej.retryAfter))
+	case rej.status == http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 	}
 	w.WriteHeader(rej.status)
@@ -574,6 +580,10 @@ func writeRejection(w http.ResponseWriter, rej *rejection) {
 // the message as it is for 400, 401 and 503; the others word the message
 // around a resource, so those keep the message with statusReason's reason.
 func (rej *rejection) body() metav1.Status {
+	switch {
+	case rej.status == http.StatusTooManyRequests && rej.retryAfter > 0:
+		return apierrors.NewTooManyRequests(rej.message, rej.retryAfter).ErrStatus
+	}
 	switch rej.status {
 	case http.StatusBadRequest:
 		return apierrors.NewBadRequest(rej.message).ErrStatus

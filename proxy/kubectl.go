@@ -105,6 +105,13 @@ func (s *Server) serveGetPod(w http.ResponseWriter, r *http.Request) {
 	refuse := func(rej *rejection) {
 		s.refuseRequest(ctx, span, w, r, sid, "get_pod", rej)
 	}
+	// The lookup waits on the API server like a session's admission.
+	w, leave, rej := s.enterAdmission(w, r)
+	defer leave()
+	if rej != nil {
+		refuse(rej)
+		return
+	}
 	peeker, ok := s.cfg.Verifier.(TokenPeeker)
 	if !ok {
 		refuse(reject(http.StatusNotFound, "not_found", "the server could not find the requested resource"))
@@ -227,6 +234,12 @@ func reduceState(st corev1.ContainerState) corev1.ContainerState {
 func (s *Server) serveSPDYRefusal(w http.ResponseWriter, r *http.Request, attach bool) {
 	ctx, span := s.tel.tracer.Start(r.Context(), "k8s_ws_proxy.spdy_refusal", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
+	w, leave, rej := s.enterAdmission(w, r)
+	defer leave()
+	if rej != nil {
+		s.refuseRequest(ctx, span, w, r, "", "spdy", rej)
+		return
+	}
 	sid, rej := s.explainRefusal(ctx, r, attach)
 	s.refuseRequest(ctx, span, w, r, sid, "spdy", rej)
 }

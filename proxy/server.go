@@ -78,6 +78,11 @@ type Config struct {
 	// MaxSessions bounds concurrent sessions; more get 503 before the
 	// upgrade. Default DefaultMaxSessions.
 	MaxSessions int
+	// MaxAdmissions bounds the requests in admission at once (the checks
+	// before the upgrade, which wait on the API server); more get 429 with
+	// Retry-After. A request in admission is not a pending connection (see
+	// ConnLimiter): it is answered, never evicted. Default MaxSessions.
+	MaxAdmissions int
 	// MaxSessionsPerSubject bounds concurrent sessions of one token sub;
 	// more get 429 before the upgrade. Zero or negative: no bound.
 	MaxSessionsPerSubject int
@@ -150,10 +155,11 @@ type Server struct {
 
 	rejectLog *logLimiter
 
-	draining atomic.Bool
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	wg       sync.WaitGroup
+	draining  atomic.Bool
+	admitting atomic.Int64 // requests in admission (enterAdmission)
+	mu        sync.Mutex
+	sessions  map[*session]struct{}
+	wg        sync.WaitGroup
 	// revocations are the subjects and token ids refused (revocations.go).
 	revocations atomic.Pointer[Revocations]
 	// endedResumables say why resumable sessions that are gone ended
@@ -173,6 +179,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.MaxMessageSize = cmp.Or(cfg.MaxMessageSize, DefaultMaxMessageSize)
 	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
+	if cfg.MaxAdmissions <= 0 {
+		cfg.MaxAdmissions = cfg.MaxSessions
+	}
 	cfg.LogBurst = cmp.Or(cfg.LogBurst, DefaultLogBurst)
 	if cfg.LogInterval <= 0 {
 		cfg.LogInterval = DefaultLogInterval

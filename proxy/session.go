@@ -28,11 +28,18 @@ import (
 )
 
 // serveSession reads admit → register → upgrade → bridge: every refusal
-// (admission.go) happens before the upgrade.
+// (admission.go) happens before the upgrade, and the whole admission holds
+// a place of MaxAdmissions (enterAdmission) until the upgrade.
 func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach bool) {
 	start := time.Now()
 	ctx, span := s.tel.tracer.Start(r.Context(), "k8s_ws_proxy.session", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
+	w, leave, rej := s.enterAdmission(w, r)
+	defer leave()
+	if rej != nil {
+		s.refuse(ctx, w, r, rej)
+		return
+	}
 	g, rej := s.admit(ctx, r, attach)
 	if rej != nil {
 		s.refuse(ctx, w, r, rej)

@@ -27,7 +27,7 @@ func errorLog(logger *slog.Logger) *log.Logger {
 
 // newHTTPServer is every listener's http.Server: its error log on slog,
 // a deadline for the request headers, an idle timeout for keep-alive
-// connections between requests, and the connection limiter's hook.
+// connections between requests, and the connection limiter's hooks.
 func newHTTPServer(h http.Handler, logger *slog.Logger, readHeaderTimeout, idleTimeout time.Duration, lim *proxy.ConnLimiter) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -35,5 +35,6 @@ func newHTTPServer(h http.Handler, logger *slog.Logger, readHeaderTimeout, idleT
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          errorLog(logger),
 		ConnState:         lim.ConnState,
+		ConnContext:       lim.ConnContext,
 	}
 }

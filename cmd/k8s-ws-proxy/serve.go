@@ -56,6 +56,7 @@ type serveOptions struct {
 	readHeaderTO   time.Duration
 	httpIdleTO     time.Duration
 	maxPending     int
+	maxAdmissions  int
 	logLevel       string
 	logFormat      string
 	tls            tlsFlags
@@ -97,7 +98,8 @@ func newServeFlags(o *serveOptions) *command {
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated Origin values accepted besides none and one matching the Host header; * accepts any")
 	fs.DurationVar(&o.readHeaderTO, "read-header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris guard)")
 	fs.DurationVar(&o.httpIdleTO, "http-idle-timeout", 60*time.Second, "how long a keep-alive connection may wait for its next request (both listeners); sessions are not affected")
-	fs.IntVar(&o.maxPending, "max-pending-connections", 256, "most connections per listener that are not sessions (requests, idle keep-alives, handshakes); past it the oldest is closed; 0 disables")
+	fs.IntVar(&o.maxPending, "max-pending-connections", 256, "most connections per listener that are neither sessions nor in admission (handshakes, requests being read, idle keep-alives); past it the oldest is closed; 0 disables")
+	fs.IntVar(&o.maxAdmissions, "max-admissions", 0, "most session requests in admission at once (token, pod lookup, access review: before the upgrade); more get 429 with Retry-After; 0 follows --max-sessions")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	o.tls.register(fs.FlagSet)
@@ -183,6 +185,9 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if o.resumeBuffer < proxy.MinResumeBuffer || o.resumeBuffer > 64<<20 {
 		return fmt.Errorf("--resume-buffer %d: must be from 64 KiB to 64 MiB (it is kept for every resumable session)", o.resumeBuffer)
 	}
+	if o.maxAdmissions < 0 {
+		return fmt.Errorf("--max-admissions %d: must not be negative (0 follows --max-sessions)", o.maxAdmissions)
+	}
 	if o.resumeWindow < 0 {
 		return fmt.Errorf("--resume-window %v: must not be negative (0 turns resume off)", o.resumeWindow)
 	}
@@ -240,6 +245,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 		FrameRelay:            o.frameRelay == "auto",
 		MaxMessageSize:        o.maxMessageSize,
 		MaxSessions:           o.maxSessions,
+		MaxAdmissions:         o.maxAdmissions,
 		MaxSessionsPerSubject: o.maxPerSubject,
 		ObserverScrollback:    disabledIfZero(o.observerBack),
 		QuietObservers:        !o.observerNotice,

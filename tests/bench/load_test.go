@@ -12,6 +12,8 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,12 +80,14 @@ func TestLoad(t *testing.T) {
 		inFlight  atomic.Int64
 		outBytes  atomic.Int64
 	)
+	kinds := map[string]int{} // failures by their message, numbers blanked
 	fail := func(err error) {
 		failed.Add(1)
 		mu.Lock()
 		if len(failures) < 20 {
 			failures = append(failures, err.Error())
 		}
+		kinds[digits.ReplaceAllString(err.Error(), "N")]++
 		mu.Unlock()
 	}
 
@@ -140,6 +144,11 @@ func TestLoad(t *testing.T) {
 				inFlight.Add(-1)
 				if err != nil {
 					fail(err)
+					// Pacing, as a real client backs off after a
+					// failure: an immediate retry of every failed
+					// session turns an overloaded machine's failures
+					// into a storm of new TLS handshakes.
+					<-time.After(time.Second)
 					continue
 				}
 				completed.Add(1)
@@ -176,27 +185,21 @@ k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d),
   proxy fds               start %d, peak %d, end %d
   proxy goroutines        start %d, peak %d, end %d
   backend processes left  %d
+  proxy counters          %s
 `, n, *loadDuration, *loadRamp, *loadHold, *loadMaxSeq, transport,
 		done, float64(done)/elapsed.Seconds(), failed.Load(), float64(outBytes.Load())/1e6,
 		avgInFlight, inFlightPeak, avgActive, activePeak,
 		ms(percentile(setups, 50)), ms(percentile(setups, 99)), ms(percentile(setups, 100)),
-		rss0, rssPeak, rss1, fd0, fdPeak, fd1, g0, gPeak, g1, procsLeft)
+		rss0, rssPeak, rss1, fd0, fdPeak, fd1, g0, gPeak, g1, procsLeft, proxyCounters(p))
 	fmt.Fprint(os.Stdout, report)
 
 	if failed.Load() > 0 {
-		// A connection closed by the proxy's pending-connection limit
-		// (--max-pending-connections, oldest evicted) before its upgrade
-		// answer reads as "unexpected EOF" in client-go's SPDY dialer: say
-		// how many there were.
-		var evicted []string
-		text, merr := p.Metrics()
-		for l := range strings.Lines(text) {
-			if strings.HasPrefix(l, "k8s_ws_proxy_connections_evicted") {
-				evicted = append(evicted, strings.TrimSpace(l))
-			}
+		var byKind []string
+		for k, c := range kinds {
+			byKind = append(byKind, fmt.Sprintf("%5d  %s", c, k))
 		}
-		t.Errorf("%d sessions failed (proxy connections evicted at the pending limit: %q %v); first errors:\n%s",
-			failed.Load(), evicted, merr, joinLines(failures))
+		slices.Sort(byKind)
+		t.Errorf("%d sessions failed; by kind:\n%s  first errors:\n%s", failed.Load(), joinLines(byKind), joinLines(failures))
 	}
 	if done == 0 {
 		t.Error("no session completed")
@@ -374,6 +377,35 @@ func loadSession(pp path) (time.Duration, int, error) {
 		return 0, 0, fmt.Errorf("seq 1 %d: %d bytes of output, want %d byte-exact (first diff at %d)", n, len(got), len(want), firstDiff(got, want))
 	}
 	return setup, len(got), nil
+}
+
+var (
+	digits     = regexp.MustCompile(`[0-9]+`)
+	scopeLabel = regexp.MustCompile(`otel_scope_[a-z_]+="[^"]*",?`)
+)
+
+// proxyCounters are the proxy's counters of what it closed or refused
+// before an upgrade (connections evicted at --max-pending-connections,
+// refusals by reason: too_many_admissions at --max-admissions among them)
+// and of how sessions ended, by result: when a session failed they say on
+// which side of the upgrade, and why.
+func proxyCounters(p *proxyProc) string {
+	text, err := p.Metrics()
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for l := range strings.Lines(text) {
+		for _, name := range []string{"k8s_ws_proxy_connections_evicted_total", "k8s_ws_proxy_rejections_total", "k8s_ws_proxy_sessions_total"} {
+			if strings.HasPrefix(l, name+"{") {
+				out = append(out, strings.TrimPrefix(scopeLabel.ReplaceAllString(strings.TrimSpace(l), ""), "k8s_ws_proxy_"))
+			}
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, "; ")
 }
 
 func firstDiff(a, b []byte) int {
