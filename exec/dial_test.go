@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // TestDialObserver: each transport reports exactly one accepted dial per
@@ -13,7 +15,7 @@ func TestDialObserver(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr Transport) {
 		var mu sync.Mutex
 		var dials []time.Duration
-		ctx := WithDialObserver(testCtx(t, 30*time.Second), func(d time.Duration) {
+		ctx := WithDialObserver(testenv.Context(t, 30*time.Second), func(d time.Duration) {
 			mu.Lock()
 			dials = append(dials, d)
 			mu.Unlock()
@@ -34,7 +36,7 @@ func TestDialObserver(t *testing.T) {
 		}
 	})
 	// Without an observer nothing is reported and nothing breaks.
-	if _, err := dialer(t, cfg, TransportAuto).Stream(testCtx(t, 30*time.Second), Target{Namespace: "default", Pod: "demo",
+	if _, err := dialer(t, cfg, TransportAuto).Stream(testenv.Context(t, 30*time.Second), Target{Namespace: "default", Pod: "demo",
 		Container: "shell", Command: []string{"true"}, Stdout: true}, Streams{Stdout: newSyncBuf()}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 )
 
@@ -23,7 +24,7 @@ func TestCutUpstreamIsFailure(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr Transport) {
 		cut := testnet.NewCutter(t, strings.TrimPrefix(cfg.Host, "http://"))
 		d := dialer(t, &rest.Config{Host: "http://" + cut.Addr()}, tr)
-		ctx := testCtx(t, 30*time.Second)
+		ctx := testenv.Context(t, 30*time.Second)
 		out := newSyncBuf()
 		done := streamAsync(ctx, d, Target{Namespace: "default", Pod: "demo",
 			Command: []string{"sh", "-c", "echo up; exec sleep 600"}, Stdout: true}, Streams{Stdout: out})
@@ -70,7 +71,7 @@ func (e *endless) waitBlocked(t *testing.T) {
 func TestCancelWithStdinBlocked(t *testing.T) {
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+		ctx, cancel := context.WithCancel(testenv.Context(t, 30*time.Second))
 		defer cancel()
 		out := newSyncBuf()
 		in := &endless{}

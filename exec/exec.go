@@ -11,7 +11,6 @@ package exec
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -31,6 +30,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/streaming/pkg/httpstream"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/choice"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeclient"
 )
 
@@ -52,11 +52,7 @@ const (
 
 // ParseTransport parses a --exec-transport value (case-insensitive).
 func ParseTransport(s string) (Transport, error) {
-	switch t := Transport(strings.ToLower(strings.TrimSpace(s))); t {
-	case TransportAuto, TransportWebSocket, TransportSPDY:
-		return t, nil
-	}
-	return "", fmt.Errorf("unknown exec transport %q: want auto, websocket or spdy", s)
+	return choice.Parse("exec transport", s, "", TransportAuto, TransportWebSocket, TransportSPDY)
 }
 
 // Target is what to run and where. An empty Command means attach.

@@ -22,6 +22,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 func TestParseTransport(t *testing.T) {
@@ -65,7 +66,7 @@ func FuzzParseTransport(f *testing.F) {
 func TestStdoutStderrSplit(t *testing.T) {
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx := testCtx(t, 30*time.Second)
+		ctx := testenv.Context(t, 30*time.Second)
 		var out, errb bytes.Buffer
 		res, err := dialer(t, cfg, tr).Stream(ctx, Target{
 			Namespace: "default", Pod: "demo", Container: "shell",
@@ -87,7 +88,7 @@ func TestStdoutStderrSplit(t *testing.T) {
 func TestExitCode(t *testing.T) {
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx := testCtx(t, 30*time.Second)
+		ctx := testenv.Context(t, 30*time.Second)
 		var out bytes.Buffer
 		res, err := dialer(t, cfg, tr).Stream(ctx, Target{
 			Namespace: "default", Pod: "demo",
@@ -109,7 +110,7 @@ func TestExitCode(t *testing.T) {
 // A process killed by a signal reports 128+signal, as container runtimes do.
 func TestSignalExitCode(t *testing.T) {
 	cfg, _ := backend(t)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	var out bytes.Buffer
 	_, err := dialer(t, cfg, TransportSPDY).Stream(ctx, Target{
 		Namespace: "default", Pod: "demo", Command: []string{"sh", "-c", "kill -TERM $$"}, Stdout: true,
@@ -123,11 +124,10 @@ func TestSignalExitCode(t *testing.T) {
 func TestTTYEcho(t *testing.T) {
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx := testCtx(t, 30*time.Second)
+		ctx := testenv.Context(t, 30*time.Second)
 		inR, inW := io.Pipe()
 		defer inR.Close()
-		sizes := newSizeQueue(remotecommand.TerminalSize{Width: 80, Height: 24})
-		defer sizes.Close()
+		sizes := testenv.NewSizeQueue(ctx, remotecommand.TerminalSize{Width: 80, Height: 24})
 		out := newSyncBuf()
 		type result struct {
 			res Result
@@ -163,9 +163,8 @@ func TestTTYEcho(t *testing.T) {
 func TestResize(t *testing.T) {
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx := testCtx(t, 30*time.Second)
-		sizes := newSizeQueue(remotecommand.TerminalSize{Width: 123, Height: 45})
-		defer sizes.Close()
+		ctx := testenv.Context(t, 30*time.Second)
+		sizes := testenv.NewSizeQueue(ctx, remotecommand.TerminalSize{Width: 123, Height: 45})
 		out := newSyncBuf()
 		done := streamAsync(ctx, dialer(t, cfg, tr), Target{
 			Namespace: "default", Pod: "demo",
@@ -175,7 +174,7 @@ func TestResize(t *testing.T) {
 		if got, err := out.waitFor(ctx, func(s string) bool { return strings.Contains(s, "\n") }); err != nil || got != "45 123\r\n" {
 			t.Fatalf("first stty size %q, %v", got, err)
 		}
-		sizes.ch <- remotecommand.TerminalSize{Width: 100, Height: 30}
+		sizes.Resize(remotecommand.TerminalSize{Width: 100, Height: 30})
 		if err := <-done; err != nil {
 			t.Fatalf("Stream: %v", err)
 		}
@@ -192,7 +191,7 @@ func TestResize(t *testing.T) {
 func TestStdin(t *testing.T) {
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx := testCtx(t, 30*time.Second)
+		ctx := testenv.Context(t, 30*time.Second)
 		cmd := []string{"cat"}
 		if tr == TransportWebSocket {
 			cmd = []string{"head", "-c", "11"}
@@ -259,7 +258,7 @@ func TestSeqByteExact(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr Transport) {
 		d := dialer(t, cfg, tr)
 		for i := range runs {
-			ctx := testCtx(t, 60*time.Second)
+			ctx := testenv.Context(t, 60*time.Second)
 			w := &seqWriter{h: sha256.New()}
 			start := time.Now()
 			_, err := d.Stream(ctx, Target{
@@ -281,7 +280,7 @@ func TestSeqByteExact(t *testing.T) {
 func TestCancelKillsProcess(t *testing.T) {
 	cfg, srv := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+		ctx, cancel := context.WithCancel(testenv.Context(t, 30*time.Second))
 		out := newSyncBuf()
 		done := streamAsync(ctx, dialer(t, cfg, tr), Target{
 			Namespace: "default", Pod: "demo",
@@ -321,7 +320,7 @@ func TestCancelKillsProcess(t *testing.T) {
 func TestAttach(t *testing.T) {
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+		ctx, cancel := context.WithCancel(testenv.Context(t, 30*time.Second))
 		defer cancel()
 		out := newSyncBuf()
 		inR, inW := io.Pipe()
@@ -352,7 +351,7 @@ func TestAttach(t *testing.T) {
 func TestContainerEnvAndDefault(t *testing.T) {
 	cfg, _ := backend(t)
 	d := dialer(t, cfg, TransportAuto)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	var out bytes.Buffer
 	// A single-container pod needs no container name.
 	if _, err := d.Stream(ctx, Target{Namespace: "default", Pod: "demo", Command: []string{"sh", "-c", "echo $HOSTNAME"}, Stdout: true}, Streams{Stdout: &out}); err != nil || out.String() != "demo\n" {
@@ -371,7 +370,7 @@ func TestContainerEnvAndDefault(t *testing.T) {
 func TestNotFound(t *testing.T) {
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx := testCtx(t, 30*time.Second)
+		ctx := testenv.Context(t, 30*time.Second)
 		d := dialer(t, cfg, tr)
 		var out bytes.Buffer
 		_, err := d.Stream(ctx, Target{Namespace: "default", Pod: "nope", Command: []string{"true"}, Stdout: true}, Streams{Stdout: &out})
@@ -388,7 +387,7 @@ func TestNotFound(t *testing.T) {
 func TestGetPod(t *testing.T) {
 	cfg, _ := backend(t)
 	d := dialer(t, cfg, TransportAuto)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	pod, err := d.GetPod(ctx, "team", "two")
 	if err != nil {
 		t.Fatal(err)
@@ -416,7 +415,7 @@ func TestGetPodAsksForProtobuf(t *testing.T) {
 		fmt.Fprint(w, `{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"ns"},"spec":{"nodeName":"n"}}`)
 	}))
 	t.Cleanup(hs.Close)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	jsonOnly := &rest.Config{Host: hs.URL}
 	jsonOnly.AcceptContentTypes = "application/json"
 	for _, c := range []struct {
@@ -445,7 +444,7 @@ func TestGetPodAsksForProtobuf(t *testing.T) {
 func TestStreamChecks(t *testing.T) {
 	cfg, _ := backend(t)
 	d := dialer(t, cfg, TransportAuto)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	var out bytes.Buffer
 	for name, c := range map[string]struct {
 		t Target
@@ -479,9 +478,8 @@ func TestSeqTTYByteExact(t *testing.T) {
 	wantSum := h.Sum(nil)
 	cfg, _ := backend(t)
 	eachTransport(t, func(t *testing.T, tr Transport) {
-		ctx := testCtx(t, 60*time.Second)
-		sizes := newSizeQueue(remotecommand.TerminalSize{Width: 80, Height: 24})
-		defer sizes.Close()
+		ctx := testenv.Context(t, 60*time.Second)
+		sizes := testenv.NewSizeQueue(ctx, remotecommand.TerminalSize{Width: 80, Height: 24})
 		w := &seqWriter{h: sha256.New()}
 		_, err := dialer(t, cfg, tr).Stream(ctx, Target{
 			Namespace: "default", Pod: "demo", Command: []string{"seq", "1", strconv.Itoa(n)}, TTY: true, Stdout: true,
@@ -536,7 +534,7 @@ func TestGetPodRetriesNoAnswer(t *testing.T) {
 		return requests["/api/v1/namespaces/ns/pods/"+name]
 	}
 	d := dialer(t, &rest.Config{Host: hs.URL, Timeout: 300 * time.Millisecond}, TransportAuto)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 
 	got, err := d.GetPod(ctx, "ns", "slow")
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 
 	"go.uber.org/goleak"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
@@ -64,14 +63,6 @@ func dialer(t *testing.T, cfg *rest.Config, tr Transport) *Dialer {
 		t.Fatal(err)
 	}
 	return d
-}
-
-// testCtx bounds a test so that a hang fails instead of eating the suite's
-// timeout.
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // expectTransport is what carries a session to localexec: it has no v5,
@@ -126,32 +117,6 @@ func (s *syncBuf) waitFor(ctx context.Context, ok func(string) bool) (string, er
 		}
 	}
 }
-
-// sizeQueue hands sizes to client-go until closed.
-type sizeQueue struct {
-	ch   chan remotecommand.TerminalSize
-	done chan struct{}
-	once sync.Once
-}
-
-func newSizeQueue(initial ...remotecommand.TerminalSize) *sizeQueue {
-	q := &sizeQueue{ch: make(chan remotecommand.TerminalSize, 8), done: make(chan struct{})}
-	for _, s := range initial {
-		q.ch <- s
-	}
-	return q
-}
-
-func (q *sizeQueue) Next() *remotecommand.TerminalSize {
-	select {
-	case s := <-q.ch:
-		return &s
-	case <-q.done:
-		return nil
-	}
-}
-
-func (q *sizeQueue) Close() { q.once.Do(func() { close(q.done) }) }
 
 // streamAsync runs d.Stream in a goroutine; the channel gets its error.
 func streamAsync(ctx context.Context, d *Dialer, tgt Target, s Streams) <-chan error {

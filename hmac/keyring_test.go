@@ -42,16 +42,6 @@ func newTestKeyring(t *testing.T, opts KeyringOptions) (*Keyring, *syncBuffer) {
 	return k, logs
 }
 
-// waitChange waits for the next key-set change after ch was taken.
-func waitChange(t *testing.T, ch <-chan struct{}) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no keyring change within 5s")
-	}
-}
-
 func TestKeyringLoadsSecretVolume(t *testing.T) {
 	dir := t.TempDir()
 	filewatchtest.WriteSecretDir(t, dir, map[string][]byte{
@@ -196,7 +186,7 @@ func TestKeyringDirectoryDeletedAndRecreated(t *testing.T) {
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	waitChange(t, ch)
+	filewatchtest.WaitChange(t, ch, "keyring")
 	k.reload() // settle: the watch may still be catching up with RemoveAll
 	// Deleted: the key is in its grace period, not dropped.
 	if !k.Ready() {
@@ -267,7 +257,7 @@ func TestKeyringCorruptKeyKeepsPreviousForGrace(t *testing.T) {
 
 	ch := k.Changed()
 	filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"key": []byte("oops\n")})
-	waitChange(t, ch)
+	filewatchtest.WaitChange(t, ch, "keyring")
 	if !k.Ready() {
 		t.Fatal("the last good key was dropped at once")
 	}

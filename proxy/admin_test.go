@@ -172,28 +172,25 @@ func TestAdminRevokeEndsSessionWithinASecond(t *testing.T) {
 // write toward it stalls) still has its process gone within 1 s of the
 // DELETE: the exec is cancelled before the client is told why.
 func TestAdminRevokeStalledClient(t *testing.T) {
-	for _, tr := range upstreams {
-		t.Run(string(tr), func(t *testing.T) {
-			h := newHarnessVia(t, tr, nil)
-			admin := h.adminServer()
-			h.dialClaims(ProtocolV4, withSubject("alice", "s-1", true), "yes") // never read
-			if err := h.waitProcesses(10*time.Second, 1); err != nil {
-				t.Fatal(err)
-			}
-			h.waitStalled(t, admin)
-			start := time.Now()
-			if code := adminCall(t, "DELETE", admin+"/sessions/s-1", h.adminToken(hmac.ScopeSessionsRevoke), nil); code != 200 {
-				t.Fatalf("DELETE: %d", code)
-			}
-			if err := h.waitProcesses(time.Second-time.Since(start), 0); err != nil {
-				t.Fatalf("%v (revoked %v ago)", err, time.Since(start))
-			}
-			t.Logf("process gone %v after the DELETE", time.Since(start))
-			if closed := h.log.wait(t, 5*time.Second, "session closed"); closed["reason"] != "revoked" {
-				t.Fatalf("closed line %v", closed)
-			}
-		})
-	}
+	eachUpstream(t, nil, func(t *testing.T, h *harness) {
+		admin := h.adminServer()
+		h.dialClaims(ProtocolV4, withSubject("alice", "s-1", true), "yes") // never read
+		if err := h.waitProcesses(10*time.Second, 1); err != nil {
+			t.Fatal(err)
+		}
+		h.waitStalled(t, admin)
+		start := time.Now()
+		if code := adminCall(t, "DELETE", admin+"/sessions/s-1", h.adminToken(hmac.ScopeSessionsRevoke), nil); code != 200 {
+			t.Fatalf("DELETE: %d", code)
+		}
+		if err := h.waitProcesses(time.Second-time.Since(start), 0); err != nil {
+			t.Fatalf("%v (revoked %v ago)", err, time.Since(start))
+		}
+		t.Logf("process gone %v after the DELETE", time.Since(start))
+		if closed := h.log.wait(t, 5*time.Second, "session closed"); closed["reason"] != "revoked" {
+			t.Fatalf("closed line %v", closed)
+		}
+	})
 }
 
 // waitStalled polls the admin list until the only session's output has

@@ -673,21 +673,22 @@ func TestSPDYRetryRedactsOrigin(t *testing.T) {
 // code in its Status body, never an empty one.
 func TestRefusalReasons(t *testing.T) {
 	t.Parallel()
-	want := map[string]metav1.StatusReason{
-		"StatusBadRequest": metav1.StatusReasonBadRequest, "StatusUnauthorized": metav1.StatusReasonUnauthorized,
-		"StatusForbidden": metav1.StatusReasonForbidden, "StatusNotFound": metav1.StatusReasonNotFound,
-		"StatusConflict": metav1.StatusReasonConflict, "StatusTooManyRequests": metav1.StatusReasonTooManyRequests,
-		"StatusNotImplemented": metav1.StatusReasonInternalError, "StatusBadGateway": metav1.StatusReasonInternalError,
-		"StatusServiceUnavailable": metav1.StatusReasonServiceUnavailable,
-		"StatusGone":               metav1.StatusReasonGone, "StatusRequestedRangeNotSatisfiable": metav1.StatusReasonBadRequest,
+	type code struct {
+		status int
+		reason metav1.StatusReason
 	}
-	codes := map[string]int{
-		"StatusBadRequest": http.StatusBadRequest, "StatusUnauthorized": http.StatusUnauthorized,
-		"StatusForbidden": http.StatusForbidden, "StatusNotFound": http.StatusNotFound,
-		"StatusConflict": http.StatusConflict, "StatusTooManyRequests": http.StatusTooManyRequests,
-		"StatusNotImplemented": http.StatusNotImplemented, "StatusBadGateway": http.StatusBadGateway,
-		"StatusServiceUnavailable": http.StatusServiceUnavailable,
-		"StatusGone":               http.StatusGone, "StatusRequestedRangeNotSatisfiable": http.StatusRequestedRangeNotSatisfiable,
+	want := map[string]code{
+		"StatusBadRequest":                   {http.StatusBadRequest, metav1.StatusReasonBadRequest},
+		"StatusUnauthorized":                 {http.StatusUnauthorized, metav1.StatusReasonUnauthorized},
+		"StatusForbidden":                    {http.StatusForbidden, metav1.StatusReasonForbidden},
+		"StatusNotFound":                     {http.StatusNotFound, metav1.StatusReasonNotFound},
+		"StatusConflict":                     {http.StatusConflict, metav1.StatusReasonConflict},
+		"StatusTooManyRequests":              {http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests},
+		"StatusNotImplemented":               {http.StatusNotImplemented, metav1.StatusReasonInternalError},
+		"StatusBadGateway":                   {http.StatusBadGateway, metav1.StatusReasonInternalError},
+		"StatusServiceUnavailable":           {http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable},
+		"StatusGone":                         {http.StatusGone, metav1.StatusReasonGone},
+		"StatusRequestedRangeNotSatisfiable": {http.StatusRequestedRangeNotSatisfiable, metav1.StatusReasonBadRequest},
 	}
 	entries, err := os.ReadDir(".")
 	if err != nil {
@@ -719,10 +720,10 @@ func TestRefusalReasons(t *testing.T) {
 	if found < len(want) {
 		t.Errorf("read %d refusal codes out of the source, want at least %d", found, len(want))
 	}
-	for name, reason := range want {
-		st := (&rejection{status: codes[name], message: "why"}).body()
-		if st.Reason != reason || st.Reason == "" || int(st.Code) != codes[name] || st.Message != "why" {
-			t.Errorf("%s: Status %+v, want reason %q", name, st, reason)
+	for name, c := range want {
+		st := (&rejection{status: c.status, message: "why"}).body()
+		if st.Reason != c.reason || st.Reason == "" || int(st.Code) != c.status || st.Message != "why" {
+			t.Errorf("%s: Status %+v, want reason %q", name, st, c.reason)
 		}
 	}
 }

@@ -17,13 +17,9 @@ import (
 // opened line names the session; the closed line's counters, exit code,
 // close code, duration and reason are checked for each ending.
 func TestClosedLineForEachEnding(t *testing.T) {
-	echo := func(t *testing.T, _ *harness, ws *websocket.Conn) {
+	hi := func(t *testing.T, _ *harness, ws *websocket.Conn) {
 		t.Helper()
-		ws.WriteMessage(websocket.BinaryMessage, []byte("\x00hi\n"))
-		ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-		if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "\x01hi\n" {
-			t.Fatalf("echo: %q %v", msg, err)
-		}
+		echo(t, ws, "hi\n")
 	}
 	type want struct {
 		reason         string
@@ -40,49 +36,49 @@ func TestClosedLineForEachEnding(t *testing.T) {
 	}{
 		// head, not cat closed by v5's half-close: a v4 WebSocket upstream
 		// cannot half-close.
-		{"exit0", nil, []string{"head", "-c", "3"}, echo, want{reason: "exited", exit: 0, close: 1000, in: 3, out: 3}},
+		{"exit0", nil, []string{"head", "-c", "3"}, hi, want{reason: "exited", exit: 0, close: 1000, in: 3, out: 3}},
 		{"exitN", nil, []string{"sh", "-c", "exit 3"}, nil, want{reason: "exited", exit: 3, close: 1000}},
 		{"signal", nil, []string{"sh", "-c", "kill -9 $$"}, nil, want{reason: "exited", exit: 137, close: 1000}},
 		{"client_close", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
-			echo(t, h, ws)
+			hi(t, h, ws)
 			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"), time.Now().Add(5*time.Second))
 		}, want{reason: "client_closed_4000", exit: -1, close: 4000, in: 3, out: 3}},
 		{"client_vanish", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
-			echo(t, h, ws)
+			hi(t, h, ws)
 			ws.NetConn().Close()
 		}, want{reason: "client_gone", exit: -1, close: 1006, in: 3, out: 3}},
-		{"idle", func(c *Config) { c.IdleTimeout = 500 * time.Millisecond }, []string{"cat"}, echo,
+		{"idle", func(c *Config) { c.IdleTimeout = 500 * time.Millisecond }, []string{"cat"}, hi,
 			want{reason: "idle_timeout", exit: -1, close: 1008, in: 3, outGE: 4}},
-		{"lifetime", func(c *Config) { c.MaxLifetime = time.Second }, []string{"cat"}, echo,
+		{"lifetime", func(c *Config) { c.MaxLifetime = time.Second }, []string{"cat"}, hi,
 			want{reason: "max_lifetime", exit: -1, close: 1008, in: 3, outGE: 4}},
 		{"max_message", func(c *Config) { c.MaxMessageSize = 1024 }, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
-			echo(t, h, ws)
+			hi(t, h, ws)
 			ws.WriteMessage(websocket.BinaryMessage, make([]byte, 2048))
 		}, want{reason: "message_too_big", exit: -1, close: 1009, in: 3, out: 3}},
 		{"drain", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
-			echo(t, h, ws)
+			hi(t, h, ws)
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
 			go h.srv.Drain(ctx)
 		}, want{reason: "shutdown", exit: -1, close: 1001, in: 3, outGE: 4}},
 		{"backend_cut", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
-			echo(t, h, ws)
+			hi(t, h, ws)
 			h.cut.Cut()
 		}, want{reason: "exec_failed", exit: -1, close: 1011, in: 3, out: 3, err: true}},
 		// A client that reads but never answers a ping.
 		{"ping_timeout", func(c *Config) { c.PingInterval = 200 * time.Millisecond }, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
 			ws.SetPingHandler(func(string) error { return nil })
-			echo(t, h, ws)
+			hi(t, h, ws)
 		}, want{reason: "ping_timeout", exit: -1, close: 1006, in: 3, out: 3}},
 		// A continuation frame with no message to continue: gorilla
 		// answers 1002 itself.
 		{"protocol_error", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
-			echo(t, h, ws)
+			hi(t, h, ws)
 			ws.NetConn().Write(rawFrame(0, true, []byte("x")))
 		}, want{reason: "protocol_error", exit: -1, close: 1002, in: 3, out: 3}},
 		// v5 is binary: a text frame is refused with 1003.
 		{"wrong_frame_type", nil, []string{"cat"}, func(t *testing.T, h *harness, ws *websocket.Conn) {
-			echo(t, h, ws)
+			hi(t, h, ws)
 			ws.WriteMessage(websocket.TextMessage, []byte("\x00hi\n"))
 		}, want{reason: "protocol_error", exit: -1, close: 1003, in: 3, out: 3}},
 		// A client that stops reading while the process writes: the write

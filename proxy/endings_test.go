@@ -28,6 +28,16 @@ const endBound = 3 * time.Second
 // are tested on (auto is SPDY toward localexec, which has no v5).
 var upstreams = []exec.Transport{exec.TransportWebSocket, exec.TransportSPDY}
 
+// eachUpstream runs f in a subtest per upstream transport, on a harness
+// whose exec goes to the backend over that transport (mod as for
+// newHarness).
+func eachUpstream(t *testing.T, mod func(*Config), f func(t *testing.T, h *harness)) {
+	t.Helper()
+	for _, tr := range upstreams {
+		t.Run(string(tr), func(t *testing.T) { f(t, newHarnessVia(t, tr, mod)) })
+	}
+}
+
 // clientProtocols are the client protocols with binary frames.
 var clientProtocols = []string{ProtocolV5, ProtocolV4, ProtocolV1}
 
@@ -219,23 +229,20 @@ func TestBusyProcessKeepsSession(t *testing.T) {
 // within two ping periods plus a second.
 func TestDeadClientStopsExec(t *testing.T) {
 	const ping = 200 * time.Millisecond
-	for _, tr := range upstreams {
-		t.Run(string(tr), func(t *testing.T) {
-			h := newHarnessVia(t, tr, func(c *Config) { c.PingInterval = ping })
-			start := time.Now()
-			h.dial(ProtocolV4, "yes") // never read: no pong, no output taken
-			if err := h.waitProcesses(10*time.Second, 1); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.waitProcesses(2*ping+time.Second-time.Since(start), 0); err != nil {
-				t.Fatalf("%v (dead client since %v)", err, time.Since(start))
-			}
-			closed := h.log.wait(t, 5*time.Second, "session closed")
-			if closed["reason"] != "ping_timeout" {
-				t.Fatalf("reason %v, want ping_timeout", closed["reason"])
-			}
-		})
-	}
+	eachUpstream(t, func(c *Config) { c.PingInterval = ping }, func(t *testing.T, h *harness) {
+		start := time.Now()
+		h.dial(ProtocolV4, "yes") // never read: no pong, no output taken
+		if err := h.waitProcesses(10*time.Second, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.waitProcesses(2*ping+time.Second-time.Since(start), 0); err != nil {
+			t.Fatalf("%v (dead client since %v)", err, time.Since(start))
+		}
+		closed := h.log.wait(t, 5*time.Second, "session closed")
+		if closed["reason"] != "ping_timeout" {
+			t.Fatalf("reason %v, want ping_timeout", closed["reason"])
+		}
+	})
 }
 
 // Item 3: a status longer than a frame stays valid JSON.
@@ -306,11 +313,7 @@ func TestCutUpstreamReportsFailure(t *testing.T) {
 			t.Run(string(tr)+"/"+proto, func(t *testing.T) {
 				h := newHarnessCut(t, tr, nil)
 				ws := h.dial(proto, "cat")
-				ws.WriteMessage(websocket.BinaryMessage, []byte("\x00before-cut\n"))
-				ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-				if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "\x01before-cut\n" {
-					t.Fatalf("echo: %q %v", msg, err)
-				}
+				echo(t, ws, "before-cut\n")
 				h.cut.Cut()
 				e := readToEnd(ws, 30*time.Second)
 				if e.code != websocket.CloseInternalServerErr {
@@ -417,41 +420,35 @@ func (h *harness) drainWithin(t *testing.T, grace, bound time.Duration) {
 
 // Item 8: a client that never reads cannot stretch the drain.
 func TestDrainBoundedWithNonReadingClient(t *testing.T) {
-	for _, tr := range upstreams {
-		t.Run(string(tr), func(t *testing.T) {
-			h := newHarnessVia(t, tr, nil)
-			h.dial(ProtocolV4, "yes") // never read
-			if err := h.waitProcesses(10*time.Second, 1); err != nil {
-				t.Fatal(err)
-			}
-			h.drainWithin(t, 300*time.Millisecond, endBound)
-			if err := h.waitProcesses(endBound, 0); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+	eachUpstream(t, nil, func(t *testing.T, h *harness) {
+		h.dial(ProtocolV4, "yes") // never read
+		if err := h.waitProcesses(10*time.Second, 1); err != nil {
+			t.Fatal(err)
+		}
+		h.drainWithin(t, 300*time.Millisecond, endBound)
+		if err := h.waitProcesses(endBound, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // Item 9: a client that vanishes while its stdin is blocked takes its
 // process along within two ping periods plus a second.
 func TestVanishedClientWithStdinBlocked(t *testing.T) {
 	const ping = 200 * time.Millisecond
-	for _, tr := range upstreams {
-		t.Run(string(tr), func(t *testing.T) {
-			h := newHarnessVia(t, tr, func(c *Config) { c.PingInterval = ping })
-			ws, _, sent := h.blockedStdin(t, ProtocolV5)
-			select {
-			case n := <-sent:
-				t.Logf("the client's stdin stalled after %d bytes", n)
-			case <-time.After(30 * time.Second):
-				t.Fatal("the client's stdin never stalled")
-			}
-			gone := time.Now()
-			ws.NetConn().(*net.TCPConn).SetLinger(0)
-			ws.NetConn().Close()
-			if err := h.waitProcesses(2*ping+time.Second, 0); err != nil {
-				t.Fatalf("%v (client gone %v ago)", err, time.Since(gone))
-			}
-		})
-	}
+	eachUpstream(t, func(c *Config) { c.PingInterval = ping }, func(t *testing.T, h *harness) {
+		ws, _, sent := h.blockedStdin(t, ProtocolV5)
+		select {
+		case n := <-sent:
+			t.Logf("the client's stdin stalled after %d bytes", n)
+		case <-time.After(30 * time.Second):
+			t.Fatal("the client's stdin never stalled")
+		}
+		gone := time.Now()
+		ws.NetConn().(*net.TCPConn).SetLinger(0)
+		ws.NetConn().Close()
+		if err := h.waitProcesses(2*ping+time.Second, 0); err != nil {
+			t.Fatalf("%v (client gone %v ago)", err, time.Since(gone))
+		}
+	})
 }

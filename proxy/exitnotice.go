@@ -2,7 +2,8 @@ package proxy
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/choice"
 )
 
 // ExitNotice says when the exit status is also written to the terminal.
@@ -24,13 +25,7 @@ const (
 
 // ParseExitNotice parses an --exit-notice value; "" is ExitNoticeDefault.
 func ParseExitNotice(s string) (ExitNotice, error) {
-	switch n := ExitNotice(strings.ToLower(strings.TrimSpace(s))); n {
-	case ExitNoticeAuto, ExitNoticeAlways, ExitNoticeNever:
-		return n, nil
-	case "":
-		return ExitNoticeDefault, nil
-	}
-	return "", fmt.Errorf("unknown exit notice %q: want auto, always or never", s)
+	return choice.Parse("exit notice", s, ExitNoticeDefault, ExitNoticeAuto, ExitNoticeAlways, ExitNoticeNever)
 }
 
 // exitNotice writes "[k8s-ws-proxy] process exited with code N" to the

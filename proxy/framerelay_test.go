@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -53,19 +51,7 @@ func TestFrameRelayRecutsToFrameLimit(t *testing.T) {
 	t.Parallel()
 	const limit = 100
 	h, cf := newRelayHarness(t, limit)
-	ws := h.dial(ProtocolV5, "seq", "1", "20000")
-	ws.WriteMessage(websocket.BinaryMessage, []byte{chanClose, chanStdin})
-	out, status := readAll(t, ws, limit, binaryFrame)
-	var want bytes.Buffer
-	for i := 1; i <= 20000; i++ {
-		want.WriteString(strconv.Itoa(i) + "\n")
-	}
-	if !bytes.Equal(out, want.Bytes()) {
-		t.Fatalf("got %d bytes of output, want %d", len(out), want.Len())
-	}
-	if status != `{"metadata":{},"status":"Success"}` {
-		t.Fatalf("status %q", status)
-	}
+	seqInFrames(t, h, limit)
 	if cf.frames.Load() != 1 || cf.demux.Load() != 0 {
 		t.Fatalf("relay %d, demux %d sessions: want the frame relay", cf.frames.Load(), cf.demux.Load())
 	}
@@ -118,36 +104,7 @@ func TestFrameRelayKeepsUTF8WholeAndStatusLast(t *testing.T) {
 
 func TestFrameRelayStdinEchoAndDrain(t *testing.T) {
 	h, cf := newRelayHarness(t, 0)
-	ws := h.dial(ProtocolV4, "cat")
-	ws.WriteMessage(websocket.BinaryMessage, []byte("\x00hi\n"))
-	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "\x01hi\n" {
-		t.Fatalf("echo: %q %v", msg, err)
-	}
-	expired, cancel := contextWithTimeout(0)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { h.srv.Drain(expired); close(done) }()
-	var status string
-	for {
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-				t.Fatalf("closed with %v, want 1001", err)
-			}
-			break
-		}
-		if msg[0] == chanError {
-			status = string(msg[1:])
-		}
-	}
-	<-done
-	if !strings.Contains(status, "shutting down") {
-		t.Fatalf("status %q", status)
-	}
-	if n := h.srv.ActiveSessions(); n != 0 {
-		t.Fatalf("%d sessions after drain", n)
-	}
+	echoThenDrain(t, h)
 	if cf.frames.Load() != 1 {
 		t.Fatal("session did not take the frame relay")
 	}

@@ -61,38 +61,48 @@ func (ss *session) startTimers() (stop func()) {
 		timers = append(timers, idle)
 	}
 	if cfg.PingInterval > 0 && ss.res == nil { // a resumable session pings each connection (resume.go)
-		ss.extendReadDeadline()
-		ss.conn.SetPongHandler(func(string) error { ss.extendReadDeadline(); return nil })
-		ss.conn.SetPingHandler(func(data string) error {
-			ss.extendReadDeadline()
-			err := ss.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteTimeout))
-			if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
-				return err
-			}
-			return nil
-		})
-		var ping *time.Timer
-		ping = time.AfterFunc(cfg.PingInterval, func() {
-			if ss.ctx.Err() != nil {
-				return
-			}
-			if err := ss.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				if !errors.Is(err, websocket.ErrCloseSent) {
-					// The client's connection is broken (or takes no byte
-					// for WriteTimeout): the only sign of a vanished client
-					// while the read loop waits for a process to take stdin.
-					ss.setEndReason("client_gone")
-					ss.clientGone()
-				}
-				return
-			}
-			ping.Reset(cfg.PingInterval)
-		})
-		timers = append(timers, ping)
+		timers = append(timers, ss.armPings(ss.conn, func() {
+			// The client's connection is broken (or takes no byte for
+			// WriteTimeout): the only sign of a vanished client while the
+			// read loop waits for a process to take stdin.
+			ss.setEndReason("client_gone")
+			ss.clientGone()
+		}))
 	}
 	return func() {
 		for _, t := range timers {
 			t.Stop()
 		}
 	}
+}
+
+// armPings answers the client's pings, extends the read deadline on its
+// pongs and pings conn every PingInterval until the session ends; a ping
+// that cannot be written (other than after our close) calls broken once.
+func (ss *session) armPings(conn *websocket.Conn, broken func()) *time.Timer {
+	cfg := ss.cfg
+	ss.extendReadDeadline()
+	conn.SetPongHandler(func(string) error { ss.extendReadDeadline(); return nil })
+	conn.SetPingHandler(func(data string) error {
+		ss.extendReadDeadline()
+		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteTimeout))
+		if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
+			return err
+		}
+		return nil
+	})
+	var ping *time.Timer
+	ping = time.AfterFunc(cfg.PingInterval, func() {
+		if ss.ctx.Err() != nil {
+			return
+		}
+		if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+			if !errors.Is(err, websocket.ErrCloseSent) {
+				broken()
+			}
+			return
+		}
+		ping.Reset(cfg.PingInterval)
+	})
+	return ping
 }

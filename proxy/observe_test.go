@@ -49,16 +49,6 @@ func (h *harness) dialObserver(protocol, tok string, inPath bool) (*websocket.Co
 	return ws, resp, err
 }
 
-// readUntil reads frames of channel until their payloads contain want.
-func readUntil(t *testing.T, ws *websocket.Conn, channel byte, want string) string {
-	t.Helper()
-	got, err := testenv.ReadChannel(ws, channel, want, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
 // An observer over v5 (and over v4 with the token in the pod segment, as
 // guacd sends it) first gets the scrollback, then live output; its stdin
 // and resizes never reach the process and are counted; it is listed by
@@ -82,14 +72,14 @@ func TestObserverScrollbackThenLive(t *testing.T) {
 			if got := resp.Header.Get("Sec-Websocket-Protocol"); got != c.proto {
 				t.Fatalf("observer protocol %q", got)
 			}
-			if got := readUntil(t, obs, chanStdout, "before\n"); got != "before\n" {
+			if got := testenv.ReadChannel(t, obs, chanStdout, "before\n"); got != "before\n" {
 				t.Fatalf("scrollback %q", got)
 			}
 			// Read-only: none of this may reach cat.
 			obs.WriteMessage(websocket.BinaryMessage, []byte("\x00typed by the observer\n"))
 			obs.WriteMessage(websocket.BinaryMessage, append([]byte{chanResize}, `{"Width":10,"Height":5}`...))
 			echo(t, owner, "live\n")
-			if got := readUntil(t, obs, chanStdout, "live\n"); got != "live\n" {
+			if got := testenv.ReadChannel(t, obs, chanStdout, "live\n"); got != "live\n" {
 				t.Fatalf("live output %q", got)
 			}
 
@@ -142,17 +132,17 @@ func TestObserverNotice(t *testing.T) {
 	h := newHarness(t, nil)
 	owner := h.dialClaims(ProtocolV5, withSubject("alice", "s-n", true), "cat")
 	owner.WriteMessage(websocket.BinaryMessage, []byte("\x00ready\r"))
-	readUntil(t, owner, chanStdout, "ready")
+	testenv.ReadChannel(t, owner, chanStdout, "ready")
 	obs, resp, err := h.dialObserver(ProtocolV5, h.observeToken("s-n", "bob\x1b[2J", true, nil, "cat"), false)
 	if err != nil {
 		t.Fatalf("observer dial: %v %v", err, resp)
 	}
-	got := readUntil(t, owner, chanStdout, "observers now: 1\r\n")
+	got := testenv.ReadChannel(t, owner, chanStdout, "observers now: 1\r\n")
 	if !strings.Contains(got, "[k8s-ws-proxy] bob?[2J is now watching this session (read-only); observers now: 1") {
 		t.Fatalf("join notice %q", got)
 	}
 	obs.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	got = readUntil(t, owner, chanStdout, "observers now: 0\r\n")
+	got = testenv.ReadChannel(t, owner, chanStdout, "observers now: 0\r\n")
 	if !strings.Contains(got, "bob?[2J stopped watching this session; observers now: 0") {
 		t.Fatalf("leave notice %q", got)
 	}

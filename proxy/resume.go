@@ -181,6 +181,18 @@ func (r *resumeState) signalLocked() {
 	r.changed = make(chan struct{})
 }
 
+// waitLocked gives up r.mu until the next signalLocked or done, and takes
+// it again.
+func (r *resumeState) waitLocked(done <-chan struct{}) {
+	ch := r.changed
+	r.mu.Unlock()
+	select {
+	case <-ch:
+	case <-done:
+	}
+	r.mu.Lock()
+}
+
 // held is the range of output offsets the buffer holds.
 func (r *resumeState) heldLocked() (from, to int64) {
 	return r.added - int64(r.back.bytes), r.added
@@ -263,23 +275,16 @@ func (ss *session) sendResumable(channel byte, p []byte, whole, process bool) (i
 	if len(p) == 0 {
 		return 0, nil
 	}
-	recorded := process && ss.rec != nil && ss.rec.required
-	if recorded {
-		ss.recordOutput(channel, p)
-		if ss.rec.stopped.Load() {
-			return 0, errRecordingFailed
-		}
+	recorded, err := ss.recordFirst(channel, p, process)
+	if err != nil {
+		return 0, err
 	}
 	r.mu.Lock()
 	r.back.add(tapChunk{channel: channel, b: slices.Clone(p)}, r.limit, false)
 	r.added += int64(len(p))
 	attached := r.attached
 	r.mu.Unlock()
-	if recorded {
-		ss.fanOutput(channel, p)
-	} else {
-		ss.tapOutput(channel, p)
-	}
+	ss.passOn(recorded, channel, p)
 	ss.addOutput(len(p))
 	if attached {
 		_, _ = ss.writeFramesLocked(channel, p, whole) // a failure detaches (writeFailed)
@@ -319,13 +324,8 @@ func dropReason(p wireProtocol, err error) (string, bool) {
 // detached a resumable session's connection (or the connection was
 // already detached or taken over), which leaves the session running.
 func (ss *session) resumeOnDrop(err error) bool {
-	r := ss.res
+	r := ss.lockResumable()
 	if r == nil {
-		return false
-	}
-	r.mu.Lock()
-	if r.ended {
-		r.mu.Unlock()
 		return false
 	}
 	if !r.attached || r.cur != ss.conn {
@@ -345,13 +345,8 @@ func (ss *session) resumeOnDrop(err error) bool {
 
 // resumeOnWriteFailure is writeFailed's hook (the write lock is held).
 func (ss *session) resumeOnWriteFailure() bool {
-	r := ss.res
+	r := ss.lockResumable()
 	if r == nil {
-		return false
-	}
-	r.mu.Lock()
-	if r.ended {
-		r.mu.Unlock()
 		return false
 	}
 	if r.attached && r.cur == ss.conn {
@@ -360,6 +355,21 @@ func (ss *session) resumeOnWriteFailure() bool {
 	r.mu.Unlock()
 	ss.conn.Close()
 	return true
+}
+
+// lockResumable returns the resume state locked, or nil (nothing locked)
+// when the session is not resumable or its resumable life has ended.
+func (ss *session) lockResumable() *resumeState {
+	r := ss.res
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	if r.ended {
+		r.mu.Unlock()
+		return nil
+	}
+	return r
 }
 
 // connLost detaches conn if it is still the attached one (a failed ping).
@@ -452,29 +462,7 @@ func (ss *session) startPings(conn *websocket.Conn) {
 		return
 	}
 	ss.readExtended.Store(0)
-	ss.extendReadDeadline()
-	conn.SetPongHandler(func(string) error { ss.extendReadDeadline(); return nil })
-	conn.SetPingHandler(func(data string) error {
-		ss.extendReadDeadline()
-		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteTimeout))
-		if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
-			return err
-		}
-		return nil
-	})
-	var ping *time.Timer
-	ping = time.AfterFunc(cfg.PingInterval, func() {
-		if ss.ctx.Err() != nil {
-			return
-		}
-		if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-			if !errors.Is(err, websocket.ErrCloseSent) {
-				ss.connLost(conn, "client_gone")
-			}
-			return
-		}
-		ping.Reset(cfg.PingInterval)
-	})
+	ping := ss.armPings(conn, func() { ss.connLost(conn, "client_gone") })
 	ss.res.mu.Lock()
 	ss.res.ping = ping
 	ss.res.mu.Unlock()
@@ -493,13 +481,7 @@ func (ss *session) awaitAttach() bool {
 	r.idle = true
 	r.signalLocked()
 	for r.pending == nil && !r.ended && ss.ctx.Err() == nil {
-		ch := r.changed
-		r.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ss.ctx.Done():
-		}
-		r.mu.Lock()
+		r.waitLocked(ss.ctx.Done())
 	}
 	a := r.pending
 	r.pending = nil
@@ -577,13 +559,7 @@ func (ss *session) waitReattach() {
 	}
 	r.mu.Lock()
 	for !r.ended && (!r.attached || r.claimed) && ss.ctx.Err() == nil {
-		ch := r.changed
-		r.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ss.ctx.Done():
-		}
-		r.mu.Lock()
+		r.waitLocked(ss.ctx.Done())
 	}
 	r.ended = true
 	if r.timer != nil {

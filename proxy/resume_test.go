@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // newResumeHarness is newHarness whose cleanup first ends every session:
@@ -53,6 +54,16 @@ func resumeClaims(sub, sid string, command ...string) hmac.Claims {
 
 // dialResume opens a connection with claims c; offset < 0 sends no
 // resume-offset.
+// startResumable opens a new resumable session of alice's over v5.
+func (h *harness) startResumable(t *testing.T, sid string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := h.dialResume(ProtocolV5, resumableClaims("alice", sid), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}
+
 func (h *harness) dialResume(protocol string, c hmac.Claims, offset int64) (*websocket.Conn, *http.Response, error) {
 	h.t.Helper()
 	u := "ws" + strings.TrimPrefix(h.url, "http") + "/api/v1/namespaces/ns/pods/pod/exec?container=c"
@@ -102,10 +113,7 @@ func TestResumeReplaysMissedOutput(t *testing.T) {
 		t.Run(fmt.Sprintf("reset=%v", reset), func(t *testing.T) {
 			h := newResumeHarness(t, nil)
 			admin := h.adminServer()
-			ws, _, err := h.dialResume(ProtocolV5, resumableClaims("alice", "s-res"), -1)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ws := h.startResumable(t, "s-res")
 			echo(t, ws, "one\n")
 			// Written and dropped at once: the line may or may not have come
 			// back before the drop; either way it is replayed from byte 4.
@@ -116,7 +124,7 @@ func TestResumeReplaysMissedOutput(t *testing.T) {
 				drop(t, ws, false)
 			} else {
 				// Let "two" come back first, so the reset discards nothing.
-				readUntil(t, ws, chanStdout, "two\n")
+				testenv.ReadChannel(t, ws, chanStdout, "two\n")
 				drop(t, ws, true)
 			}
 			det := h.log.wait(t, 10*time.Second, "session detached")
@@ -137,7 +145,7 @@ func TestResumeReplaysMissedOutput(t *testing.T) {
 			if got := resp.Header.Get(HeaderStdinOffset); got != "8" {
 				t.Fatalf("stdin offset %q, want 8 (one\\n two\\n)", got)
 			}
-			if got := readUntil(t, ws2, chanStdout, "two\n"); got != "two\n" {
+			if got := testenv.ReadChannel(t, ws2, chanStdout, "two\n"); got != "two\n" {
 				t.Fatalf("replay %q", got)
 			}
 			t.Logf("resume latency (dial to replayed output) %v", time.Since(start))
@@ -159,10 +167,7 @@ func TestResumeReplaysMissedOutput(t *testing.T) {
 // one gets close 4001, the new one the output from its offset.
 func TestResumeTakesOver(t *testing.T) {
 	h := newResumeHarness(t, nil)
-	old, _, err := h.dialResume(ProtocolV5, resumableClaims("alice", "s-take"), -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := h.startResumable(t, "s-take")
 	echo(t, old, "a\n")
 	oldEnd := readAsync(old, 30*time.Second)
 	ws, resp, err := h.dialResume(ProtocolV5, resumeClaims("alice", "s-take"), 0)
@@ -172,7 +177,7 @@ func TestResumeTakesOver(t *testing.T) {
 	if e := <-oldEnd; e.code != CloseTakenOver {
 		t.Fatalf("old connection ended %+v, want close %d", e, CloseTakenOver)
 	}
-	if got := readUntil(t, ws, chanStdout, "a\n"); got != "a\n" {
+	if got := testenv.ReadChannel(t, ws, chanStdout, "a\n"); got != "a\n" {
 		t.Fatalf("replay from 0: %q", got)
 	}
 	echo(t, ws, "b\n")
@@ -186,10 +191,7 @@ func TestResumeTakesOver(t *testing.T) {
 // ended, and resumes.
 func TestResumeAfterPingTimeout(t *testing.T) {
 	h := newResumeHarness(t, func(c *Config) { c.PingInterval = 100 * time.Millisecond })
-	ws, _, err := h.dialResume(ProtocolV5, resumableClaims("alice", "s-ping"), -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := h.startResumable(t, "s-ping")
 	echo(t, ws, "x\n")
 	// Not reading: gorilla answers pings only while reading.
 	if det := h.log.wait(t, 10*time.Second, "session detached"); det["reason"] != "ping_timeout" {
@@ -237,16 +239,13 @@ func TestResumableEndsOnNormalLeave(t *testing.T) {
 // good resume afterwards still works.
 func TestResumeRefusals(t *testing.T) {
 	h := newResumeHarness(t, func(c *Config) { c.ResumeBuffer = MinResumeBuffer })
-	owner, _, err := h.dialResume(ProtocolV5, resumableClaims("alice", "s-bad"), -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	owner := h.startResumable(t, "s-bad")
 	// More output than the buffer holds: byte 0 is gone.
 	big := append(bytes.Repeat([]byte("0123456789abcdef"), MinResumeBuffer/16+1024), "END\n"...)
 	for i := 0; i < len(big); i += 16 << 10 {
 		owner.WriteMessage(websocket.BinaryMessage, append([]byte{chanStdin}, big[i:min(i+16<<10, len(big))]...))
 	}
-	if got := readUntil(t, owner, chanStdout, "END\n"); got != string(big) {
+	if got := testenv.ReadChannel(t, owner, chanStdout, "END\n"); got != string(big) {
 		t.Fatalf("read %d bytes back, want %d", len(got), len(big))
 	}
 	// sent is what the owner's session has sent so far; the offsets below
@@ -324,10 +323,7 @@ func TestResumeRefusals(t *testing.T) {
 // process is gone, the closed line says why, and a late resume is told.
 func TestResumeWindowExpires(t *testing.T) {
 	h := newResumeHarness(t, func(c *Config) { c.ResumeWindow = 300 * time.Millisecond })
-	ws, _, err := h.dialResume(ProtocolV5, resumableClaims("alice", "s-exp"), -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := h.startResumable(t, "s-exp")
 	echo(t, ws, "x\n")
 	drop(t, ws, false)
 	if closed := h.log.wait(t, 10*time.Second, "session closed"); closed["reason"] != "resume_window_expired" {
@@ -463,7 +459,7 @@ func TestRevokeObserverBySubject(t *testing.T) {
 			if err != nil {
 				t.Fatalf("observer: %v %v", err, resp)
 			}
-			readUntil(t, obs, chanStdout, "x\n")
+			testenv.ReadChannel(t, obs, chanStdout, "x\n")
 			end := readAsync(obs, 10*time.Second)
 			if via == "admin" {
 				var rv Revoked

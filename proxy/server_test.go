@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
 )
 
@@ -65,16 +66,10 @@ func (h *harness) try(path string, header http.Header, protocols ...string) (int
 // goroutines for it) are done before the test's leak check.
 func finish(t *testing.T, ws *websocket.Conn) {
 	t.Helper()
-	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for {
-		if _, _, err := ws.ReadMessage(); err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-				t.Errorf("session ended with %v", err)
-			}
-			ws.Close()
-			return
-		}
+	if _, _, err := testenv.ReadToClose(ws, websocket.CloseNormalClosure, 30*time.Second); err != nil {
+		t.Errorf("session %v", err)
 	}
+	ws.Close()
 }
 
 func bearerHeader(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
@@ -420,11 +415,7 @@ func TestResultLabelBounded(t *testing.T) {
 		}
 		// The exec is up (cat echoes) before the client leaves, so that
 		// no half-opened stream is left behind in the backend.
-		ws.WriteMessage(websocket.BinaryMessage, []byte("\x00up\n"))
-		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "\x01up\n" {
-			t.Fatalf("echo: %q %v", msg, err)
-		}
+		echo(t, ws, "up\n")
 		ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""))
 		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 		for {
@@ -463,20 +454,7 @@ func TestRejectionLogBounded(t *testing.T) {
 		c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	})
 	const n = 2000
-	client := &http.Client{Timeout: 10 * time.Second}
-	start := time.Now()
-	for range n {
-		resp, err := client.Get(h.url + execPath + "?command=true")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-	}
-	elapsed := time.Since(start)
+	elapsed := testenv.GetFlood(t, h.url+execPath+"?command=true", n, http.StatusBadRequest)
 	lines := strings.Count(log.String(), `"msg":"session rejected"`)
 	// A burst, then one per second of the flood.
 	if limit := DefaultLogBurst + int(elapsed/DefaultLogInterval) + 1; lines > limit || lines == 0 {

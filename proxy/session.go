@@ -516,24 +516,28 @@ func (ss *session) sendOutput(channel byte, p []byte, whole, process bool) (int,
 	if ss.closed || ss.gone.Load() {
 		return 0, errSessionClosed
 	}
-	recorded := process && ss.rec != nil && ss.rec.required
-	if recorded {
-		ss.recordOutput(channel, p)
-		if ss.rec.stopped.Load() {
-			return 0, errRecordingFailed
-		}
+	recorded, err := ss.recordFirst(channel, p, process)
+	if err != nil {
+		return 0, err
 	}
 	orig, written := p, 0 // written: set by the return below, read by the deferred tap
-	defer func() {
-		if recorded {
-			ss.fanOutput(channel, orig[:written])
-		} else {
-			ss.tapOutput(channel, orig[:written])
-		}
-	}()
-	written, err := ss.writeFramesLocked(channel, p, whole)
+	defer func() { ss.passOn(recorded, channel, orig[:written]) }()
+	written, err = ss.writeFramesLocked(channel, p, whole)
 	ss.addOutput(written)
 	return written, err
+}
+
+// recordFirst gives a required recording the process's output before the
+// client gets it; errRecordingFailed once that recording has failed.
+func (ss *session) recordFirst(channel byte, p []byte, process bool) (recorded bool, err error) {
+	if !process || ss.rec == nil || !ss.rec.required {
+		return false, nil
+	}
+	ss.recordOutput(channel, p)
+	if ss.rec.stopped.Load() {
+		return true, errRecordingFailed
+	}
+	return true, nil
 }
 
 // writeFramesLocked writes p in frames of the negotiated size, batched, and

@@ -21,6 +21,7 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testnet"
 )
 
@@ -186,6 +187,13 @@ func TestSessionFramesRespectLimit(t *testing.T) {
 	t.Parallel()
 	const limit = 100
 	h := newHarness(t, func(c *Config) { c.MaxFrameSize = limit })
+	seqInFrames(t, h, limit)
+}
+
+// seqInFrames runs seq 1 20000 over v5 with stdin closed and checks every
+// frame is within limit, the output is whole and the status is Success.
+func seqInFrames(t *testing.T, h *harness, limit int) {
+	t.Helper()
 	ws := h.dial(ProtocolV5, "seq", "1", "20000")
 	ws.WriteMessage(websocket.BinaryMessage, []byte{chanClose, chanStdin})
 	out, status := readAll(t, ws, limit, binaryFrame)
@@ -235,35 +243,30 @@ func TestSessionV1ErrorText(t *testing.T) {
 
 func TestDrainTerminatesSessions(t *testing.T) {
 	h := newHarness(t, nil)
-	ws := h.dial(ProtocolV4, "cat")
-	ws.WriteMessage(websocket.BinaryMessage, []byte("\x00hi\n"))
-	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "\x01hi\n" {
-		t.Fatalf("echo: %q %v", msg, err)
+	echoThenDrain(t, h)
+	if h.srv.Ready() {
+		t.Fatal("ready while drained")
 	}
+}
+
+// echoThenDrain runs cat over v4, checks one echo, drains the server with an
+// expired grace and checks the session ends with 1001, a "shutting down"
+// status, and no session is left.
+func echoThenDrain(t *testing.T, h *harness) {
+	t.Helper()
+	ws := h.dial(ProtocolV4, "cat")
+	echo(t, ws, "hi\n")
 	expired, cancel := contextWithTimeout(0)
 	defer cancel()
 	done := make(chan struct{})
 	go func() { h.srv.Drain(expired); close(done) }()
-	var status string
-	for {
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-				t.Fatalf("closed with %v, want 1001", err)
-			}
-			break
-		}
-		if msg[0] == chanError {
-			status = string(msg[1:])
-		}
+	_, status, err := testenv.ReadToClose(ws, websocket.CloseGoingAway, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
 	<-done
 	if !strings.Contains(status, "shutting down") {
 		t.Fatalf("status %q", status)
-	}
-	if h.srv.Ready() {
-		t.Fatal("ready while drained")
 	}
 	if n := h.srv.ActiveSessions(); n != 0 {
 		t.Fatalf("%d sessions after drain", n)

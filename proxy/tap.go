@@ -23,6 +23,16 @@ func (ss *session) tapOutput(channel byte, p []byte) {
 	ss.fanOutput(channel, p)
 }
 
+// passOn hands output the client got to the observers, and to the
+// recording unless recordFirst already gave it.
+func (ss *session) passOn(recorded bool, channel byte, p []byte) {
+	if recorded {
+		ss.fanOutput(channel, p)
+	} else {
+		ss.tapOutput(channel, p)
+	}
+}
+
 // fanOutput feeds the observers only (a required recording has already
 // taken the bytes).
 func (ss *session) fanOutput(channel byte, p []byte) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/choice"
 )
 
 // Mode says what a session without a working recording does.
@@ -30,13 +32,7 @@ const (
 
 // ParseMode parses a --recording value.
 func ParseMode(s string) (Mode, error) {
-	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
-	case Off, BestEffort, Required:
-		return m, nil
-	case "":
-		return Off, nil
-	}
-	return "", fmt.Errorf("unknown recording mode %q: want off, best-effort or required", s)
+	return choice.Parse("recording mode", s, Off, Off, BestEffort, Required)
 }
 
 // Ext is the file extension of a recording.

@@ -91,15 +91,6 @@ func runTLSReloader(t *testing.T, r *Reloader) {
 	filewatchtest.Start(t, r.Run, r.r.Started())
 }
 
-func waitTLSChange(t *testing.T, ch <-chan struct{}) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no TLS configuration change within 5s")
-	}
-}
-
 // tlsEchoServer accepts TLS connections, reports each server-side
 // handshake result, and echoes on the connections that pass.
 type tlsEchoServer struct {
@@ -235,7 +226,7 @@ func TestTLSServesAndFollowsCertificateRotation(t *testing.T) {
 		changed := r.Changed()
 		c2, k2, s2 := ca.Serving(t)
 		switched := f.writePair(t, c2, k2)
-		waitTLSChange(t, changed)
+		filewatchtest.WaitChange(t, changed, "TLS configuration")
 		t.Logf("rotation %d: new certificate in use %v after the ..data rename", i, time.Since(switched))
 		fresh, err := srv.dial(t, client)
 		if err != nil {
@@ -527,7 +518,7 @@ func TestMutualTLSFollowsCARotation(t *testing.T) {
 	newCA := testenv.NewCA(t, "client-ca-2")
 	changed := r.Changed()
 	f.writeCA(t, newCA.PEM)
-	waitTLSChange(t, changed)
+	filewatchtest.WaitChange(t, changed, "TLS configuration")
 
 	if _, err := srv.dial(t, withCert(base, oldCA.Client(t, "guacd"))); err == nil {
 		t.Error("a certificate from the replaced CA was served")
@@ -548,7 +539,7 @@ func TestMutualTLSFollowsCARotation(t *testing.T) {
 	// A bundle of both CAs (the usual overlap during a CA rotation).
 	changed = r.Changed()
 	f.writeCA(t, append(append([]byte{}, oldCA.PEM...), newCA.PEM...))
-	waitTLSChange(t, changed)
+	filewatchtest.WaitChange(t, changed, "TLS configuration")
 	for _, ca := range []*testenv.CA{oldCA, newCA} {
 		if _, err := srv.dial(t, withCert(base, ca.Client(t, "guacd"))); err != nil {
 			t.Errorf("%s refused with a two-CA bundle: %v", ca.Cert.Subject, err)

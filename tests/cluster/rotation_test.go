@@ -50,14 +50,7 @@ func TestKeyRotationAsOperatorDoesIt(t *testing.T) {
 
 	bootstrapKey := func() []byte {
 		t.Helper()
-		if r := runBootstrap(t, ns, kubeconfig, args); r.exitCode != 0 {
-			t.Fatalf("bootstrap exited %d:\n%s", r.exitCode, r.stderr)
-		}
-		s, err := secrets.Get(ctx, secretName, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.Data[keyName]
+		return bootstrapSecret(ctx, t, ns, kubeconfig, args, secretName)[keyName]
 	}
 	oldKey := bootstrapKey()
 
@@ -358,20 +351,12 @@ func TestKeyRotationWithoutRefusals(t *testing.T) {
 	}
 	waitAuthorized(t, ns, h.sa, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Resource: "secrets", Name: secretName}, true)
 	kubeconfig := serviceAccountKubeconfig(t, ns, h.sa)
-	secrets := api.AdminClient().CoreV1().Secrets(ns)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
 	rotate := func() map[string][]byte {
 		t.Helper()
-		if r := runBootstrap(t, ns, kubeconfig, args); r.exitCode != 0 {
-			t.Fatalf("bootstrap-secret --rotate exited %d:\n%s", r.exitCode, r.stderr)
-		}
-		s, err := secrets.Get(ctx, secretName, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.Data
+		return bootstrapSecret(ctx, t, ns, kubeconfig, args, secretName)
 	}
 
 	p := startProxy(t, proxyOptions{extra: []string{"--max-ttl", rwMaxTTL.String(), "--leeway", rwLeeway.String()}})
@@ -480,4 +465,19 @@ func statusOf(resp *http.Response) int {
 		return 0
 	}
 	return resp.StatusCode
+}
+
+// bootstrapSecret runs bootstrap-secret with args as the hook's
+// ServiceAccount (kubeconfig), as the chart's hook Job does, and returns the
+// Secret's data after that run.
+func bootstrapSecret(ctx context.Context, t *testing.T, ns, kubeconfig string, args []string, secretName string) map[string][]byte {
+	t.Helper()
+	if r := runBootstrap(t, ns, kubeconfig, args); r.exitCode != 0 {
+		t.Fatalf("bootstrap-secret %q exited %d:\n%s", args, r.exitCode, r.stderr)
+	}
+	s, err := api.AdminClient().CoreV1().Secrets(ns).Get(ctx, secretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Data
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // adminDo calls the binary's admin API with a fresh admin token of scope.
@@ -105,19 +106,9 @@ func TestAdminRevokeThroughBinary(t *testing.T) {
 	}
 	e.waitProcesses(t, time.Second-time.Since(start), 0)
 	t.Logf("process gone %v after the DELETE", time.Since(start))
-	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var st string
-	for {
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
-				t.Fatalf("ended with %v, want 1008", err)
-			}
-			break
-		}
-		if len(msg) > 0 && msg[0] == 3 {
-			st = string(msg[1:])
-		}
+	_, st, err := testenv.ReadToClose(ws, websocket.ClosePolicyViolation, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if !strings.Contains(st, `"reason":"Revoked"`) {
 		t.Fatalf("status %q", st)
@@ -151,14 +142,8 @@ func TestRevocationsFileThroughBinary(t *testing.T) {
 	defer ws.Close()
 	e.waitProcesses(t, 10*time.Second, 1)
 	filewatchtest.SwapSecretDir(t, dir, map[string][]byte{"list": []byte("sub:mallory\nsome junk\nsub:alice\n")})
-	ws.SetReadDeadline(time.Now().Add(20 * time.Second))
-	for {
-		if _, _, err := ws.ReadMessage(); err != nil {
-			if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
-				t.Fatalf("alice's session ended with %v, want 1008", err)
-			}
-			break
-		}
+	if _, _, err := testenv.ReadToClose(ws, websocket.ClosePolicyViolation, 20*time.Second); err != nil {
+		t.Fatalf("alice's session %v", err)
 	}
 	e.waitProcesses(t, 5*time.Second, 0)
 	p := e.WaitLog(5*time.Second, "revocations file problem", nil)

@@ -42,42 +42,12 @@ func (e *env) clientGoExecToken(ctx context.Context, protocols []string, c hmac.
 	return ex.StreamWithContext(ctx, opts)
 }
 
-// fixedSizes is a TerminalSizeQueue that hands out its sizes, then blocks
-// until the context ends.
-type fixedSizes struct {
-	ctx   context.Context
-	sizes chan remotecommand.TerminalSize
-}
-
-func newFixedSizes(ctx context.Context, s ...remotecommand.TerminalSize) *fixedSizes {
-	f := &fixedSizes{ctx: ctx, sizes: make(chan remotecommand.TerminalSize, len(s)+8)}
-	for _, x := range s {
-		f.sizes <- x
-	}
-	return f
-}
-
-func (f *fixedSizes) Next() *remotecommand.TerminalSize {
-	select {
-	case s := <-f.sizes:
-		return &s
-	case <-f.ctx.Done():
-		return nil
-	}
-}
-
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestClientGo(t *testing.T) {
 	e := startEnv(t, envOptions{})
 	for name, protos := range protocolSets {
 		t.Run(name, func(t *testing.T) {
 			t.Run("tty echo", func(t *testing.T) {
-				ctx := testCtx(t, 30*time.Second)
+				ctx := testenv.Context(t, 30*time.Second)
 				c := e.claims("/bin/sh")
 				c.TTY, c.Stdin = true, true
 				stdinR, stdinW := io.Pipe()
@@ -86,7 +56,7 @@ func TestClientGo(t *testing.T) {
 				go func() {
 					done <- e.clientGoExec(ctx, protos, c, remotecommand.StreamOptions{
 						Stdin: stdinR, Stdout: out, Tty: true,
-						TerminalSizeQueue: newFixedSizes(ctx, remotecommand.TerminalSize{Width: 80, Height: 24}),
+						TerminalSizeQueue: testenv.NewSizeQueue(ctx, remotecommand.TerminalSize{Width: 80, Height: 24}),
 					})
 				}()
 				io.WriteString(stdinW, "echo hello-$((40+2))\r")
@@ -97,7 +67,7 @@ func TestClientGo(t *testing.T) {
 				}
 			})
 			t.Run("stdout and stderr split", func(t *testing.T) {
-				ctx := testCtx(t, 30*time.Second)
+				ctx := testenv.Context(t, 30*time.Second)
 				var stdout, stderr bytes.Buffer
 				err := e.clientGoExec(ctx, protos, e.claims("/bin/sh", "-c", "echo to-out; echo to-err >&2"),
 					remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
@@ -109,7 +79,7 @@ func TestClientGo(t *testing.T) {
 				}
 			})
 			t.Run("exit code", func(t *testing.T) {
-				ctx := testCtx(t, 30*time.Second)
+				ctx := testenv.Context(t, 30*time.Second)
 				var stdout bytes.Buffer
 				err := e.clientGoExec(ctx, protos, e.claims("/bin/sh", "-c", "echo bye; exit 3"),
 					remotecommand.StreamOptions{Stdout: &stdout, Stderr: io.Discard})
@@ -122,10 +92,10 @@ func TestClientGo(t *testing.T) {
 				}
 			})
 			t.Run("initial size and resize", func(t *testing.T) {
-				ctx := testCtx(t, 30*time.Second)
+				ctx := testenv.Context(t, 30*time.Second)
 				c := e.claims("/bin/sh")
 				c.TTY, c.Stdin = true, true
-				sizes := newFixedSizes(ctx, remotecommand.TerminalSize{Width: 123, Height: 45})
+				sizes := testenv.NewSizeQueue(ctx, remotecommand.TerminalSize{Width: 123, Height: 45})
 				stdinR, stdinW := io.Pipe()
 				out := &testenv.WatchBuffer{}
 				done := make(chan error, 1)
@@ -135,7 +105,7 @@ func TestClientGo(t *testing.T) {
 				}()
 				io.WriteString(stdinW, "stty size\r")
 				out.WaitFor(t, "45 123", 20*time.Second)
-				sizes.sizes <- remotecommand.TerminalSize{Width: 100, Height: 30}
+				sizes.Resize(remotecommand.TerminalSize{Width: 100, Height: 30})
 				// The resize and the command travel on different channels;
 				// ask until the new size shows rather than assume an order.
 				deadline := time.Now().Add(10 * time.Second)
@@ -157,7 +127,7 @@ func TestClientGo(t *testing.T) {
 			t.Run("seq byte-exact", func(t *testing.T) {
 				want := seqOutput(200000)
 				for i := range 3 {
-					ctx := testCtx(t, 60*time.Second)
+					ctx := testenv.Context(t, 60*time.Second)
 					var stdout bytes.Buffer
 					if err := e.clientGoExec(ctx, protos, e.claims("seq", "1", "200000"),
 						remotecommand.StreamOptions{Stdout: &stdout, Stderr: io.Discard}); err != nil {
@@ -171,7 +141,7 @@ func TestClientGo(t *testing.T) {
 		})
 	}
 	t.Run("v5 stdin half-close", func(t *testing.T) {
-		ctx := testCtx(t, 30*time.Second)
+		ctx := testenv.Context(t, 30*time.Second)
 		c := e.claims("cat")
 		c.Stdin = true
 		var stdout bytes.Buffer
@@ -196,7 +166,7 @@ func TestSeq2MillionByteExact(t *testing.T) {
 	e := startEnv(t, envOptions{})
 	want := seqOutput(2000000)
 	for i := range runs {
-		ctx := testCtx(t, 120*time.Second)
+		ctx := testenv.Context(t, 120*time.Second)
 		var stdout bytes.Buffer
 		if err := e.clientGoExec(ctx, protocolSets["v5"], e.claims("seq", "1", "2000000"),
 			remotecommand.StreamOptions{Stdout: &stdout, Stderr: io.Discard}); err != nil {
@@ -224,7 +194,7 @@ func TestForcedTransports(t *testing.T) {
 	for _, transport := range []string{"websocket", "spdy"} {
 		t.Run(transport, func(t *testing.T) {
 			e := startEnv(t, envOptions{transport: transport})
-			ctx := testCtx(t, 60*time.Second)
+			ctx := testenv.Context(t, 60*time.Second)
 			var stdout bytes.Buffer
 			err := e.clientGoExec(ctx, protocolSets["v5"], e.claims("sh", "-c", "seq 1 100000; exit 3"),
 				remotecommand.StreamOptions{Stdout: &stdout, Stderr: io.Discard})

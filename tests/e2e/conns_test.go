@@ -176,22 +176,8 @@ func TestHealthEndpoints(t *testing.T) {
 func TestRejectionFloodBoundedLog(t *testing.T) {
 	e := startEnv(t, envOptions{})
 	const n = 5000
-	client := &http.Client{Timeout: 10 * time.Second}
 	mark := e.LogMark()
-	start := time.Now()
-	for range n {
-		resp, err := client.Get("http://" + e.Addr + "/api/v1/namespaces/" + testNamespace + "/pods/" + testPod + "/exec?command=sh")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-	}
-	elapsed := time.Since(start)
-	client.CloseIdleConnections()
+	elapsed := testenv.GetFlood(t, "http://"+e.Addr+"/api/v1/namespaces/"+testNamespace+"/pods/"+testPod+"/exec?command=sh", n, http.StatusBadRequest)
 	waitFor(t, 10*time.Second, "the metrics count every refusal", func() bool {
 		v, err := e.Metric(`k8s_ws_proxy_rejections_total`)
 		return err == nil && v >= n

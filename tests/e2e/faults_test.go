@@ -19,6 +19,7 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/filewatch/filewatchtest"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // metrics returns the proxy's /metrics text.
@@ -99,7 +100,7 @@ func TestFaultBackendUnreachable(t *testing.T) {
 func (e *env) baseline(t *testing.T) int {
 	t.Helper()
 	var out bytes.Buffer
-	if err := e.clientGoExec(testCtx(t, 30*time.Second), protocolSets["v5"], e.claims("echo", "warm-up"),
+	if err := e.clientGoExec(testenv.Context(t, 30*time.Second), protocolSets["v5"], e.claims("echo", "warm-up"),
 		remotecommand.StreamOptions{Stdout: &out, Stderr: io.Discard}); err != nil || out.String() != "warm-up\n" {
 		t.Fatalf("warm-up session: %v, output %q", err, out.String())
 	}

@@ -15,16 +15,6 @@ import (
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
-// readChannel reads frames of channel until their payloads contain want.
-func readChannel(t *testing.T, ws *websocket.Conn, channel byte, want string) string {
-	t.Helper()
-	got, err := testenv.ReadChannel(ws, channel, want, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
 // Issue 15 §2 through the binary: an observer connecting as guacd does
 // (v4, the token in the pod segment) gets the scrollback, then live
 // output; what it types never reaches the process; the owner reads the
@@ -43,7 +33,7 @@ func TestObserverThroughBinary(t *testing.T) {
 	}
 	defer owner.Close()
 	owner.WriteMessage(websocket.BinaryMessage, []byte("\x00before\n"))
-	readChannel(t, owner, 1, "before\n")
+	testenv.ReadChannel(t, owner, 1, "before\n")
 
 	oc := e.claims("cat")
 	oc.SID, oc.Mode, oc.Subject = "e2e-unknown", hmac.ModeObserve, "watcher@example.com"
@@ -62,15 +52,15 @@ func TestObserverThroughBinary(t *testing.T) {
 		t.Fatalf("observer: %s", body)
 	}
 	defer obs.Close()
-	if got := readChannel(t, obs, 1, "before\n"); got != "before\n" {
+	if got := testenv.ReadChannel(t, obs, 1, "before\n"); got != "before\n" {
 		t.Fatalf("scrollback %q", got)
 	}
-	if got := readChannel(t, owner, 2, "observers now: 1"); !strings.Contains(got, "watcher@example.com is now watching this session") {
+	if got := testenv.ReadChannel(t, owner, 2, "observers now: 1"); !strings.Contains(got, "watcher@example.com is now watching this session") {
 		t.Fatalf("owner notice %q", got)
 	}
 	obs.WriteMessage(websocket.BinaryMessage, []byte("\x00from the observer\n"))
 	owner.WriteMessage(websocket.BinaryMessage, []byte("\x00after\n"))
-	if got := readChannel(t, obs, 1, "after\n"); got != "after\n" {
+	if got := testenv.ReadChannel(t, obs, 1, "after\n"); got != "after\n" {
 		t.Fatalf("live %q", got)
 	}
 
@@ -90,19 +80,9 @@ func TestObserverThroughBinary(t *testing.T) {
 
 	owner.WriteMessage(websocket.BinaryMessage, []byte{255, 0}) // v5: close stdin
 	e.WaitLog(10*time.Second, "session closed", func(m map[string]any) bool { return m["sid"] == "e2e-obs" })
-	obs.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var out []byte
-	for {
-		_, msg, err := obs.ReadMessage()
-		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-				t.Fatalf("observer end: %v", err)
-			}
-			break
-		}
-		if len(msg) > 0 && msg[0] == 1 {
-			out = append(out, msg[1:]...)
-		}
+	out, _, err := testenv.ReadToClose(obs, websocket.CloseNormalClosure, 10*time.Second)
+	if err != nil {
+		t.Fatalf("observer: %v", err)
 	}
 	if bytes.Contains(out, []byte("from the observer")) {
 		t.Fatalf("the observer's stdin reached cat: %q", out)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // TestTracesOverOTLP: with the standard OTEL_* variables set, the proxy
@@ -33,7 +35,7 @@ func TestTracesOverOTLP(t *testing.T) {
 	c := e.claims("echo", "traced")
 	tok := e.mint(c)
 	var out bytes.Buffer
-	if err := e.clientGoExecToken(testCtx(t, 30*time.Second), protocolSets["v5"], c, tok,
+	if err := e.clientGoExecToken(testenv.Context(t, 30*time.Second), protocolSets["v5"], c, tok,
 		remotecommand.StreamOptions{Stdout: &out, Stderr: io.Discard}); err != nil {
 		t.Fatal(err)
 	}

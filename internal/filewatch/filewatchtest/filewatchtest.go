@@ -142,3 +142,15 @@ func Start(t testing.TB, run func(context.Context) error, started <-chan struct{
 		}
 	})
 }
+
+// WaitChange waits up to 5 s for ch, a reloader's change channel taken
+// before the write, to report the change; what names the value in the
+// failure.
+func WaitChange(tb testing.TB, ch <-chan struct{}, what string) {
+	tb.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		tb.Fatalf("no %s change within 5s", what)
+	}
+}
