@@ -24,7 +24,7 @@ import (
 // All three authenticate as the same system:masters user.
 func BenchmarkKubeAPIServer(b *testing.B) {
 	e := newAPIEnv(b)
-	st := e.stack(b, groupAPI, exec.TransportWebSocket)
+	st := e.stack(b, spec{group: groupAPI, tr: exec.TransportWebSocket, args: []string{"--frame-relay=auto"}})
 	results.note("kube-apiserver: internal/kubeapi (real kube-apiserver and etcd); its own CPU is not in the client+middle+backend figure")
 	b.Run("bulk", func(b *testing.B) { bulk(b, st) })
 	b.Run("echo", func(b *testing.B) { echo(b, st) })

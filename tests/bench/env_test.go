@@ -65,6 +65,13 @@ func TestMain(m *testing.M) {
 	klog.SetLogger(logr.Discard())
 	code := m.Run()
 	results.print(os.Stdout)
+	// A missed headline target already failed its benchmark (stack.set);
+	// this says which, at the end of the table, where make bench's reader
+	// looks.
+	if missed := results.missed(); len(missed) > 0 {
+		fmt.Fprintf(os.Stdout, "\nFAIL: %d headline target(s) missed:\n  %s\n", len(missed), strings.Join(missed, "\n  "))
+		code = max(code, 1)
+	}
 	remove()
 	removeBackend()
 	removeRelay()
@@ -206,15 +213,15 @@ func transportIndex(tr exec.Transport) int {
 	return 1
 }
 
-// paths returns direct, relay and proxy paths for transport tr (the
+// paths returns direct, relay and proxy paths for s (s.tr is the
 // clients' transport on the first two, the proxy's toward the backend on
-// the third), starting a proxy.
-func (e *env) paths(tb testing.TB, tr exec.Transport) ([nPaths]path, *proxyProc) {
+// the third), starting a proxy with s.args.
+func (e *env) paths(tb testing.TB, s spec) ([nPaths]path, *proxyProc) {
 	tb.Helper()
-	p := e.startProxy(tb, tr)
+	p := e.startProxy(tb, s.tr, s.args...)
 	return [nPaths]path{
-		clientPath{n: pathNames[direct], e: e, d: e.dialer(tb, tr, direct)},
-		clientPath{n: pathNames[relayed], e: e, d: e.dialer(tb, tr, relayed)},
+		clientPath{n: pathNames[direct], e: e, d: e.dialer(tb, s.tr, direct)},
+		clientPath{n: pathNames[relayed], e: e, d: e.dialer(tb, s.tr, relayed)},
 		p.path(e),
 	}, p
 }

@@ -6,33 +6,37 @@ import (
 	"math"
 	"testing"
 	"time"
-
-	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 )
 
 // TestHarness runs each kind of session the benchmarks and the load test
 // use once through every path (direct, the bare relay, the proxy) for
-// each transport, and checks what the measurements rest on: byte-exact
-// output, the tty echo, the CPU time and the proxy's RSS, descriptor and
-// goroutine readings, goroutines returning to their count once the
-// sessions are gone.
+// each group of the local backend, and checks what the measurements rest
+// on: byte-exact output, the tty echo, the CPU time and the proxy's RSS,
+// descriptor and goroutine readings, goroutines returning to their count
+// once the sessions are gone, and that the frame-relay and demux groups
+// measure two different paths (the demux path runs client-go's stream
+// copiers: more goroutines per session).
 func TestHarness(t *testing.T) {
 	e := newEnv(t)
-	for _, tr := range transports {
-		t.Run(string(tr), func(t *testing.T) { harness(t, e, tr) })
+	perSession := map[string]float64{} // group: proxy goroutines per idle session
+	for _, s := range specs {
+		t.Run(s.name(), func(t *testing.T) { perSession[s.group] = harness(t, e, s) })
+	}
+	relay, demux := perSession[groupWS], perSession[groupDemux]
+	t.Logf("proxy goroutines per idle session: frame relay %.1f, demux %.1f", relay, demux)
+	if relay <= 0 || relay >= demux {
+		t.Errorf("proxy goroutines per idle session: frame relay %.1f, demux %.1f: want fewer, but above 0, on the relay", relay, demux)
 	}
 }
 
-func harness(t *testing.T, e *env, tr exec.Transport) {
-	paths, p := e.paths(t, tr)
+// harness returns the proxy's goroutines per idle session.
+func harness(t *testing.T, e *env, s spec) float64 {
+	paths, p := e.paths(t, s)
+	var perSession float64
 	// The proxy keeps HTTP connections to the backend alive after its pod
 	// lookups (2 goroutines each): the baseline is taken once a warm-up
 	// as concurrent as the sessions below has filled that pool.
-	warm, err := openIdleSessions(paths[proxied], 3, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := closeIdleSessions(warm); err != nil {
+	if err := warmUp(paths[proxied], 3); err != nil {
 		t.Fatal(err)
 	}
 	g0, err := p.settledGoroutines(30 * time.Second)
@@ -68,7 +72,7 @@ func harness(t *testing.T, e *env, tr exec.Transport) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := bulkOnce(pt, 64<<20); err != nil {
+			if _, err := bulkOnce(pt, zeros(64<<20), 64<<20); err != nil {
 				t.Fatal(err)
 			}
 			if c1, err := cpuTime(mid); err != nil || c1 <= c0 {
@@ -94,10 +98,24 @@ func harness(t *testing.T, e *env, tr exec.Transport) {
 			if err := echo.close(); err != nil {
 				t.Fatal(err)
 			}
+			var g1 int
+			if k == proxied {
+				if g1, err = p.settledGoroutines(30 * time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
 			before := e.backend.children()
 			idle, err := openIdleSessions(pt, 3, 3)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if k == proxied {
+				g2, err := p.settledGoroutines(30 * time.Second)
+				if err != nil {
+					closeIdleSessions(idle)
+					t.Fatal(err)
+				}
+				perSession = float64(g2-g1) / 3
 			}
 			if n := newChildren(before, e.backend.children()); n != 3 {
 				t.Errorf("3 idle sessions open, %d new backend processes", n)
@@ -117,6 +135,7 @@ func harness(t *testing.T, e *env, tr exec.Transport) {
 	if g, err := p.WaitGoroutines(g0, 30*time.Second); err != nil || g > g0 {
 		t.Fatalf("proxy goroutines %d before the sessions, %d 30s after (%v)", g0, g, err)
 	}
+	return perSession
 }
 
 func TestPercentile(t *testing.T) {

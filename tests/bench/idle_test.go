@@ -31,13 +31,8 @@ func idleRun(b *testing.B, e *env, p path, n int, proc *testenv.Proxy, px *proxy
 	if d := time.Since(drained); d > time.Second || left > 0 {
 		b.Logf("%s: waited %v for earlier sessions' backend processes to end, %d left", p.name(), d.Round(time.Millisecond), left)
 	}
-	// What the first sessions allocate once (the exec client, pools,
-	// connections kept alive toward the backend) is not a per-session cost.
-	warm, err := openIdleSessions(p, *idleParallel, *idleParallel)
+	err := warmUp(p, *idleParallel)
 	if err != nil {
-		return f, err
-	}
-	if err := closeIdleSessions(warm); err != nil {
 		return f, err
 	}
 	var g0 int

@@ -15,15 +15,17 @@ import (
 // it (the client going away, as guacd does) or a clean exit.
 func ended(err error) bool { return err == nil || errors.Is(err, context.Canceled) }
 
-// bulkOnce runs `head -c size /dev/zero` without a tty and returns the
-// time from dial to the end of the session.
-func bulkOnce(p path, size int64) (time.Duration, error) {
+// zeros is the bulk session's command: size bytes of stdout, no tty.
+func zeros(size int64) []string {
+	return []string{"head", "-c", strconv.FormatInt(size, 10), "/dev/zero"}
+}
+
+// bulkOnce runs cmd (which prints size bytes) without a tty and returns
+// the time from dial to the end of the session.
+func bulkOnce(p path, cmd []string, size int64) (time.Duration, error) {
 	out := &countWriter{}
 	errw := newFirstByte()
-	run, err := p.prepare(session{
-		Command: []string{"head", "-c", strconv.FormatInt(size, 10), "/dev/zero"},
-		Stdout:  out, Stderr: errw,
-	})
+	run, err := p.prepare(session{Command: cmd, Stdout: out, Stderr: errw})
 	if err != nil {
 		return 0, err
 	}
@@ -70,47 +72,83 @@ func setupOnce(p path) (time.Duration, error) {
 // it. "R" says the terminal is in raw mode.
 const echoScript = "stty raw -echo && printf R && exec cat"
 
-// echoSession is a live tty session echoing every byte sent to it.
-type echoSession struct {
+// live is a session running in a goroutine of its own, its stdin a pipe.
+type live struct {
 	stdin  *io.PipeWriter
-	out    chan byte
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
 }
 
-func openEcho(p path) (*echoSession, error) {
+// startLive prepares and starts the session mk builds from the session's
+// context and stdin.
+func startLive(p path, mk func(ctx context.Context, stdin io.Reader) session) (*live, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stdinR, stdinW := io.Pipe()
-	s := &echoSession{stdin: stdinW, out: make(chan byte, 64), cancel: cancel, done: make(chan struct{})}
-	run, err := p.prepare(session{
-		Command: []string{"sh", "-c", echoScript}, TTY: true,
-		Stdin: stdinR, Stdout: &chanWriter{ctx: ctx, c: s.out}, Sizes: newSizes(ctx, 80, 24),
-	})
+	run, err := p.prepare(mk(ctx, stdinR))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
+	l := &live{stdin: stdinW, cancel: cancel, done: make(chan struct{})}
 	go func() {
-		s.err = run(ctx)
+		l.err = run(ctx)
 		// client-go may still be reading stdin; make it return.
 		stdinW.Close()
-		close(s.done)
+		close(l.done)
 	}()
+	return l, nil
+}
+
+// await waits until ready is closed; if the session ends first, or
+// within passes, it ends the session and says so.
+func (l *live) await(p path, ready <-chan struct{}, within time.Duration, what string) error {
 	select {
-	case c := <-s.out:
-		if c != 'R' {
-			s.close()
-			return nil, fmt.Errorf("%s: first output byte %q, want 'R'", p.name(), c)
-		}
-		return s, nil
-	case <-s.done:
-		cancel()
-		return nil, fmt.Errorf("%s: echo session ended before it was ready: %v", p.name(), s.err)
-	case <-time.After(30 * time.Second):
-		s.close()
-		return nil, fmt.Errorf("%s: echo session not ready within 30s", p.name())
+	case <-ready:
+		return nil
+	case <-l.done:
+		l.cancel()
+		return fmt.Errorf("%s: session ended before %s: %v", p.name(), what, l.err)
+	case <-time.After(within):
+		l.close()
+		return fmt.Errorf("%s: not %s within %v", p.name(), what, within)
 	}
+}
+
+// close ends the session the way a client that goes away does.
+func (l *live) close() error {
+	l.cancel()
+	<-l.done
+	if !ended(l.err) {
+		return l.err
+	}
+	return nil
+}
+
+// echoSession is a live tty session echoing every byte sent to it.
+type echoSession struct {
+	*live
+	out chan byte
+}
+
+func openEcho(p path) (*echoSession, error) {
+	w := &chanWriter{c: make(chan byte, 64), first: make(chan struct{})}
+	l, err := startLive(p, func(ctx context.Context, stdin io.Reader) session {
+		w.ctx = ctx
+		return session{Command: []string{"sh", "-c", echoScript}, TTY: true,
+			Stdin: stdin, Stdout: w, Sizes: newSizes(ctx, 80, 24)}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := l.await(p, w.first, 30*time.Second, "its terminal was ready"); err != nil {
+		return nil, err
+	}
+	if c := <-w.c; c != 'R' {
+		l.close()
+		return nil, fmt.Errorf("%s: first output byte %q, want 'R'", p.name(), c)
+	}
+	return &echoSession{live: l, out: w.c}, nil
 }
 
 // roundTrip sends one byte and waits for it to come back.
@@ -133,25 +171,20 @@ func (s *echoSession) roundTrip(c byte) (time.Duration, error) {
 	}
 }
 
-func (s *echoSession) close() error {
-	s.cancel()
-	<-s.done
-	if !ended(s.err) {
-		return s.err
-	}
-	return nil
-}
-
 // chanWriter hands every byte to a channel until its context ends.
+// first is closed once the first byte is in the channel.
 type chanWriter struct {
-	ctx context.Context
-	c   chan byte
+	ctx   context.Context
+	c     chan byte
+	first chan struct{}
+	once  sync.Once
 }
 
 func (w *chanWriter) Write(p []byte) (int, error) {
 	for i, b := range p {
 		select {
 		case w.c <- b:
+			w.once.Do(func() { close(w.first) })
 		case <-w.ctx.Done():
 			return i, w.ctx.Err()
 		}
@@ -161,52 +194,36 @@ func (w *chanWriter) Write(p []byte) (int, error) {
 
 // idleSession is a `cat` without a tty that has echoed one line and now
 // waits for input that never comes.
-type idleSession struct {
-	stdin  *io.PipeWriter
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
-}
+type idleSession = live
 
 // openIdle opens one idle session and returns once its line came back, so
 // that the session is known to be live end to end.
 func openIdle(p path, line string) (*idleSession, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	stdinR, stdinW := io.Pipe()
 	out := &waitWriter{want: []byte(line), seen: make(chan struct{})}
-	s := &idleSession{stdin: stdinW, cancel: cancel, done: make(chan struct{})}
-	run, err := p.prepare(session{Command: []string{"cat"}, Stdin: stdinR, Stdout: out})
+	s, err := startLive(p, func(_ context.Context, stdin io.Reader) session {
+		return session{Command: []string{"cat"}, Stdin: stdin, Stdout: out}
+	})
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	go func() {
-		s.err = run(ctx)
-		stdinW.Close()
-		close(s.done)
-	}()
 	// The pipe write returns once client-go has taken the line.
-	go stdinW.Write([]byte(line))
-	select {
-	case <-out.seen:
-		return s, nil
-	case <-s.done:
-		cancel()
-		return nil, fmt.Errorf("%s: idle session ended before its echo: %v", p.name(), s.err)
-	case <-time.After(60 * time.Second):
-		s.close()
-		return nil, fmt.Errorf("%s: no echo within 60s", p.name())
+	go s.stdin.Write([]byte(line))
+	if err := s.await(p, out.seen, 60*time.Second, "its echo came back"); err != nil {
+		return nil, err
 	}
+	return s, nil
 }
 
-// close ends the session the way a client that goes away does.
-func (s *idleSession) close() error {
-	s.cancel()
-	<-s.done
-	if !ended(s.err) {
-		return s.err
+// warmUp opens n idle sessions at once over p and closes them: what the
+// first sessions allocate once (the exec client, pools, connections kept
+// alive toward the backend after the pod lookups) is the baseline, not a
+// per-session cost.
+func warmUp(p path, n int) error {
+	warm, err := openIdleSessions(p, n, n)
+	if err != nil {
+		return err
 	}
-	return nil
+	return closeIdleSessions(warm)
 }
 
 // openIdleSessions opens n idle sessions, parallel at a time.
