@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -48,6 +49,13 @@ const (
 	stdinChunk           = 32 << 10
 	// maxResumeFrame is above the largest --max-frame-size the proxy takes.
 	maxResumeFrame = 2 << 20
+	// socketBuffer bounds the kernel buffers of a resumable connection.
+	// Output in the receive buffer when a connection drops is lost and must
+	// be replayed from the proxy's --resume-buffer (4 MiB by default);
+	// stdin in the send buffer must be resent from --stdin-retain. Linux
+	// autotunes both to tcp_rmem/tcp_wmem's maximum (often 6 to 32 MiB),
+	// more than either holds. 512 KiB still moves 10 MB/s at 50 ms RTT.
+	socketBuffer = 512 << 10
 )
 
 // Channel bytes of the v5 protocol the client uses.
@@ -433,7 +441,8 @@ func (s *resumingShell) dial(ctx context.Context, token string, offset int64) (*
 	}
 	d := websocket.Dialer{
 		Proxy: http.ProxyFromEnvironment, TLSClientConfig: s.o.tls, HandshakeTimeout: 30 * time.Second,
-		Subprotocols: []string{streamproto.StreamProtocolV5Name},
+		Subprotocols:   []string{streamproto.StreamProtocolV5Name},
+		NetDialContext: dialBounded,
 	}
 	c, resp, err := d.DialContext(ctx, u.String(), http.Header{"Authorization": {"Bearer " + token}})
 	if err != nil {
@@ -455,6 +464,16 @@ func (s *resumingShell) dial(ctx context.Context, token string, offset int64) (*
 	}
 	c.SetReadLimit(maxResumeFrame)
 	return c, resp.Header, nil
+}
+
+// dialBounded dials TCP with socketBuffer-sized kernel buffers.
+func dialBounded(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, network, addr)
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(socketBuffer)
+		_ = tc.SetWriteBuffer(socketBuffer)
+	}
+	return c, err
 }
 
 // statusMessage is the message of a refusal's metav1.Status body.

@@ -17,6 +17,11 @@ type Options struct {
 	// Idle closes a connection that carried no byte either way for this
 	// long, as cloud load balancers do; 0 never does.
 	Idle time.Duration
+	// Buffer sets the kernel send and receive buffers of both sockets of
+	// every connection (SO_SNDBUF, SO_RCVBUF), as a middlebox with bounded
+	// per-connection buffers has; 0 leaves Linux's autotuning, which grows
+	// them to tcp_rmem's maximum (tens of MiB) on loopback.
+	Buffer int
 }
 
 // Relay forwards TCP on loopback to a target: a node losing its API server
@@ -70,6 +75,14 @@ func NewRelay(t testing.TB, target string, opts Options) *Relay {
 			if err != nil {
 				in.Close()
 				continue
+			}
+			if opts.Buffer > 0 {
+				for _, c := range []net.Conn{in, out} {
+					if tc, ok := c.(*net.TCPConn); ok {
+						_ = tc.SetReadBuffer(opts.Buffer)
+						_ = tc.SetWriteBuffer(opts.Buffer)
+					}
+				}
 			}
 			r.mu.Lock()
 			r.conns = append(r.conns, in, out)
