@@ -217,3 +217,7 @@ func decodeStatus(p []byte) error {
 	}
 	return fmt.Errorf("error executing remote command: %s", st.Message)
 }
+
+// DecodeStatus is decodeStatus for clients outside this package that read
+// the channel-3 status themselves (the shell's resuming client).
+func DecodeStatus(p []byte) error { return decodeStatus(p) }

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
 )
@@ -154,6 +155,7 @@ type resumeState struct {
 
 	resumes  int
 	replayed int64
+	final    *finalFrames // what the session ended with, once it has
 }
 
 // attachment is a resume's upgraded connection waiting for the reader.
@@ -334,6 +336,10 @@ func (ss *session) resumeOnDrop(err error) bool {
 	}
 	reason, ok := dropReason(ss.proto, err)
 	if !ok {
+		// Ending: no connection attaches any more (the client's close
+		// reply after the final status lands here too).
+		r.ended = true
+		r.signalLocked()
 		r.mu.Unlock()
 		return false
 	}
@@ -548,25 +554,76 @@ func refuseAttached(conn *websocket.Conn, why string) {
 	conn.Close()
 }
 
-// waitReattach runs once the exec has ended: a session whose client is
-// detached (or being resumed) waits for the resume, within the window, so
-// that the client still gets the end of the output and the exit status.
-// From then on no connection attaches.
-func (ss *session) waitReattach() {
-	r := ss.res
-	if r == nil {
-		return
-	}
+// waitFor waits until cond holds (r.mu is held while it is checked) or
+// the session's context ends.
+func (r *resumeState) waitFor(ss *session, cond func() bool) {
 	r.mu.Lock()
-	for !r.ended && (!r.attached || r.claimed) && ss.ctx.Err() == nil {
+	for !cond() && ss.ctx.Err() == nil {
 		r.waitLocked(ss.ctx.Done())
 	}
+	r.mu.Unlock()
+}
+
+// finishResumable is finish for every session. Once the exec has ended, a
+// resumable session whose client is detached (or being resumed) waits for
+// the resume, within the window, so that the client still gets the end of
+// the output and the exit status. The end counts as delivered only when
+// the client answers the close frame: a connection that drops before
+// (the status was written, not read) detaches like any other, and the
+// next resume gets the tail and the status again.
+func (ss *session) finishResumable(err error) int {
+	r := ss.res
+	if r == nil {
+		return ss.finish(err)
+	}
+	waitAttached := func() { r.waitFor(ss, func() bool { return r.ended || (r.attached && !r.claimed) }) }
+	waitAttached()
+	exitCode := ss.finish(err)
+	for {
+		r.waitFor(ss, func() bool { return r.ended || !r.attached || r.claimed })
+		r.mu.Lock()
+		done, final := r.ended || ss.ctx.Err() != nil, r.final
+		r.mu.Unlock()
+		if done || final == nil {
+			break
+		}
+		waitAttached()
+		if r.isEnded() || ss.ctx.Err() != nil {
+			break
+		}
+		ss.sendStatusAndClose(final.st, final.code, final.text)
+	}
+	r.mu.Lock()
 	r.ended = true
 	if r.timer != nil {
 		r.timer.Stop()
 	}
 	r.signalLocked()
 	r.mu.Unlock()
+	return exitCode
+}
+
+func (r *resumeState) isEnded() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ended
+}
+
+// finalFrames is the status and close a resumable session ended with,
+// sent again to a resume that comes before the client acknowledged them.
+type finalFrames struct {
+	st   *metav1.Status
+	code int
+	text string
+}
+
+// keepFinal is sendStatusAndClose's hook.
+func (ss *session) keepFinal(st *metav1.Status, code int, text string) {
+	if r := ss.res; r != nil {
+		r.mu.Lock()
+		r.final = &finalFrames{st: st, code: code, text: text}
+		r.mu.Unlock()
+	}
 }
 
 // resumeCloseAttrs are the closed line's resume fields.
@@ -740,7 +797,9 @@ func (s *Server) findResumable(g *grant) (*session, *rejection) {
 	case g.protocol != ss.proto.name:
 		return nil, rejectResume(http.StatusBadRequest, "resume_protocol_mismatch",
 			"session %q speaks %q: a resume must negotiate the same subprotocol", sid, ss.proto.name)
-	case ss.endReason.Load() != nil:
+	case ss.endReason.Load() != nil && ss.ctx.Err() != nil:
+		// An exec that exited still takes a resume until its client has
+		// acknowledged the end (finishResumable; claim checks that).
 		return nil, rejectResume(http.StatusGone, "resume_session_ended", "session %q is ending (%s)", sid, *ss.endReason.Load())
 	}
 	return ss, nil

@@ -163,6 +163,44 @@ func TestResumeReplaysMissedOutput(t *testing.T) {
 	}
 }
 
+// A drop after the exit status was written but before the client answered
+// the close (the status may never have arrived) leaves the session
+// resumable: the resume gets the missed output, the status and close 1000.
+func TestResumeAfterTheExitStatus(t *testing.T) {
+	h := newResumeHarness(t, nil)
+	ws, _, err := h.dialResume(ProtocolV5, resumableClaims("alice", "s-end"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, ws, "last\n")
+	ws.WriteMessage(websocket.BinaryMessage, []byte{chanClose, chanStdin}) // cat exits
+	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		// Up to the status frame only: reading the close frame would answer it.
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("before the status: %v", err)
+		}
+		if len(msg) > 0 && msg[0] == chanError {
+			break
+		}
+	}
+	drop(t, ws, true)
+	h.log.wait(t, 10*time.Second, "session detached")
+	ws2, resp, err := h.dialResume(ProtocolV5, resumeClaims("alice", "s-end"), 0)
+	if err != nil {
+		t.Fatalf("resume after the status: %v %v", err, resp)
+	}
+	e := readToEnd(ws2, 30*time.Second)
+	if string(e.stdout) != "last\n" || !strings.Contains(e.status, "Success") || e.code != websocket.CloseNormalClosure {
+		t.Fatalf("resumed end: stdout %q status %q close %d", e.stdout, e.status, e.code)
+	}
+	closed := h.log.wait(t, 10*time.Second, "session closed")
+	if closed["reason"] != "exited" || closed["resumes"] != float64(1) || closed["exit_code"] != float64(0) {
+		t.Fatalf("closed %v", closed)
+	}
+}
+
 // A resume while the old connection is still attached takes over: the old
 // one gets close 4001, the new one the output from its offset.
 func TestResumeTakesOver(t *testing.T) {

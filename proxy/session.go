@@ -246,8 +246,7 @@ func (ss *session) run() {
 	if stderr != nil {
 		stderr.flush()
 	}
-	ss.waitReattach()
-	exitCode := ss.finish(err)
+	exitCode := ss.finishResumable(err) // finish, resume.go
 	reason, closeCode := ss.hangUp(readDone)
 	in, out, duration := ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start)
 	attrs := []any{"event", "close", "sub", c.Subject, "namespace", c.Namespace, "pod", c.Pod,
@@ -419,6 +418,7 @@ func shorten(s string, n int) string {
 // marks the session closed to further frames.
 func (ss *session) sendStatusAndClose(st *metav1.Status, closeCode int, closeText string) {
 	payload := ss.statusPayload(st)
+	ss.keepFinal(st, closeCode, closeText) // resume.go
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
 	if ss.closed || ss.gone.Load() {

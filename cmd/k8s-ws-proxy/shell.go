@@ -37,10 +37,22 @@ func runShell(args []string, stdout, stderr io.Writer) int {
 	certFile := fs.String("client-cert-file", "", "client certificate for a proxy that requires mutual TLS")
 	keyFile := fs.String("client-key-file", "", "client key for --client-cert-file")
 	insecure := fs.Bool("insecure-skip-tls-verify", false, "do not verify the proxy's certificate (testing only)")
+	tokenCommand := fs.String("token-command", "", "command (run by /bin/sh -c) that prints a fresh token: the first one without --token, and a resume token for each reconnect of a resumable session, with K8S_WS_PROXY_RESUME=<sid> and K8S_WS_PROXY_RESUME_OFFSET=<output bytes received> set")
+	retain := fs.Int("stdin-retain", defaultStdinRetain, "bytes of stdin sent that a resumable session keeps to resend after a drop (what the proxy had not taken)")
+	resumeTimeout := fs.Duration("resume-timeout", defaultResumeTimeout, "how long to keep trying to resume after a drop (the proxy's --resume-window bounds it)")
 	if code, stop := fs.parse(args, stdout, stderr); stop {
 		return code
 	}
+	if *retain < stdinChunk || *resumeTimeout <= 0 {
+		fmt.Fprintf(stderr, "shell: --stdin-retain must be at least %d and --resume-timeout above 0\n", stdinChunk)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
 	tok, err := readToken(*token, *tokenFile)
+	if err != nil && *tokenCommand != "" {
+		tok, err = runTokenCommand(ctx, *tokenCommand, "", 0)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "shell:", err)
 		return 2
@@ -66,16 +78,19 @@ func runShell(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "shell:", err)
 		return 2
 	}
+	t := term.TTY{In: os.Stdin, Out: os.Stdout, Raw: claims.TTY && claims.Stdin}
+	if claims.Resumable {
+		err = runShellResumable(ctx, t, cfg, execURL, claims, tok, resumeOptions{
+			tokenCommand: *tokenCommand, retain: *retain, resumeTimeout: *resumeTimeout, notices: stderr,
+		})
+		return shellExit(err, stderr)
+	}
 	executor, err := remotecommand.NewWebSocketExecutorForProtocols(cfg, "GET", execURL,
 		streamproto.StreamProtocolV5Name, streamproto.StreamProtocolV4Name)
 	if err != nil {
 		fmt.Fprintln(stderr, "shell:", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-
-	t := term.TTY{In: os.Stdin, Out: os.Stdout, Raw: claims.TTY && claims.Stdin}
 	opts := remotecommand.StreamOptions{Stdout: os.Stdout}
 	if claims.Stdin {
 		opts.Stdin = os.Stdin
@@ -90,6 +105,37 @@ func runShell(args []string, stdout, stderr io.Writer) int {
 		opts.Stderr = os.Stderr
 	}
 	err = t.Safe(func() error { return executor.StreamWithContext(ctx, opts) })
+	return shellExit(err, stderr)
+}
+
+// runShellResumable runs a resumable token's session with the resuming
+// client (shellresume.go), the terminal in raw mode across reconnects.
+func runShellResumable(ctx context.Context, t term.TTY, cfg *rest.Config, execURL string, claims *hmac.Claims, tok string, o resumeOptions) error {
+	if claims.SID == "" {
+		return errors.New("the token is resumable but has no sid: the proxy refuses it")
+	}
+	tlsCfg, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return err
+	}
+	o.execURL, o.tls, o.sid = "ws"+strings.TrimPrefix(execURL, "http"), tlsCfg, claims.SID
+	o.stdout, o.rawTTY = os.Stdout, t.Raw
+	if claims.Stdin {
+		o.stdin = os.Stdin
+	}
+	if claims.TTY {
+		if sizes := t.MonitorSize(t.GetSize()); sizes != nil {
+			o.sizes = kubectlSizes{sizes}
+		}
+	}
+	if exec.SeparateStderr(claims.TTY, true) {
+		o.stderr = os.Stderr
+	}
+	return t.Safe(func() error { return runResumable(ctx, o, tok) })
+}
+
+// shellExit is the shell's exit status for how the session ended.
+func shellExit(err error, stderr io.Writer) int {
 	var codeErr utilexec.CodeExitError
 	switch {
 	case err == nil:

@@ -56,10 +56,10 @@ func (l *tokenArgList) Set(v string) error { *l = append(*l, v); return nil }
 func tokenMint(args []string, stdout, stderr io.Writer) int {
 	fs := newCommand("token mint", "--key-file FILE --namespace NS --pod POD [flags]", "")
 	var (
-		keyFile, namespace, pod, container, node, sub, sid, jti, audience, termType string
-		command                                                                     tokenArgList
-		tty, stdin, forGuacd                                                        bool
-		ttl                                                                         time.Duration
+		keyFile, namespace, pod, container, node, sub, sid, jti, audience, termType, resume string
+		command                                                                             tokenArgList
+		tty, stdin, forGuacd, resumable                                                     bool
+		ttl                                                                                 time.Duration
 	)
 	fs.StringVar(&keyFile, "key-file", "", "file holding the HMAC key (trailing whitespace is ignored); this or --key-dir is required")
 	keyDir, propagation := tokenKeyDirFlags(fs.FlagSet)
@@ -75,6 +75,8 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&sid, "sid", "", "session id for audit (default: random)")
 	fs.StringVar(&jti, "jti", "", "unique token id (default: random, 128 bits)")
 	fs.StringVar(&audience, "audience", hmac.DefaultAudience, "aud claim; must match the proxy's --audience")
+	fs.BoolVar(&resumable, "resumable", false, "the session survives a dropped connection for the proxy's --resume-window (docs/wire-protocol.md#resume)")
+	fs.StringVar(&resume, "resume", "", "a resume token: the sid of the dropped resumable session to continue (same sub and target)")
 	fs.BoolVar(&forGuacd, "for-guacd", false, "a token guacd can use: tty and stdin set (guacd always sends both), a command that survives guacd 1.6.1's word splitting, and a request line under guacd's 1024 bytes (the token is guacd's pod parameter)")
 	fs.StringVar(&termType, "guacd-terminal-type", guacdDefaultTerminalType, "guacd's terminal-type, which its main branch substitutes for $TERM in the command (with --for-guacd)")
 	if code, stop := fs.parse(args, stdout, stderr); stop {
@@ -124,6 +126,7 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 	c := hmac.Claims{
 		SID: sid, Namespace: namespace, Pod: pod, Container: container,
 		Command: command, TTY: tty, Stdin: stdin, Node: node,
+		Resumable: resumable, Resume: resume,
 	}
 	c.Audience = jwt.ClaimStrings{audience}
 	c.Subject = sub

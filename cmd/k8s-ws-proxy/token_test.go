@@ -84,6 +84,33 @@ func TestTokenMintVerifyInspect(t *testing.T) {
 	}
 }
 
+// --resumable and --resume reach the claims the proxy's resume reads.
+func TestTokenMintResumeClaims(t *testing.T) {
+	dir, keyFile := keyDir(t)
+	for _, c := range []struct {
+		args      []string
+		resumable bool
+		resume    string
+	}{
+		{nil, false, ""},
+		{[]string{"--resumable", "--sid", "s1"}, true, ""},
+		{[]string{"--resume", "s1"}, false, "s1"},
+	} {
+		code, out, errOut := runTokenCmd(t, "", append([]string{"mint", "--key-file", keyFile, "--namespace", "ns", "--pod", "p"}, c.args...)...)
+		if code != 0 {
+			t.Fatalf("mint %q: %d %s", c.args, code, errOut)
+		}
+		code, out, errOut = runTokenCmd(t, "", "verify", "--key-dir", dir, strings.TrimSpace(out))
+		var got hmac.Claims
+		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil {
+			t.Fatalf("verify %q: %d %v %s", c.args, code, err, errOut)
+		}
+		if got.Resumable != c.resumable || got.Resume != c.resume {
+			t.Errorf("mint %q: resumable %v resume %q", c.args, got.Resumable, got.Resume)
+		}
+	}
+}
+
 func TestTokenVerifyRefuses(t *testing.T) {
 	dir, keyFile := keyDir(t)
 	_, out, _ := runTokenCmd(t, "", "mint", "--key-file", keyFile, "--namespace", "n", "--pod", "p")

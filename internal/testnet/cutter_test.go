@@ -2,9 +2,11 @@ package testnet
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,6 +87,45 @@ func TestCut(t *testing.T) {
 	if err := roundTrip(dial(t, r), []byte("again")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ResetAt cuts at a byte count, with a reset both peers see as
+// ECONNRESET; connections made after still go through.
+func TestResetAt(t *testing.T) {
+	for _, up := range []bool{false, true} {
+		r := NewCutter(t, echo(t))
+		c := dial(t, r)
+		fired := r.ResetAt(up, 100)
+		if err := roundTrip(c, make([]byte, 64)); err != nil {
+			t.Fatalf("up %v: below the mark: %v", up, err)
+		}
+		select {
+		case <-fired:
+			t.Fatalf("up %v: fired at %d up, %d down", up, r.Up(), r.Down())
+		default:
+		}
+		_, _ = c.Write(make([]byte, 64))
+		<-fired
+		n, err := io.Copy(io.Discard, c)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("up %v: read after the reset: %d bytes, %v; want ECONNRESET", up, n, err)
+		}
+		if r.Resets() != 1 {
+			t.Errorf("up %v: Resets = %d", up, r.Resets())
+		}
+		if err := roundTrip(dial(t, r), []byte("again")); err != nil {
+			t.Fatalf("up %v: after the reset: %v", up, err)
+		}
+		if r.Resets() != 1 {
+			t.Errorf("up %v: a fired trigger fired again: Resets = %d", up, r.Resets())
+		}
+	}
+	// A mark already passed fires at once.
+	r := NewCutter(t, echo(t))
+	if err := roundTrip(dial(t, r), []byte("xy")); err != nil {
+		t.Fatal(err)
+	}
+	<-r.ResetAt(false, 2)
 }
 
 func TestRate(t *testing.T) {
