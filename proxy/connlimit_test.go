@@ -42,6 +42,15 @@ func (p *heldPods) GetPod(ctx context.Context, ns, name string) (*corev1.Pod, er
 	return p.PodGetter.GetPod(ctx, ns, name)
 }
 
+// open releases the lookups, once.
+func (p *heldPods) open() {
+	select {
+	case <-p.release:
+	default:
+		close(p.release)
+	}
+}
+
 // waitEntered waits for n more lookups to have started.
 func (p *heldPods) waitEntered(t *testing.T, n int) {
 	t.Helper()
@@ -95,6 +104,20 @@ func (r dialResult) await(t *testing.T, ch <-chan dialResult) dialResult {
 	return r
 }
 
+// heldHarness is a harness whose pod lookups wait for pods.release
+// (released at the end of the test in any case), with maxAdmissions.
+func heldHarness(t *testing.T, maxAdmissions int) (*harness, *heldPods) {
+	t.Helper()
+	var pods *heldPods
+	h := newHarness(t, func(c *Config) {
+		pods = newHeldPods(c.Pods)
+		c.Pods = pods
+		c.MaxAdmissions = maxAdmissions
+	})
+	t.Cleanup(pods.open)
+	return h, pods
+}
+
 // limitedServer serves h's proxy behind a ConnLimiter of limit pending
 // connections, wired as the binary wires it, and points h at it.
 func limitedServer(t *testing.T, h *harness, limit int) *ConnLimiter {
@@ -108,7 +131,9 @@ func limitedServer(t *testing.T, h *harness, limit int) *ConnLimiter {
 	ps.Config.ConnState = lim.ConnState // httptest chains its own hook
 	ps.Config.ConnContext = lim.ConnContext
 	ps.Start()
-	t.Cleanup(ps.Close)
+	// Closing every connection first ends requests still held in a lookup
+	// (their contexts are cancelled): Close alone would wait for them.
+	t.Cleanup(func() { ps.CloseClientConnections(); ps.Close() })
 	h.url = ps.URL
 	return lim
 }
@@ -122,19 +147,7 @@ func limitedServer(t *testing.T, h *harness, limit int) *ConnLimiter {
 func TestAdmittedRequestsAreNotEvicted(t *testing.T) {
 	t.Parallel()
 	const limit, admitted, headerless = 2, 6, 3
-	var pods *heldPods
-	h := newHarness(t, func(c *Config) {
-		pods = newHeldPods(c.Pods)
-		c.Pods = pods
-		c.MaxAdmissions = admitted
-	})
-	t.Cleanup(func() {
-		select {
-		case <-pods.release:
-		default:
-			close(pods.release)
-		}
-	})
+	h, pods := heldHarness(t, admitted)
 	lim := limitedServer(t, h, limit)
 
 	// One at a time, so that each is in its lookup (admitted) before the
@@ -165,7 +178,7 @@ func TestAdmittedRequestsAreNotEvicted(t *testing.T) {
 		t.Errorf("%d connections counted after the eviction, want %d (the newest header-less ones)", n, limit)
 	}
 
-	close(pods.release)
+	pods.open()
 	for i, ch := range dials {
 		r := dialResult{}.await(t, ch)
 		if r.err != nil {
@@ -188,19 +201,7 @@ func TestAdmittedRequestsAreNotEvicted(t *testing.T) {
 func TestAdmissionLimit(t *testing.T) {
 	t.Parallel()
 	const max = 3
-	var pods *heldPods
-	h := newHarness(t, func(c *Config) {
-		pods = newHeldPods(c.Pods)
-		c.Pods = pods
-		c.MaxAdmissions = max
-	})
-	t.Cleanup(func() {
-		select {
-		case <-pods.release:
-		default:
-			close(pods.release)
-		}
-	})
+	h, pods := heldHarness(t, max)
 	limitedServer(t, h, 16)
 
 	var held []<-chan dialResult
@@ -240,7 +241,7 @@ func TestAdmissionLimit(t *testing.T) {
 
 	// The held sessions are upgraded and stay open (cat): their places
 	// are free, so the refused token and two more get sessions now.
-	close(pods.release)
+	pods.open()
 	var open []*websocket.Conn
 	for i, ch := range held {
 		r := dialResult{}.await(t, ch)
