@@ -74,21 +74,6 @@ func clientGoExec(ctx context.Context, t *testing.T, p *proxyProc, c hmac.Claims
 	return ex.StreamWithContext(ctx, opts)
 }
 
-// sizeQueue hands out its sizes, then blocks until ctx ends.
-type sizeQueue struct {
-	ctx   context.Context
-	sizes chan remotecommand.TerminalSize
-}
-
-func (q *sizeQueue) Next() *remotecommand.TerminalSize {
-	select {
-	case s := <-q.sizes:
-		return &s
-	case <-q.ctx.Done():
-		return nil
-	}
-}
-
 // TestExecThroughRealAPIServer is issue 4's test 4: the proxy, as its
 // ServiceAccount, against a real kube-apiserver that translates WebSocket
 // v5 to SPDY toward the node's kubelet (here the upstream kubelet streaming
@@ -186,8 +171,7 @@ func TestExecThroughRealAPIServer(t *testing.T) {
 				// The initial terminal size reaches the process.
 				out.Reset()
 				c = p.claims(true, "stty", "size")
-				sizes := &sizeQueue{ctx: ctx, sizes: make(chan remotecommand.TerminalSize, 1)}
-				sizes.sizes <- remotecommand.TerminalSize{Width: 123, Height: 45}
+				sizes := testenv.NewSizeQueue(ctx, remotecommand.TerminalSize{Width: 123, Height: 45})
 				err = clientGoExec(ctx, t, p, c, remotecommand.StreamOptions{Stdin: strings.NewReader(""), Stdout: &out, Tty: true, TerminalSizeQueue: sizes})
 				if err != nil || strings.TrimSpace(out.String()) != "45 123" {
 					t.Errorf("stty size: %q, %v; want 45 123", out.String(), err)
