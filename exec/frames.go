@@ -1,6 +1,7 @@
 package exec
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -165,11 +166,20 @@ func (fc *frameConn) pumpSizes(q remotecommand.TerminalSizeQueue) {
 // readOutput hands output frames to the writers until the status frame,
 // then decodes the status as client-go's v4 error decoder does.
 func (fc *frameConn) readOutput(t Target, s Streams) error {
+	// One buffer for every frame: ReadMessage's io.ReadAll allocated each
+	// message anew and regrew it from 512 bytes, about three bytes of garbage
+	// per byte relayed (pprof, docs/benchmarks.md). Writers do not keep p.
+	var buf bytes.Buffer
 	for {
-		mt, msg, err := fc.conn.ReadMessage()
+		mt, r, err := fc.conn.NextReader()
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrNoStatus, err)
 		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return fmt.Errorf("%w: %v", ErrNoStatus, err)
+		}
+		msg := buf.Bytes()
 		if mt != gwebsocket.BinaryMessage || len(msg) == 0 {
 			continue
 		}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"sync/atomic"
 	"unicode/utf8"
 )
@@ -72,6 +73,7 @@ func (ss *session) attachFanout() *fanout {
 type tapChunk struct {
 	channel byte
 	b       []byte
+	own     bool // only the scrollback holds b: reusable once dropped
 }
 
 // scrollback keeps the last limit bytes of output as whole chunks (the
@@ -80,6 +82,27 @@ type scrollback struct {
 	chunks []tapChunk
 	head   int // chunks[:head] are dropped
 	bytes  int
+	// spare holds the buffers of dropped chunks that nobody else saw, for
+	// the next chunk: with no observer, the scrollback of a busy session
+	// otherwise allocated every byte of its output once more (pprof).
+	spare [][]byte
+}
+
+// buffer returns n bytes to copy a chunk into, a spare one if it fits.
+func (sb *scrollback) buffer(n int) []byte {
+	for i := len(sb.spare) - 1; i >= 0; i-- {
+		if b := sb.spare[i]; cap(b) >= n {
+			sb.spare = slices.Delete(sb.spare, i, i+1)
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
+}
+
+func (sb *scrollback) drop(c tapChunk) {
+	if c.own && len(sb.spare) < 4 {
+		sb.spare = append(sb.spare, c.b[:0])
+	}
 }
 
 func (sb *scrollback) add(c tapChunk, limit int, whole bool) {
@@ -87,6 +110,7 @@ func (sb *scrollback) add(c tapChunk, limit int, whole bool) {
 	sb.bytes += len(c.b)
 	for sb.bytes-len(sb.chunks[sb.head].b) >= limit {
 		sb.bytes -= len(sb.chunks[sb.head].b)
+		sb.drop(sb.chunks[sb.head])
 		sb.chunks[sb.head] = tapChunk{}
 		sb.head++
 	}
@@ -107,7 +131,11 @@ func (sb *scrollback) add(c tapChunk, limit int, whole bool) {
 	}
 }
 
+// snapshot returns the chunks held; from now on others hold them too.
 func (sb *scrollback) snapshot() []tapChunk {
+	for i := sb.head; i < len(sb.chunks); i++ {
+		sb.chunks[i].own = false
+	}
 	return append([]tapChunk(nil), sb.chunks[sb.head:]...)
 }
 
