@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -81,6 +82,29 @@ func resumeBuffer(cfg *Config) int {
 		return DefaultResumeBuffer
 	}
 	return max(cfg.ResumeBuffer, MinResumeBuffer)
+}
+
+// boundSendBuffer caps the kernel send buffer of a resumable session's
+// connection to an eighth of its resume buffer (Linux doubles the value
+// and autotunes an uncapped one up to 4 MiB, the default resume buffer):
+// output in it counts as sent but is lost with the connection, so a resume
+// must find it in the resume buffer, or be refused with 416.
+func boundSendBuffer(c net.Conn, resumeBuffer int) {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			_ = v.SetWriteBuffer(max(resumeBuffer/8, 32<<10))
+			return
+		case *batchConn:
+			c = v.Conn
+		case *trackedConn:
+			c = v.Conn
+		case interface{ NetConn() net.Conn }: // *tls.Conn
+			c = v.NetConn()
+		default:
+			return
+		}
+	}
 }
 
 // ParseResumeOffset reads the resume-offset query values: exactly one, a
@@ -742,6 +766,7 @@ func (s *Server) serveResume(w http.ResponseWriter, r *http.Request, g *grant) {
 		s.log.Warn("session rejected", "sid", ss.id, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
 		return
 	}
+	boundSendBuffer(bw.conn, res.limit)
 	a := &attachment{conn: conn, out: bw.conn, offset: offset, stdin: stdin, tookOver: tookOver, remote: r.RemoteAddr, admitted: admitted}
 	res.mu.Lock()
 	if res.ended {

@@ -104,6 +104,9 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sess *session) 
 		s.log.Warn("session rejected", "sid", sess.id, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
 		return false
 	}
+	if sess.res != nil {
+		boundSendBuffer(bw.conn, sess.res.limit)
+	}
 	sess.wmu.Lock()
 	sess.conn, sess.out = conn, bw.conn
 	sess.wmu.Unlock()
