@@ -367,28 +367,6 @@ func (pp proxyPath) prepare(s session) (func(context.Context) error, error) {
 	return func(ctx context.Context) error { return ex.StreamWithContext(ctx, opts) }, nil
 }
 
-// sizes is a TerminalSizeQueue that hands out one size, then blocks until
-// its context ends: client-go reads it until Next returns nil.
-type sizes struct {
-	ctx  context.Context
-	once chan remotecommand.TerminalSize
-}
-
-func newSizes(ctx context.Context, w, h uint16) *sizes {
-	s := &sizes{ctx: ctx, once: make(chan remotecommand.TerminalSize, 1)}
-	s.once <- remotecommand.TerminalSize{Width: w, Height: h}
-	return s
-}
-
-func (s *sizes) Next() *remotecommand.TerminalSize {
-	select {
-	case sz := <-s.once:
-		return &sz
-	case <-s.ctx.Done():
-		return nil
-	}
-}
-
 // byteChan is a Writer that hands every byte written to it to a channel,
 // for round-trip measurements.
 type byteChan chan byte

@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testenv"
 )
 
 // ended reports whether err is how a session ends when its client cancels
@@ -136,7 +140,7 @@ func openEcho(p path) (*echoSession, error) {
 	l, err := startLive(p, func(ctx context.Context, stdin io.Reader) session {
 		w.ctx = ctx
 		return session{Command: []string{"sh", "-c", echoScript}, TTY: true,
-			Stdin: stdin, Stdout: w, Sizes: newSizes(ctx, 80, 24)}
+			Stdin: stdin, Stdout: w, Sizes: testenv.NewSizeQueue(ctx, remotecommand.TerminalSize{Width: 80, Height: 24})}
 	})
 	if err != nil {
 		return nil, err
