@@ -170,7 +170,7 @@ func ensureTogether(ctx context.Context, builds ...serverToolBuild) ([]string, e
 	b0 := builds[todo[0]]
 	slog.Info("building test tool; a cold build takes minutes", "tool", strings.Join(built, ","), "version", b0.version, "module", b0.moduleDir)
 	start := time.Now()
-	args := append([]string{"build", "-trimpath", "-ldflags", b0.ldflags, "-o", out}, pkgs...)
+	args := append([]string{"build", "-trimpath", "-gcflags", toolGCFlags, "-ldflags", b0.ldflags, "-o", out}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(),
