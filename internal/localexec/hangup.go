@@ -23,7 +23,7 @@ type hangups struct {
 	watch   map[int32]watched // by registration id, never reused
 	lastID  int32
 	running bool // the waiting goroutine runs
-	// Tests' hooks: dup duplicates a socket (unix.Dup when nil); fetched
+	// Tests' hooks: dup duplicates a socket (dupCloexec when nil); fetched
 	// runs after each EpollWait, outside the lock; dispatched after the
 	// batch's callbacks have run.
 	dup        func(fd int) (int, error)
@@ -57,7 +57,7 @@ func (h *hangups) add(c net.Conn, onHangup func()) (stop func()) {
 	fd := -1
 	dup := h.dup
 	if dup == nil {
-		dup = unix.Dup
+		dup = dupCloexec
 	}
 	_ = raw.Control(func(s uintptr) { fd, err = dup(int(s)) })
 	if err != nil || fd < 0 {
@@ -84,6 +84,15 @@ func (h *hangups) add(c net.Conn, onHangup func()) (stop func()) {
 	}
 	var stopOnce sync.Once
 	return func() { stopOnce.Do(func() { h.remove(id) }) }
+}
+
+// dupCloexec duplicates fd with close-on-exec set. A plain dup(2) copy is
+// inherited by every process the backend starts meanwhile, and keeps the
+// socket open after we close it for as long as that process lives: a
+// refused WebSocket upgrade then never reached EOF, and the client that
+// reads the refusal's body hung.
+func dupCloexec(fd int) (int, error) {
+	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 }
 
 func (h *hangups) remove(id int32) {

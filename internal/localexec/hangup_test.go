@@ -1,7 +1,10 @@
 package localexec
 
 import (
+	"errors"
+	"io"
 	"net"
+	osexec "os/exec"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,7 +54,7 @@ func TestHangupNotDeliveredToNextConnection(t *testing.T) {
 	// free one (other free numbers would hide the reuse in a test).
 	aFD := -1
 	h.dup = func(fd int) (int, error) {
-		n, err := unix.Dup(fd)
+		n, err := dupCloexec(fd)
 		if err != nil || aFD < 0 {
 			aFD = n
 			return n, err
@@ -101,5 +104,33 @@ func TestHangupNotDeliveredToNextConnection(t *testing.T) {
 	case <-firedB:
 	case <-time.After(10 * time.Second):
 		t.Fatal("B's hangup was not delivered")
+	}
+}
+
+// A watched connection closed by the server reaches its client as EOF even
+// while a process started during the watch is still running. The watcher's
+// duplicate used to be inherited by that process (dup(2) without
+// close-on-exec) and held the socket open: a client reading the body of a
+// refused WebSocket upgrade (gorilla reads it to EOF) hung until another
+// session's process ended.
+func TestWatchedSocketNotInheritedByProcesses(t *testing.T) {
+	h := &hangups{}
+	client, server := tcpPair(t)
+	stop := h.add(server, func() {})
+	child := osexec.Command("cat")
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); child.Wait() })
+
+	stop()
+	server.Close()
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("client read %d bytes, %v after the server closed; want EOF (is the socket held open by the child?)", n, err)
 	}
 }
