@@ -40,11 +40,12 @@ func runShell(args []string, stdout, stderr io.Writer) int {
 	tokenCommand := fs.String("token-command", "", "command (run by /bin/sh -c) that prints a fresh token: the first one without --token, and a resume token for each reconnect of a resumable session, with K8S_WS_PROXY_RESUME=<sid> and K8S_WS_PROXY_RESUME_OFFSET=<output bytes received> set")
 	retain := fs.Int("stdin-retain", defaultStdinRetain, "bytes of stdin sent that a resumable session keeps to resend after a drop (what the proxy had not taken)")
 	resumeTimeout := fs.Duration("resume-timeout", defaultResumeTimeout, "how long to keep trying to resume after a drop (the proxy's --resume-window bounds it)")
+	keepalive := fs.Duration("keepalive", defaultKeepalive, "ping period of a resumable session's connection; one silent for two periods counts as dropped and is resumed (0: no pings, wait for TCP)")
 	if code, stop := fs.parse(args, stdout, stderr); stop {
 		return code
 	}
-	if *retain < stdinChunk || *resumeTimeout <= 0 {
-		fmt.Fprintf(stderr, "shell: --stdin-retain must be at least %d and --resume-timeout above 0\n", stdinChunk)
+	if *retain < stdinChunk || *resumeTimeout <= 0 || *keepalive < 0 {
+		fmt.Fprintf(stderr, "shell: --stdin-retain must be at least %d, --resume-timeout above 0 and --keepalive not negative\n", stdinChunk)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -81,7 +82,7 @@ func runShell(args []string, stdout, stderr io.Writer) int {
 	t := term.TTY{In: os.Stdin, Out: os.Stdout, Raw: claims.TTY && claims.Stdin}
 	if claims.Resumable {
 		err = runShellResumable(ctx, t, cfg, execURL, claims, tok, resumeOptions{
-			tokenCommand: *tokenCommand, retain: *retain, resumeTimeout: *resumeTimeout, notices: stderr,
+			tokenCommand: *tokenCommand, retain: *retain, resumeTimeout: *resumeTimeout, keepalive: *keepalive, notices: stderr,
 		})
 		return shellExit(err, stderr)
 	}

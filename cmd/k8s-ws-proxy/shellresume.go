@@ -45,8 +45,11 @@ const (
 	// defaultResumeTimeout is the proxy's default --resume-window: trying
 	// longer cannot succeed.
 	defaultResumeTimeout = 60 * time.Second
-	tokenCommandTimeout  = 30 * time.Second
-	stdinChunk           = 32 << 10
+	// defaultKeepalive: a connection silent for two periods (no frame, ping
+	// or pong) is a drop, also when the path black-holes without a reset.
+	defaultKeepalive    = 10 * time.Second
+	tokenCommandTimeout = 30 * time.Second
+	stdinChunk          = 32 << 10
 	// maxResumeFrame is above the largest --max-frame-size the proxy takes.
 	maxResumeFrame = 2 << 20
 	// socketBuffer bounds the kernel buffers of a resumable connection.
@@ -106,7 +109,8 @@ type resumeOptions struct {
 	tokenCommand  string
 	retain        int
 	resumeTimeout time.Duration
-	stdin         io.Reader // nil: the token grants no stdin
+	keepalive     time.Duration // ping period; 0 sends no pings and waits forever
+	stdin         io.Reader     // nil: the token grants no stdin
 	stdout        io.Writer
 	stderr        io.Writer // stderr frames (never with a tty)
 	notices       io.Writer
@@ -188,8 +192,11 @@ func runResumable(ctx context.Context, o resumeOptions, token string) error {
 // exit status) or the connection drops (drop says how). A close the proxy
 // sends on purpose (taken over, revoked, a protocol error) is not a drop.
 func (s *resumingShell) read(c *websocket.Conn) (status, drop error) {
+	alive, stop := s.keepAlive(c)
+	defer stop()
 	for {
 		mt, msg, err := c.ReadMessage()
+		alive()
 		if err != nil {
 			var ce *websocket.CloseError
 			switch {
@@ -222,6 +229,41 @@ func (s *resumingShell) read(c *websocket.Conn) (status, drop error) {
 			return fmt.Errorf("writing the session's output: %w", err), nil
 		}
 	}
+}
+
+// keepAlive pings c every keepalive period until stop, and gives the
+// reader a deadline of two periods that every frame, ping and pong moves
+// on (alive). Without it a path that drops packets without a reset (a
+// NAT's expired mapping, a dead link) would hold the shell until TCP gives
+// up, minutes later, instead of resuming.
+func (s *resumingShell) keepAlive(c *websocket.Conn) (alive, stop func()) {
+	period := s.o.keepalive
+	if period <= 0 {
+		return func() {}, func() {}
+	}
+	alive = func() { _ = c.SetReadDeadline(time.Now().Add(2 * period)) }
+	alive()
+	pong := c.PingHandler()
+	c.SetPingHandler(func(data string) error { alive(); return pong(data) })
+	c.SetPongHandler(func(string) error { alive(); return nil })
+	done := make(chan struct{})
+	var pinger sync.WaitGroup
+	pinger.Go(func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			// WriteControl may run beside the stdin writer (gorilla allows it).
+			if c.WriteControl(websocket.PingMessage, nil, time.Now().Add(period)) != nil {
+				return
+			}
+		}
+	})
+	return alive, func() { close(done); pinger.Wait() }
 }
 
 // attach makes c the current connection: the stdin the proxy has not

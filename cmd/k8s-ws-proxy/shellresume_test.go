@@ -50,10 +50,11 @@ func TestStdinRing(t *testing.T) {
 // fakeProxy answers the session's connections in order with the handlers
 // given: each gets the upgraded connection and the request.
 type fakeProxy struct {
-	t     *testing.T
-	mu    sync.Mutex
-	conns []func(w http.ResponseWriter, r *http.Request)
-	reqs  []*http.Request
+	t         *testing.T
+	keepalive time.Duration // the shell's --keepalive
+	mu        sync.Mutex
+	conns     []func(w http.ResponseWriter, r *http.Request)
+	reqs      []*http.Request
 }
 
 func (f *fakeProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -108,7 +109,7 @@ func runAgainst(t *testing.T, f *fakeProxy, stdin io.Reader, tokenCommand string
 	defer cancel()
 	err := runResumable(ctx, resumeOptions{
 		execURL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/api/v1/namespaces/ns/pods/p/exec?command=x&stdin=true",
-		sid:     "s1", tokenCommand: tokenCommand, retain: 64, resumeTimeout: 5 * time.Second,
+		sid:     "s1", tokenCommand: tokenCommand, retain: 64, resumeTimeout: 5 * time.Second, keepalive: f.keepalive,
 		stdin: stdin, stdout: &out, notices: &notices,
 	}, "first")
 	return out.String(), notices.String(), err
@@ -207,5 +208,48 @@ func TestResumingShellNeedsTokenCommand(t *testing.T) {
 	}}
 	if _, _, err := runAgainst(t, f, nil, ""); err == nil || !strings.Contains(err.Error(), "--token-command") {
 		t.Errorf("err %v", err)
+	}
+}
+
+// A connection that goes silent without a reset (the proxy neither sends
+// nor answers pings: a black-holed path) is a drop after two keepalive
+// periods, and the shell resumes from the bytes it got.
+func TestResumingShellResumesASilentConnection(t *testing.T) {
+	f := &fakeProxy{t: t, keepalive: 100 * time.Millisecond}
+	var resumeReq *http.Request
+	f.conns = []func(http.ResponseWriter, *http.Request){
+		func(w http.ResponseWriter, r *http.Request) {
+			c := upgrade(t, w, r, nil)
+			send(c, chStdout, "hello ")
+			// Pings are swallowed, not answered, until the shell hangs up.
+			c.SetPingHandler(func(string) error { return nil })
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					break
+				}
+			}
+			c.Close()
+		},
+		func(w http.ResponseWriter, r *http.Request) {
+			resumeReq = r
+			c := upgrade(t, w, r, http.Header{proxy.HeaderStdinOffset: {"0"}})
+			send(c, chStdout, "world")
+			send(c, chStatus, `{"status":"Success"}`)
+			_, _, _ = c.ReadMessage() // the client's close
+			c.Close()
+		},
+	}
+	out, notices, err := runAgainst(t, f, nil, "echo tok")
+	if err != nil {
+		t.Fatalf("session: %v (notices %q)", err, notices)
+	}
+	if out != "hello world" {
+		t.Errorf("output %q", out)
+	}
+	if resumeReq == nil || resumeReq.URL.Query().Get(proxy.ResumeOffsetParam) != "6" {
+		t.Fatalf("resume request %v, want one from offset 6", resumeReq)
+	}
+	if !strings.Contains(notices, "timeout") || !strings.Contains(notices, "resumed session s1") {
+		t.Errorf("notice %q, want the timeout and the resume", notices)
 	}
 }
