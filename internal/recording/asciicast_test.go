@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -347,4 +348,66 @@ func FuzzOutput(f *testing.F) {
 			t.Fatalf("round trip:\n in %q\nout %q\ninp %q", in, out, inp)
 		}
 	})
+}
+
+// BenchmarkAppendString: the recorder's per-byte cost on printable output
+// (what bulk sessions write) and on UTF-8 text.
+func BenchmarkAppendString(b *testing.B) {
+	for name, line := range map[string]string{
+		"ascii": "2000000 lines of seq output and log text: [INFO] ready=1\n",
+		"utf8":  "h\u00e9llo w\u00f6rld \u2713 \u65e5\u672c\u8a9e\n",
+	} {
+		b.Run(name, func(b *testing.B) {
+			p := bytes.Repeat([]byte(line), 32<<10/len(line))
+			buf := make([]byte, 0, 2*len(p))
+			b.SetBytes(int64(len(p)))
+			for b.Loop() {
+				buf = appendString(buf[:0], p)
+			}
+		})
+	}
+}
+
+// FuzzAppendStringAgainstReference: appendString (with its fast path for
+// printable ASCII) writes exactly what the package doc's rule, applied
+// one code point at a time, writes.
+func FuzzAppendStringAgainstReference(f *testing.F) {
+	f.Add([]byte("plain ascii, \"quoted\" \\ back\tslash\r\n\x00\x1f\x7f"))
+	f.Add([]byte("h\u00e9llo w\u00f6rld \u2713\n\xff\xfe\xc3(\U0010FF80\uFFFD"))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		got := string(appendString([]byte("prefix"), p))
+		if want := "prefix" + referenceString(p); got != want {
+			t.Fatalf("appendString(%q)\n got %q\nwant %q", p, got, want)
+		}
+	})
+}
+
+func referenceString(p []byte) string {
+	var sb strings.Builder
+	sb.WriteByte('"')
+	for len(p) > 0 {
+		r, size := utf8.DecodeRune(p)
+		switch {
+		case (r == utf8.RuneError && size == 1) || r >= escapeBase+0x80:
+			for _, x := range p[:size] {
+				sb.WriteRune(rune(escapeBase + int(x)))
+			}
+		case r == '"' || r == '\\':
+			sb.WriteByte('\\')
+			sb.WriteRune(r)
+		case r == '\n':
+			sb.WriteString(`\n`)
+		case r == '\r':
+			sb.WriteString(`\r`)
+		case r == '\t':
+			sb.WriteString(`\t`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&sb, `\u%04x`, r)
+		default:
+			sb.WriteRune(r)
+		}
+		p = p[size:]
+	}
+	sb.WriteByte('"')
+	return sb.String()
 }
