@@ -13,7 +13,7 @@ import (
 )
 
 // claimDecoders decodes each claim we know, by its exact name. A new claim
-// is one entry here, one field in Claims and one in wireClaims.
+// is one entry here and one field in Claims.
 var claimDecoders = map[string]func(c *Claims, raw json.RawMessage) error{
 	"iss":       stringClaim(func(c *Claims) *string { return &c.Issuer }),
 	"sub":       stringClaim(func(c *Claims) *string { return &c.Subject }),

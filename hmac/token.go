@@ -119,22 +119,17 @@ func newRegisteredWire(c jwt.RegisteredClaims) registeredWire {
 // wireClaims fixes the member order and the compact forms of the encoding:
 // the token usually travels inside guacd's 1024-byte request path, so every
 // byte counts, and a stable order makes the documented example reproducible.
-// encoding/json puts the embedded registered claims first.
+// encoding/json puts the embedded registered claims first, and their
+// shallower fields hide the ones of claimFields' jwt.RegisteredClaims; the
+// scope follows in Claims' field order.
 type wireClaims struct {
 	registeredWire
-	SID       string   `json:"sid,omitempty"`
-	Namespace string   `json:"namespace"`
-	Pod       string   `json:"pod"`
-	Container string   `json:"container,omitempty"`
-	Command   []string `json:"command,omitempty"`
-	TTY       bool     `json:"tty,omitempty"`
-	Stdin     bool     `json:"stdin,omitempty"`
-	Node      string   `json:"node,omitempty"`
-	Groups    []string `json:"groups,omitempty"`
-	Mode      string   `json:"mode,omitempty"`
-	Resumable bool     `json:"resumable,omitempty"`
-	Resume    string   `json:"resume,omitempty"`
+	claimFields
 }
+
+// claimFields is Claims without its methods: embedded as is, Claims would
+// lend wireClaims its MarshalJSON and recurse.
+type claimFields Claims
 
 func unixPtr(d *jwt.NumericDate) *int64 {
 	if d == nil {
@@ -148,21 +143,7 @@ func unixPtr(d *jwt.NumericDate) *int64 {
 // times as integer seconds, a single audience as a plain string, members in
 // a fixed order, no HTML escaping.
 func (c Claims) MarshalJSON() ([]byte, error) {
-	return compactJSON(wireClaims{
-		registeredWire: newRegisteredWire(c.RegisteredClaims),
-		SID:            c.SID,
-		Namespace:      c.Namespace,
-		Pod:            c.Pod,
-		Container:      c.Container,
-		Command:        c.Command,
-		TTY:            c.TTY,
-		Stdin:          c.Stdin,
-		Node:           c.Node,
-		Groups:         c.Groups,
-		Mode:           c.Mode,
-		Resumable:      c.Resumable,
-		Resume:         c.Resume,
-	})
+	return compactJSON(wireClaims{newRegisteredWire(c.RegisteredClaims), claimFields(c)})
 }
 
 // compactJSON encodes v without HTML escaping and without the trailing

@@ -25,7 +25,6 @@ import (
 	"net/http"
 	"os"
 	osexec "os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -37,6 +36,7 @@ import (
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/cmd/k8s-ws-proxy-demo/web"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/hmac"
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/cmdmain"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeconfig"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
@@ -63,7 +63,7 @@ func run() error {
 	selfTest := flag.Bool("self-test", false, "run one session through the proxy, check its output, and exit")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cmdmain.Context()
 	defer stop()
 
 	work, err := os.MkdirTemp("", "k8s-ws-proxy-demo-")

@@ -18,28 +18,22 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"k8s.io/klog/v2"
 
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/cmdmain"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	os.Exit(code)
+	cmdmain.Main(run)
 }
 
 // run is main without the process: it returns the exit code (2 for usage
@@ -54,18 +48,15 @@ func run(ctx context.Context, args []string, logOut io.Writer) int {
 	certFile := fs.String("tls-cert-file", "", "serving certificate (PEM); enables TLS")
 	keyFile := fs.String("tls-key-file", "", "serving key (PEM)")
 	clientCA := fs.String("client-ca-file", "", "require client certificates signed by these CAs (PEM)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := cmdmain.Parse(fs, args); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(logOut, "unexpected arguments: %q\n", fs.Args())
 		return 2
 	}
 
-	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	log := cmdmain.Logger(logOut)
 	// The upstream streaming code logs through klog; keep one JSON stream.
 	klog.SetSlogLogger(log)
 	fail := func(msg string, err error) int {
@@ -98,9 +89,9 @@ func run(ctx context.Context, args []string, logOut io.Writer) int {
 			return fail("TLS configuration", err)
 		}
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := cmdmain.Listen(log, *listen)
 	if err != nil {
-		return fail("listen", err)
+		return 1
 	}
 	served := make(chan error, 1)
 	go func() {

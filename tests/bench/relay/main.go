@@ -26,19 +26,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/cmdmain"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	os.Exit(code)
+	cmdmain.Main(run)
 }
 
 func run(ctx context.Context, args []string, logOut io.Writer) int {
@@ -51,13 +47,10 @@ func run(ctx context.Context, args []string, logOut io.Writer) int {
 	upCAFile := fs.String("upstream-ca-file", "", "CA certificates (PEM) that sign the upstream's certificate")
 	upCertFile := fs.String("upstream-cert-file", "", "client certificate (PEM) presented upstream")
 	upKeyFile := fs.String("upstream-key-file", "", "key (PEM) of --upstream-cert-file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := cmdmain.Parse(fs, args); done {
+		return code
 	}
-	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	log := cmdmain.Logger(logOut)
 	serverTLS, clientTLS, err := configs(*upstream, *certFile, *keyFile, *upCAFile, *upCertFile, *upKeyFile)
 	if err != nil {
 		log.Error("configuration", "error", err.Error())
@@ -68,9 +61,8 @@ func run(ctx context.Context, args []string, logOut io.Writer) int {
 		log.Error("refusing to listen", "addr", *listen, "error", "not a loopback address")
 		return 2
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := cmdmain.Listen(log, *listen)
 	if err != nil {
-		log.Error("listen", "error", err.Error())
 		return 1
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "upstream", *upstream)
