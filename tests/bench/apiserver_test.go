@@ -2,15 +2,11 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/exec"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeapi"
@@ -63,7 +59,10 @@ func newAPIEnv(tb testing.TB) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := registerWorkload(ctx, api, port); err != nil {
+	if err := kubeapi.CreateWorkload(ctx, api.AdminClient(), kubeapi.Workload{
+		Node: benchNode, Namespace: benchNamespace, Pod: benchPod, Container: benchContainer,
+		KubeletPort: port, Image: "registry.example/bench",
+	}); err != nil {
 		tb.Fatal(err)
 	}
 	admin := api.AdminConfig()
@@ -74,51 +73,4 @@ func newAPIEnv(tb testing.TB) *env {
 		}
 	})
 	return e
-}
-
-// registerWorkload creates the Node (reachable at 127.0.0.1:port, Ready)
-// and the Pod (bound to it, Running) that nothing here reconciles.
-func registerWorkload(ctx context.Context, api *kubeapi.Server, port int) error {
-	cs := api.AdminClient()
-	node, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name: benchNode, Labels: map[string]string{"kubernetes.io/hostname": benchNode, "kubernetes.io/os": "linux"},
-	}}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("creating Node: %w", err)
-	}
-	now := metav1.Now()
-	node.Status = corev1.NodeStatus{
-		Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: benchNode}},
-		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(port)}},
-		Conditions:      []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("setting Node status: %w", err)
-	}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	pod, err := cs.CoreV1().Pods(benchNamespace).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: benchPod},
-		Spec: corev1.PodSpec{
-			NodeName:   benchNode,
-			Containers: []corev1.Container{{Name: benchContainer, Image: "registry.example/bench:1"}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("creating Pod: %w", err)
-	}
-	pod.Status = corev1.PodStatus{
-		Phase:      corev1.PodRunning,
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}},
-		ContainerStatuses: []corev1.ContainerStatus{{
-			Name: benchContainer, Ready: true, Image: "registry.example/bench:1", ImageID: "registry.example/bench@sha256:0",
-			ContainerID: "local://" + benchPod, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
-		}},
-		HostIP: "127.0.0.1", StartTime: &now,
-	}
-	if _, err := cs.CoreV1().Pods(benchNamespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("setting Pod status: %w", err)
-	}
-	return nil
 }

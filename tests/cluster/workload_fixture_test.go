@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/kubeapi"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/localexec"
 )
 
@@ -129,53 +126,11 @@ func startWorkload() (*fakeKubelet, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cs := api.AdminClient()
-	// The Node as a kubelet would register it: reachable at 127.0.0.1 on
-	// the fake kubelet's port, Ready.
-	node, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name:   workloadNode,
-		Labels: map[string]string{"kubernetes.io/hostname": workloadNode, "kubernetes.io/os": "linux"},
-	}}, metav1.CreateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("creating Node: %w", err)
-	}
-	node.Status = corev1.NodeStatus{
-		Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: workloadNode}},
-		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(k.port)}},
-		Conditions:      []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-		return nil, fmt.Errorf("setting Node status: %w", err)
-	}
-
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: workloadNamespace}}, metav1.CreateOptions{}); err != nil {
+	if err := kubeapi.CreateWorkload(ctx, api.AdminClient(), kubeapi.Workload{
+		Node: workloadNode, Namespace: workloadNamespace, Pod: workloadPod, Container: workloadContainer,
+		KubeletPort: k.port, Image: "registry.example/shell",
+	}); err != nil {
 		return nil, err
-	}
-	// The Pod as the scheduler and kubelet would leave it: bound to the
-	// node, Running, its container started.
-	pod, err := cs.CoreV1().Pods(workloadNamespace).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: workloadPod},
-		Spec: corev1.PodSpec{
-			NodeName:   workloadNode,
-			Containers: []corev1.Container{{Name: workloadContainer, Image: "registry.example/shell:1"}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("creating Pod: %w", err)
-	}
-	now := metav1.Now()
-	pod.Status = corev1.PodStatus{
-		Phase:      corev1.PodRunning,
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}},
-		ContainerStatuses: []corev1.ContainerStatus{{
-			Name: workloadContainer, Ready: true, Image: "registry.example/shell:1", ImageID: "registry.example/shell@sha256:0",
-			ContainerID: "local://" + workloadPod, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
-		}},
-		HostIP:    "127.0.0.1",
-		StartTime: &now,
-	}
-	if _, err := cs.CoreV1().Pods(workloadNamespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-		return nil, fmt.Errorf("setting Pod status: %w", err)
 	}
 	return k, nil
 }
