@@ -21,9 +21,7 @@ func TestCheckDoesNotConsume(t *testing.T) {
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			<-start
 			c, err := v.Check(tok)
 			if err != nil {
@@ -39,7 +37,7 @@ func TestCheckDoesNotConsume(t *testing.T) {
 			default:
 				t.Errorf("Consume: %v", err)
 			}
-		}()
+		})
 	}
 	close(start)
 	wg.Wait()
