@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -220,10 +221,7 @@ func RotateSecret(ctx context.Context, client kubeclient.SecretsGetter, opts Rot
 }
 
 func sortedKeys(m map[string][]byte) []string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
+	names := slices.Collect(maps.Keys(m))
 	sortKeys(names)
 	return names
 }
