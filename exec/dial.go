@@ -2,10 +2,13 @@ package exec
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"net/http/httptrace"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/streaming/pkg/httpstream/wsstream"
 )
 
 type dialObserverKey struct{}
@@ -19,41 +22,59 @@ func WithDialObserver(ctx context.Context, observe func(time.Duration)) context.
 	return context.WithValue(ctx, dialObserverKey{}, observe)
 }
 
-// observingTransport tracks upgraded connections (see trackUpgraded) and
-// times upgrade round trips for requests whose context
-// carries a dial observer. client-go builds every exec round tripper
-// (WebSocket and SPDY) through rest.Config.WrapTransport, so this is the
-// one place that sees the dial of both.
+// observingTransport bounds and tracks the connections of exec upgrades
+// (boundHandshake) and times their round trips for requests whose
+// context carries a dial observer. client-go builds every exec round
+// tripper (WebSocket and SPDY) through rest.Config.WrapTransport, so this
+// is the one place that sees the dial of both; other requests (pod
+// lookups, access reviews) pass through untouched.
 type observingTransport struct{ next http.RoundTripper }
 
 func (o observingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	observe, _ := req.Context().Value(dialObserverKey{}).(func(time.Duration))
-	if observe == nil {
-		resp, err := o.next.RoundTrip(req)
-		trackUpgraded(req, resp, err, o.next)
-		return resp, err
+	if !isExecUpgrade(req) {
+		return o.next.RoundTrip(req)
 	}
+	ctx := req.Context()
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { boundHandshake(ctx, info.Conn) },
+	}))
+	observe, _ := ctx.Value(dialObserverKey{}).(func(time.Duration))
 	start := time.Now()
 	resp, err := o.next.RoundTrip(req)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-		observe(time.Since(start))
+		if set, ok := ctx.Value(connSetKey{}).(*connSet); ok {
+			set.upgraded()
+		}
+		if observe != nil {
+			observe(time.Since(start))
+		}
 	}
-	trackUpgraded(req, resp, err, o.next)
 	return resp, err
 }
 
-// trackUpgraded adds the connection of an upgraded WebSocket to the
-// Stream call's set: client-go's WebSocket round tripper holds it, and
-// dials it with no hook of ours.
-func trackUpgraded(req *http.Request, resp *http.Response, err error, rt http.RoundTripper) {
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		return
-	}
-	if h, ok := rt.(interface{ Connection() *websocket.Conn }); ok {
-		if c := h.Connection(); c != nil {
-			track(req.Context(), c.NetConn())
-		}
-	}
+// isExecUpgrade reports whether req is an exec's upgrade: client-go's
+// WebSocket and SPDY negotiations name their protocols before the round
+// trip.
+func isExecUpgrade(req *http.Request) bool {
+	return req.Header.Get(wsstream.WebSocketProtocolHeader) != "" || req.Header.Get(httpstream.HeaderProtocolVersion) != ""
+}
+
+// upgradeTimeout bounds an exec's handshake from the connection to the
+// end of the upgrade response, or of a refusal's body: gorilla reads a
+// refused WebSocket upgrade's body to its end, and neither client-go
+// transport sets a limit, so a backend or middlebox that answers slowly,
+// or never closes a refusal, would hold the session's dial for as long as
+// the session lives. A variable for tests.
+var upgradeTimeout = 30 * time.Second
+
+// boundHandshake puts upgradeTimeout on an exec connection's handshake and
+// adds it to the Stream call's set, so that ending the session closes it
+// even mid-handshake. gorilla clears the deadline once it has upgraded;
+// observingTransport clears it for SPDY on the upgrade's response, and a
+// refusal keeps it while its body is read.
+func boundHandshake(ctx context.Context, c net.Conn) {
+	_ = c.SetDeadline(time.Now().Add(upgradeTimeout))
+	track(ctx, c)
 }
 
 func observeDials(prev func(http.RoundTripper) http.RoundTripper) func(http.RoundTripper) http.RoundTripper {

@@ -233,9 +233,10 @@ func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error
 	return res, err
 }
 
-func (d *Dialer) stream(outer context.Context, u *url.URL, opts remotecommand.StreamOptions) (Result, error) {
+func (d *Dialer) stream(outer context.Context, u *url.URL, opts remotecommand.StreamOptions) (_ Result, err error) {
 	ctx, closeConns := tracking(outer)
 	defer closeConns()
+	defer func() { err = explainHandshake(ctx, err) }()
 	cfg := d.configFor(ctx) // impersonating the session's user, if any
 
 	switch d.transport {

@@ -65,7 +65,7 @@ func (d *Dialer) spdyFallback(ctx context.Context, t Target, s Streams) (Result,
 	inner, done := tracking(ctx)
 	defer done()
 	sp := &trackedSPDY{d: d, u: d.URL(t)}
-	err := sp.StreamWithContext(inner, opts)
+	err := explainHandshake(inner, sp.StreamWithContext(inner, opts))
 	var exit utilexec.CodeExitError
 	if err != nil && ctx.Err() != nil && !errors.As(err, &exit) {
 		err = ctx.Err()
@@ -80,7 +80,11 @@ func (d *Dialer) streamFrames(ctx context.Context, t Target, s Streams) (res Res
 	if err != nil {
 		return res, err, false
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL(t).String(), nil)
+	// Ending the session resets the connection, also mid-handshake: a
+	// polite close could wait on a peer that does not read.
+	inner, closeConns := tracking(ctx)
+	defer closeConns()
+	req, err := http.NewRequestWithContext(inner, http.MethodGet, d.URL(t).String(), nil)
 	if err != nil {
 		return res, err, false
 	}
@@ -90,19 +94,9 @@ func (d *Dialer) streamFrames(ctx context.Context, t Target, s Streams) (res Res
 	}
 	conn, err := websocket.Negotiate(rt, holder, req, protocols...)
 	if err != nil {
-		return res, err, d.transport == TransportAuto && shouldFallback(err)
+		return res, explainHandshake(inner, err), d.transport == TransportAuto && shouldFallback(err)
 	}
 	fc := &frameConn{conn: conn, v5: conn.Subprotocol() == streamproto.StreamProtocolV5Name}
-	// Ending the session resets the connection: a polite close could wait
-	// on a peer that does not read.
-	stop := context.AfterFunc(ctx, func() {
-		reset(conn.UnderlyingConn())
-		_ = conn.UnderlyingConn().Close()
-	})
-	defer func() {
-		stop()
-		_ = conn.UnderlyingConn().Close()
-	}()
 	if t.Stdin {
 		go fc.pumpStdin(s.Stdin)
 	}

@@ -3,11 +3,13 @@ package exec
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
@@ -32,9 +34,11 @@ var ErrNoStatus = errors.New("the connection to the exec backend ended before th
 // for streams the backend keeps open while the process runs
 // (kubernetes#67913), so a polite close may never happen.
 type connSet struct {
-	mu     sync.Mutex
-	conns  []net.Conn
-	closed bool
+	mu       sync.Mutex
+	conns    []net.Conn
+	closed   bool
+	upgrades int // upgrades completed (upgraded)
+	start    time.Time
 }
 
 func (s *connSet) add(c net.Conn) {
@@ -57,6 +61,17 @@ func (s *connSet) abortAll() {
 	defer s.mu.Unlock()
 	for _, c := range s.conns {
 		reset(c)
+	}
+}
+
+// upgraded lifts the handshake deadline (boundHandshake) off the
+// connections once an upgrade has succeeded.
+func (s *connSet) upgraded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.upgrades++
+	for _, c := range s.conns {
+		_ = c.SetDeadline(time.Time{})
 	}
 }
 
@@ -93,7 +108,7 @@ func reset(c net.Conn) {
 // on), then they are closed: spdystream's own close can block forever.
 // done closes the set for good; call it once the session returned.
 func tracking(ctx context.Context) (inner context.Context, done func()) {
-	set := &connSet{}
+	set := &connSet{start: time.Now()}
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() {
 		set.abortAll()
@@ -105,6 +120,25 @@ func tracking(ctx context.Context) (inner context.Context, done func()) {
 		set.closeAll()
 		cancel()
 	}
+}
+
+// ErrUpgradeTimeout is the failure of an exec whose backend did not
+// complete the upgrade within upgradeTimeout.
+var ErrUpgradeTimeout = errors.New("the exec backend did not complete the upgrade")
+
+// explainHandshake names a failure of the Stream call of ctx that is the
+// handshake bound's doing: nothing upgraded, and the bound has passed.
+func explainHandshake(ctx context.Context, err error) error {
+	set, ok := ctx.Value(connSetKey{}).(*connSet)
+	if err == nil || !ok {
+		return err
+	}
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	if set.upgrades > 0 || time.Since(set.start) < upgradeTimeout {
+		return err
+	}
+	return fmt.Errorf("%w within %v: %v", ErrUpgradeTimeout, upgradeTimeout, err)
 }
 
 func track(ctx context.Context, c net.Conn) {
@@ -176,8 +210,8 @@ func (d *Dialer) spdyExecutor(ctx context.Context, u *url.URL, call *spdyCall) (
 	return remotecommand.NewSPDYExecutorForTransports(wrapper, up, "POST", u)
 }
 
-// trackedDial dials as the rest config says and records the connection
-// in the Stream call's set.
+// trackedDial dials as the rest config says, bounds the handshake and
+// records the connection in the Stream call's set.
 func (d *Dialer) trackedDial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn
 	var err error
@@ -190,7 +224,9 @@ func (d *Dialer) trackedDial(ctx context.Context, network, addr string) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	track(ctx, c)
+	// The SPDY round tripper dials and reads the response itself: no
+	// trace hook sees this connection.
+	boundHandshake(ctx, c)
 	return c, nil
 }
 
