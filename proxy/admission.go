@@ -155,11 +155,25 @@ func (s *Server) takeSlot(sess *session) *rejection {
 	return nil
 }
 
-func (s *Server) unregister(sess *session) {
+// releaseSlot takes sess out of the registry: the limits, the listings,
+// the revocations and a drain's terminations see it no more. A session
+// calls it once its connection is closed, before its close line and
+// telemetry: on a loaded node those can wait seconds for the CPU, and a
+// slot held meanwhile refuses a client whose predecessor has long gone.
+func (s *Server) releaseSlot(sess *session) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sessions[sess]; !ok {
+		return
+	}
 	delete(s.sessions, sess)
 	s.forgetSessionLocked(sess) // resume.go
-	s.mu.Unlock()
+}
+
+// unregister releases sess's slot if it still holds one and ends its part
+// in a drain's wait, which therefore includes the close line.
+func (s *Server) unregister(sess *session) {
+	s.releaseSlot(sess)
 	s.wg.Done()
 }
 
@@ -513,6 +527,21 @@ func (r *rejection) Error() string { return r.message }
 
 func reject(status int, reason, format string, args ...any) *rejection {
 	return &rejection{status: status, reason: reason, message: fmt.Sprintf(format, args...)}
+}
+
+// clientGone names a refusal that came after the client had left: a pod
+// lookup or access review cut short by the request's context reads as the
+// API server's failure, while the cause was the client's leaving (an
+// impatient or overloaded client, or its connection evicted). Nobody reads
+// the answer; the log and the metrics say what happened.
+func clientGone(r *http.Request, rej *rejection) *rejection {
+	if r.Context().Err() == nil {
+		return rej
+	}
+	gone := *rej
+	gone.reason = "client_gone"
+	gone.detail = strings.TrimSuffix("the client left during admission; the refusal would have been "+rej.reason+": "+rej.detail, ": ")
+	return &gone
 }
 
 func rejectDraining() *rejection {

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -726,4 +727,56 @@ func TestRefusalReasons(t *testing.T) {
 			t.Errorf("%s: Status %+v, want reason %q", name, st, c.reason)
 		}
 	}
+}
+
+// gatedHandler holds every record of one message until gate closes, and
+// says when the first one has arrived: a log sink gone slow.
+type gatedHandler struct {
+	slog.Handler
+	msg     string
+	gate    <-chan struct{}
+	reached func()
+}
+
+func (g gatedHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == g.msg {
+		g.reached()
+		<-g.gate
+	}
+	return g.Handler.Handle(ctx, r)
+}
+
+func (g gatedHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	g.Handler = g.Handler.WithAttrs(as)
+	return g
+}
+
+func (g gatedHandler) WithGroup(name string) slog.Handler {
+	g.Handler = g.Handler.WithGroup(name)
+	return g
+}
+
+// A session's slot is free once its connection is closed: a close line
+// that waits on a slow log sink (or a starved CPU) does not turn the next
+// client away at --max-sessions, and a drain still waits for that line.
+func TestSlotFreeBeforeCloseLine(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	reached := make(chan struct{})
+	h := newHarness(t, func(c *Config) {
+		c.MaxSessions = 1
+		c.Logger = slog.New(gatedHandler{Handler: c.Logger.Handler(), msg: "session closed", gate: gate, reached: sync.OnceFunc(func() { close(reached) })})
+	})
+	defer close(gate)
+	first := h.dial(ProtocolV5, "true")
+	if _, status := readAll(t, first, DefaultMaxFrameSize, binaryFrame); !strings.Contains(status, `"Success"`) {
+		t.Fatalf("first session's status %q", status)
+	}
+	first.Close()
+	select {
+	case <-reached:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first session never reached its close line")
+	}
+	echo(t, h.dial(ProtocolV5, "cat"), "next\n")
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -469,5 +471,56 @@ func TestRejectionLogBounded(t *testing.T) {
 	}
 	if lines > DefaultLogBurst && !strings.Contains(log.String(), `"suppressed":`) {
 		t.Errorf("no line says how many it stands for")
+	}
+}
+
+// stuckPods answers no pod lookup before its caller gives up.
+type stuckPods struct {
+	PodGetter
+	entered chan struct{}
+}
+
+func (p *stuckPods) GetPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+	p.entered <- struct{}{}
+	<-ctx.Done()
+	return nil, fmt.Errorf("get pod %s/%s: %w", ns, name, ctx.Err())
+}
+
+// A client that leaves while its request is being admitted is logged and
+// counted as client_gone, not as a failed pod lookup that blames the API
+// server.
+func TestClientGoneDuringAdmission(t *testing.T) {
+	t.Parallel()
+	pods := &stuckPods{entered: make(chan struct{}, 1)}
+	h := newHarness(t, func(c *Config) { c.Pods = pods })
+	tok := h.mintWith(nil, "true")
+	ctx := testenv.Context(t, 30*time.Second)
+	conns := make(chan net.Conn, 1)
+	dialed := make(chan error, 1)
+	go func() {
+		// gorilla does not watch the context once connected: the test
+		// closes the connection itself.
+		d := websocket.Dialer{Subprotocols: []string{ProtocolV5}, NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				conns <- c
+			}
+			return c, err
+		}}
+		_, _, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(h.url, "http")+execPath+"?command=true", bearerHeader(tok))
+		dialed <- err
+	}()
+	select {
+	case <-pods.entered:
+	case <-ctx.Done():
+		t.Fatal("the request never reached its pod lookup")
+	}
+	(<-conns).Close()
+	if err := <-dialed; err == nil {
+		t.Fatal("dial succeeded")
+	}
+	rec := h.log.wait(t, 10*time.Second, "session rejected")
+	if rec["reason"] != "client_gone" || !strings.Contains(fmt.Sprint(rec["error"]), "pod_lookup_failed") {
+		t.Fatalf("rejected line %v", rec)
 	}
 }

@@ -42,7 +42,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 	}
 	g, rej := s.admit(ctx, r, attach)
 	if rej != nil {
-		s.refuse(ctx, w, r, rej)
+		s.refuse(ctx, w, r, clientGone(r, rej))
 		return
 	}
 	if g.claims.Mode == hmac.ModeObserve {
@@ -54,6 +54,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, attach boo
 		return
 	}
 	sess := s.newSession(g, start)
+	sess.release = func() { s.releaseSlot(sess) }
 	defer sess.cancel()
 	if rej := s.register(sess); rej != nil {
 		s.refuse(ctx, w, r, rej)
@@ -169,7 +170,8 @@ type session struct {
 	lastActivity atomic.Int64 // unix nanoseconds of the last data frame either way
 	readExtended atomic.Int64 // unix nanoseconds of the last read deadline extension
 
-	rec *sessionRecording // nil when not recorded
+	rec     *sessionRecording // nil when not recorded
+	release func()            // gives the session's slot back (Server.releaseSlot)
 
 	fan       fanoutField  // output to observers and scrollback (tap.go)
 	res       *resumeState // nil unless resumable (resume.go)
@@ -251,6 +253,7 @@ func (ss *session) run() {
 	}
 	exitCode := ss.finishResumable(err) // finish, resume.go
 	reason, closeCode := ss.hangUp(readDone)
+	ss.release()
 	in, out, duration := ss.bytesIn.Load(), ss.bytesOut.Load(), time.Since(ss.start)
 	attrs := []any{"event", "close", "sub", c.Subject, "namespace", c.Namespace, "pod", c.Pod,
 		"container", c.Container, "command", c.Command, "tty", c.TTY, "transport", string(res.Transport),
