@@ -59,21 +59,34 @@ func isExecUpgrade(req *http.Request) bool {
 	return req.Header.Get(wsstream.WebSocketProtocolHeader) != "" || req.Header.Get(httpstream.HeaderProtocolVersion) != ""
 }
 
-// upgradeTimeout bounds an exec's handshake from the connection to the
-// end of the upgrade response, or of a refusal's body: gorilla reads a
-// refused WebSocket upgrade's body to its end, and neither client-go
-// transport sets a limit, so a backend or middlebox that answers slowly,
-// or never closes a refusal, would hold the session's dial for as long as
-// the session lives. A variable for tests.
-var upgradeTimeout = 30 * time.Second
+// DefaultHandshakeTimeout bounds an exec's handshake from the connection
+// to the end of the upgrade response, or of a refusal's body: gorilla
+// reads a refused WebSocket upgrade's body to its end, and neither
+// client-go transport sets a limit, so a backend or middlebox that answers
+// slowly, or never closes a refusal, would hold the session's dial for as
+// long as the session lives. Generous: on a saturated node (make load,
+// 1,000 sessions on 2 cores) healthy handshakes took over 30 s.
+const DefaultHandshakeTimeout = 60 * time.Second
 
-// boundHandshake puts upgradeTimeout on an exec connection's handshake and
-// adds it to the Stream call's set, so that ending the session closes it
-// even mid-handshake. gorilla clears the deadline once it has upgraded;
+// SetHandshakeTimeout replaces DefaultHandshakeTimeout for the sessions
+// the Dialer opens from now on; d <= 0 keeps the default.
+func (d *Dialer) SetHandshakeTimeout(t time.Duration) {
+	if t > 0 {
+		d.handshake = t
+	}
+}
+
+// boundHandshake puts the Stream call's handshake bound on an exec
+// connection and adds it to the call's set, so that ending the session
+// closes it even mid-handshake. gorilla clears the deadline once it has upgraded;
 // observingTransport clears it for SPDY on the upgrade's response, and a
 // refusal keeps it while its body is read.
 func boundHandshake(ctx context.Context, c net.Conn) {
-	_ = c.SetDeadline(time.Now().Add(upgradeTimeout))
+	timeout := DefaultHandshakeTimeout
+	if set, ok := ctx.Value(connSetKey{}).(*connSet); ok {
+		timeout = set.timeout
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	track(ctx, c)
 }
 

@@ -107,6 +107,7 @@ type Dialer struct {
 	transport Transport
 	core      rest.Interface
 	pods      *kubeclient.Client
+	handshake time.Duration // SetHandshakeTimeout
 }
 
 // NewDialer returns a Dialer for the API server in cfg.
@@ -128,7 +129,7 @@ func NewDialer(cfg *rest.Config, t Transport) (*Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Dialer{cfg: cfg, transport: t, core: cs.RESTClient(), pods: cs}, nil
+	return &Dialer{cfg: cfg, transport: t, core: cs.RESTClient(), pods: cs, handshake: DefaultHandshakeTimeout}, nil
 }
 
 // protobufFirst asks the API server for protobuf, as its own controllers
@@ -234,7 +235,7 @@ func (d *Dialer) Stream(ctx context.Context, t Target, s Streams) (Result, error
 }
 
 func (d *Dialer) stream(outer context.Context, u *url.URL, opts remotecommand.StreamOptions) (_ Result, err error) {
-	ctx, closeConns := tracking(outer)
+	ctx, closeConns := d.tracking(outer)
 	defer closeConns()
 	defer func() { err = explainHandshake(ctx, err) }()
 	cfg := d.configFor(ctx) // impersonating the session's user, if any

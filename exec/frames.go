@@ -62,7 +62,7 @@ func (d *Dialer) StreamFrames(ctx context.Context, t Target, s Streams) (Result,
 // spdyFallback runs t over SPDY after a refused WebSocket upgrade.
 func (d *Dialer) spdyFallback(ctx context.Context, t Target, s Streams) (Result, error) {
 	opts := streamOptions(t, s)
-	inner, done := tracking(ctx)
+	inner, done := d.tracking(ctx)
 	defer done()
 	sp := &trackedSPDY{d: d, u: d.URL(t)}
 	err := explainHandshake(inner, sp.StreamWithContext(inner, opts))
@@ -82,7 +82,7 @@ func (d *Dialer) streamFrames(ctx context.Context, t Target, s Streams) (res Res
 	}
 	// Ending the session resets the connection, also mid-handshake: a
 	// polite close could wait on a peer that does not read.
-	inner, closeConns := tracking(ctx)
+	inner, closeConns := d.tracking(ctx)
 	defer closeConns()
 	req, err := http.NewRequestWithContext(inner, http.MethodGet, d.URL(t).String(), nil)
 	if err != nil {

@@ -74,7 +74,7 @@ func (u *stuckUpstream) serve(c net.Conn) {
 
 // An upstream that never finishes its handshake (no answer, or a refusal
 // whose body never ends: gorilla reads it to the end) holds neither a
-// session that ends nor, past upgradeTimeout, one that does not: every
+// session that ends nor, past the handshake bound, one that does not: every
 // transport, through Stream and StreamFrames.
 func TestHandshakeThatNeverEnds(t *testing.T) {
 	streams := map[string]func(*Dialer, context.Context, Target, Streams) (Result, error){
@@ -101,6 +101,8 @@ func TestHandshakeThatNeverEnds(t *testing.T) {
 func testStuckHandshake(t *testing.T, refusing bool, tr Transport, stream func(*Dialer, context.Context, Target, Streams) (Result, error)) {
 	up := newStuckUpstream(t, refusing)
 	d := dialer(t, &rest.Config{Host: "http://" + up.ln.Addr().String()}, tr)
+	const bound = 300 * time.Millisecond
+	d.SetHandshakeTimeout(bound)
 	tgt := Target{Namespace: "default", Pod: "demo", Command: []string{"true"}, Stdout: true}
 	run := func(ctx context.Context) <-chan error {
 		done := make(chan error, 1)
@@ -129,8 +131,6 @@ func testStuckHandshake(t *testing.T, refusing bool, tr Transport, stream func(*
 	})
 
 	t.Run("bounded", func(t *testing.T) {
-		defer func(old time.Duration) { upgradeTimeout = old }(upgradeTimeout)
-		upgradeTimeout = 300 * time.Millisecond
 		ctx := testenv.Context(t, 30*time.Second)
 		start := time.Now()
 		done := run(ctx)
@@ -142,7 +142,7 @@ func testStuckHandshake(t *testing.T, refusing bool, tr Transport, stream func(*
 			}
 			t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
 		case <-time.After(5 * time.Second):
-			t.Fatalf("Stream still dialling %v after the start, with a handshake bound of %v", time.Since(start).Round(time.Millisecond), upgradeTimeout)
+			t.Fatalf("Stream still dialling %v after the start, with a handshake bound of %v", time.Since(start).Round(time.Millisecond), bound)
 		}
 	})
 }

@@ -39,6 +39,7 @@ type connSet struct {
 	closed   bool
 	upgrades int // upgrades completed (upgraded)
 	start    time.Time
+	timeout  time.Duration // the handshake bound (boundHandshake)
 }
 
 func (s *connSet) add(c net.Conn) {
@@ -107,8 +108,8 @@ func reset(c net.Conn) {
 // to see the cancellation rather than a closed connection they may leak
 // on), then they are closed: spdystream's own close can block forever.
 // done closes the set for good; call it once the session returned.
-func tracking(ctx context.Context) (inner context.Context, done func()) {
-	set := &connSet{start: time.Now()}
+func (d *Dialer) tracking(ctx context.Context) (inner context.Context, done func()) {
+	set := &connSet{start: time.Now(), timeout: d.handshake}
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() {
 		set.abortAll()
@@ -123,7 +124,7 @@ func tracking(ctx context.Context) (inner context.Context, done func()) {
 }
 
 // ErrUpgradeTimeout is the failure of an exec whose backend did not
-// complete the upgrade within upgradeTimeout.
+// complete the upgrade within the Dialer's handshake bound.
 var ErrUpgradeTimeout = errors.New("the exec backend did not complete the upgrade")
 
 // explainHandshake names a failure of the Stream call of ctx that is the
@@ -135,10 +136,10 @@ func explainHandshake(ctx context.Context, err error) error {
 	}
 	set.mu.Lock()
 	defer set.mu.Unlock()
-	if set.upgrades > 0 || time.Since(set.start) < upgradeTimeout {
+	if set.upgrades > 0 || time.Since(set.start) < set.timeout {
 		return err
 	}
-	return fmt.Errorf("%w within %v: %v", ErrUpgradeTimeout, upgradeTimeout, err)
+	return fmt.Errorf("%w within %v: %v", ErrUpgradeTimeout, set.timeout, err)
 }
 
 func track(ctx context.Context, c net.Conn) {

@@ -33,6 +33,7 @@ type serveOptions struct {
 	replayCapacity int
 	nodeName       string
 	execTransport  string
+	execHandshake  time.Duration
 	frameRelay     string
 	kubeconfig     string
 	kubeAPIQPS     float64
@@ -76,6 +77,7 @@ func newServeFlags(o *serveOptions) *command {
 	fs.IntVar(&o.replayCapacity, "replay-capacity", hmac.DefaultReplayCapacity, "most single-use token ids remembered at once; when full, new tokens are refused")
 	fs.StringVar(&o.nodeName, "node-name", "", "this node's name (downward API spec.nodeName); tokens' node claim and the target pod's node must match")
 	fs.StringVar(&o.execTransport, "exec-transport", "auto", "exec transport toward the API server: auto (WebSocket, SPDY fallback), websocket or spdy")
+	fs.DurationVar(&o.execHandshake, "exec-handshake-timeout", exec.DefaultHandshakeTimeout, "most time an upstream exec handshake (connection, TLS, the upgrade's answer or a refusal's body) may take")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", exec.DefaultQPS, "client-side rate limit of API requests (one pod lookup per session); negative disables")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", exec.DefaultBurst, "burst allowed above --kube-api-qps")
@@ -152,6 +154,9 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--exec-transport: %w", err)
 	}
+	if o.execHandshake <= 0 {
+		return fmt.Errorf("--exec-handshake-timeout must be positive, not %v", o.execHandshake)
+	}
 	cfg, err := restConfig(o.kubeconfig)
 	if err != nil {
 		return err
@@ -161,6 +166,7 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("exec client: %w", err)
 	}
+	dialer.SetHandshakeTimeout(o.execHandshake)
 	keyring, err := hmac.NewKeyring(hmac.KeyringOptions{Dir: o.keyDir, Grace: o.maxTTL + o.leeway, Logger: log})
 	if err != nil {
 		return fmt.Errorf("keyring: %w", err)

@@ -50,7 +50,20 @@ func TestLoad(t *testing.T) {
 	// SPDY: the sessions need stdin half-close, which toward this backend
 	// only SPDY offers (WebSocket v4 cannot half-close).
 	const transport = exec.TransportSPDY
-	p := e.startProxy(t, transport, "--max-sessions", strconv.Itoa(n+64))
+	// The limits leave room for the test's own clients, which the
+	// saturated machine makes look like stalled ones (setup p50 18-32 s
+	// here): n connections may all be in their TLS handshake at once,
+	// which the default 256 pending connections would shed (12 evictions
+	// in a 2-minute run), and a handshake may take longer than the default
+	// 10 s --read-header-timeout, which net/http also applies to the TLS
+	// handshake (22 sessions cut before their echo in a 3-minute run);
+	// the backend's SPDY handshakes, too, took longer than 30 s (39
+	// sessions failed at a 30 s --exec-handshake-timeout). Those guards
+	// have their own tests (TestPendingConnectionsCapped,
+	// TestSlowlorisHeaders, exec's TestHandshakeThatNeverEnds); what this
+	// test asserts is that every session it opens ends truthfully.
+	p := e.startProxy(t, transport, "--max-sessions", strconv.Itoa(n+64), "--max-pending-connections", strconv.Itoa(n+64),
+		"--read-header-timeout", "2m", "--exec-handshake-timeout", "2m")
 	pp := p.path(e)
 
 	// Warm-up as concurrent as the ramp will be at first: the proxy keeps
