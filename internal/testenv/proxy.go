@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	osexec "os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,9 @@ type ProxyOptions struct {
 	// KeepLines keeps only the last lines of the log (0 keeps all): a load
 	// run logs two audit lines per session.
 	KeepLines int
+	// Keep, if set, picks lines kept besides the last KeepLines (up to
+	// 10,000 of them; Kept returns them): a load run's unusual endings.
+	Keep func(line string) bool
 	// StopWithin is how long Stop waits after SIGINT before it kills the
 	// process; 20s if zero.
 	StopWithin time.Duration
@@ -88,7 +92,7 @@ func start(tb testing.TB, o ProxyOptions, name, addrKey, healthKey string) *Prox
 	if o.StopWithin == 0 {
 		o.StopWithin = 20 * time.Second
 	}
-	p := &Proxy{tb: tb, name: name, o: o, log: &logBuffer{keep: o.KeepLines}, exited: make(chan struct{})}
+	p := &Proxy{tb: tb, name: name, o: o, log: &logBuffer{keep: o.KeepLines, keepIf: o.Keep}, exited: make(chan struct{})}
 	p.cmd = osexec.Command(o.Bin, o.Args...)
 	if o.Env != nil {
 		p.cmd.Env = append(os.Environ(), o.Env...)
@@ -205,6 +209,13 @@ func (p *Proxy) LogLines(msg string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// Kept is the lines ProxyOptions.Keep picked, in order.
+func (p *Proxy) Kept() []string {
+	p.log.mu.Lock()
+	defer p.log.mu.Unlock()
+	return slices.Clone(p.log.kept)
 }
 
 // WaitLog waits for a record with message msg for which match (if not
@@ -363,8 +374,10 @@ type logBuffer struct {
 	mu      sync.Mutex
 	keep    int // 0: all
 	lines   []string
-	dropped int  // lines logged before lines[0]
-	race    bool // a race report was seen, kept or not
+	dropped int // lines logged before lines[0]
+	keepIf  func(string) bool
+	kept    []string // lines keepIf picked
+	race    bool     // a race report was seen, kept or not
 	changed Changed
 }
 
@@ -373,6 +386,9 @@ func (b *logBuffer) add(line string) {
 	defer b.mu.Unlock()
 	if strings.Contains(line, "WARNING: DATA RACE") {
 		b.race = true
+	}
+	if b.keepIf != nil && len(b.kept) < 10000 && b.keepIf(line) {
+		b.kept = append(b.kept, line)
 	}
 	if b.keep > 0 && len(b.lines) == b.keep {
 		b.lines = b.lines[1:]

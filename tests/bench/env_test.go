@@ -285,12 +285,19 @@ type proxyProc struct {
 // "listening" line.
 func (e *env) startProxy(tb testing.TB, transport exec.Transport, extraArgs ...string) *proxyProc {
 	tb.Helper()
+	return e.startProxyKeeping(tb, transport, nil, extraArgs...)
+}
+
+// startProxyKeeping is startProxy keeping, besides the last lines, the
+// log lines keep picks (testenv.ProxyOptions.Keep).
+func (e *env) startProxyKeeping(tb testing.TB, transport exec.Transport, keep func(string) bool, extraArgs ...string) *proxyProc {
+	tb.Helper()
 	args := testenv.ServeArgs(e.keyDir, e.kubeconfig, benchNode, string(transport),
 		append([]string{"--shutdown-grace", "2s", "--max-sessions", "4096",
 			"--tls-cert-file", e.frontCert, "--tls-key-file", e.frontKey}, extraArgs...)...)
 	// Only the last lines are kept: a load run logs two audit lines per
 	// session.
-	o := testenv.ProxyOptions{Bin: proxyBin, Args: args, KeepLines: 40}
+	o := testenv.ProxyOptions{Bin: proxyBin, Args: args, KeepLines: 40, Keep: keep}
 	if *profile != "" {
 		profiles++
 		o.Env = []string{fmt.Sprintf("K8S_WS_PROXY_CPUPROFILE=%s-%s-%s-%d", *profile, sanitize(tb.Name()), transport, profiles)}

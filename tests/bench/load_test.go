@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -62,7 +63,12 @@ func TestLoad(t *testing.T) {
 	// have their own tests (TestPendingConnectionsCapped,
 	// TestSlowlorisHeaders, exec's TestHandshakeThatNeverEnds); what this
 	// test asserts is that every session it opens ends truthfully.
-	p := e.startProxy(t, transport, "--max-sessions", strconv.Itoa(n+64), "--max-pending-connections", strconv.Itoa(n+64),
+	// Keep every close line that is not a plain exit: a failure names its
+	// sessions' reasons and errors as the proxy logged them.
+	unusual := func(l string) bool {
+		return strings.Contains(l, `"event":"close"`) && !strings.Contains(l, `"reason":"exited"`)
+	}
+	p := e.startProxyKeeping(t, transport, unusual, "--max-sessions", strconv.Itoa(n+64), "--max-pending-connections", strconv.Itoa(n+64),
 		"--read-header-timeout", "2m", "--exec-handshake-timeout", "2m")
 	pp := p.path(e)
 
@@ -212,7 +218,8 @@ k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d),
 			byKind = append(byKind, fmt.Sprintf("%5d  %s", c, k))
 		}
 		slices.Sort(byKind)
-		t.Errorf("%d sessions failed; by kind:\n%s  first errors:\n%s", failed.Load(), joinLines(byKind), joinLines(failures))
+		t.Errorf("%d sessions failed; by kind:\n%s  first errors:\n%s  the proxy's close lines by reason and error:\n%s",
+			failed.Load(), joinLines(byKind), joinLines(failures), joinLines(closeReasons(p.Kept())))
 	}
 	if done == 0 {
 		t.Error("no session completed")
@@ -438,4 +445,23 @@ func joinLines(s []string) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// closeReasons counts close lines by their reason and error (numbers
+// blanked).
+func closeReasons(lines []string) []string {
+	kinds := map[string]int{}
+	for _, l := range lines {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil {
+			continue
+		}
+		kinds[digits.ReplaceAllString(fmt.Sprintf("%v: %v", m["reason"], m["error"]), "N")]++
+	}
+	var out []string
+	for k, c := range kinds {
+		out = append(out, fmt.Sprintf("%5d  %s", c, k))
+	}
+	slices.Sort(out)
+	return out
 }
