@@ -471,3 +471,44 @@ func BenchmarkOutputFile(b *testing.B) {
 		})
 	}
 }
+
+// plainRun finds the first byte appendString cannot copy as it is,
+// wherever it is in an eight-byte test or the tail after the last one and
+// whatever follows: every byte value at every position in every plain
+// background, and every pair of values at every pair of positions.
+func TestPlainRun(t *testing.T) {
+	isPlain := func(c byte) bool { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' }
+	check := func(p []byte, from int) {
+		want := from
+		for want < len(p) && isPlain(p[want]) {
+			want++
+		}
+		if got := plainRun(p, from); got != want {
+			t.Fatalf("plainRun(%q, %d) = %d, want %d", p, from, got, want)
+		}
+	}
+	for bg := 0; bg < 256; bg++ {
+		if !isPlain(byte(bg)) {
+			continue
+		}
+		for pos := range 19 {
+			for v := range 256 {
+				p := bytes.Repeat([]byte{byte(bg)}, 19)
+				p[pos] = byte(v)
+				check(p, 0)
+				check(p, 3)
+			}
+		}
+	}
+	for pos := range 11 {
+		for q := pos + 1; q < 11; q++ {
+			for v := range 256 {
+				for u := range 256 {
+					p := []byte("aaaaaaaaaaa")
+					p[pos], p[q] = byte(v), byte(u)
+					check(p, 0)
+				}
+			}
+		}
+	}
+}
