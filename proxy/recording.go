@@ -92,6 +92,9 @@ func (ss *session) openRecording(protocol string) *rejection {
 		return nil
 	}
 	ss.rec = &sessionRecording{rec: rec, required: r.Required()}
+	// A best-effort recording writes on a timer too: a failure found there
+	// is logged and counted like one an event's write returns.
+	rec.OnError(ss.recordingResult)
 	return nil
 }
 

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -317,22 +320,40 @@ func FuzzOutput(f *testing.F) {
 	f.Add([]byte("\U0001F600\U0010FF80"), uint8(5))
 	f.Add([]byte{0xed, 0xa0, 0x80, 0xc0, 0xaf}, uint8(1))
 	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
-		var buf bytes.Buffer
-		w, err := NewWriter(&buf, Header{Command: string(in)}, Options{IncludeInput: true})
+		// The same events unbuffered and through a small buffer whose
+		// timer fires every few events: the files must be the same.
+		var buf, buffered bytes.Buffer
+		var ft fakeTimers
+		w, err := NewWriter(&buf, Header{Command: string(in)}, Options{IncludeInput: true, Now: fakeClock(time.Microsecond)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wb, err := NewWriter(&buffered, Header{Command: string(in)}, Options{IncludeInput: true, Now: fakeClock(time.Microsecond),
+			Buffer: int(step>>3) + 1, afterFunc: ft.afterFunc})
 		if err != nil {
 			t.Fatal(err)
 		}
 		k := int(step%7) + 1
 		for i := 0; i < len(in); i += k {
-			if err := w.Output(Stdout, in[i:min(i+k, len(in))]); err != nil {
-				t.Fatal(err)
+			for _, w := range []*Writer{w, wb} {
+				if err := w.Output(Stdout, in[i:min(i+k, len(in))]); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Input(in[i:min(i+k, len(in))]); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if err := w.Input(in[i:min(i+k, len(in))]); err != nil {
+			if l := ft.live(); i%3 == 0 && len(l) == 1 {
+				ft.fire(t)
+			}
+		}
+		for _, w := range []*Writer{w, wb} {
+			if err := w.End(End{ExitCode: 1, Reason: string(in)}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := w.End(End{ExitCode: 1, Reason: string(in)}); err != nil {
-			t.Fatal(err)
+		if !bytes.Equal(buffered.Bytes(), buf.Bytes()) {
+			t.Fatalf("buffered recording differs:\n got %q\nwant %q", buffered.Bytes(), buf.Bytes())
 		}
 		_, evs := parseCast(t, buf.Bytes())
 		var out, inp []byte
@@ -410,4 +431,84 @@ func referenceString(p []byte) string {
 	}
 	sb.WriteByte('"')
 	return sb.String()
+}
+
+// BenchmarkOutputFile: what a bulk session costs the recorder per byte, to
+// a real file: 32 KiB chunks of the bench's text (`yes` of 62 printable
+// bytes and a newline), as the proxy's relay hands them over; "direct"
+// writes each event, "buffered" as a best-effort recording does.
+func BenchmarkOutputFile(b *testing.B) {
+	line := "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\n"
+	for _, c := range []struct {
+		name string
+		o    Options
+	}{{"direct", Options{}}, {"buffered", Options{Buffer: spoolBuffer}}} {
+		b.Run(c.name, func(b *testing.B) {
+			for _, size := range []int{32 << 10, 4 << 10} {
+				b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+					p := bytes.Repeat([]byte(line), size/len(line)+1)[:size]
+					f, err := os.Create(filepath.Join(b.TempDir(), "b.cast"))
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer f.Close()
+					w, err := NewWriter(f, Header{}, c.o)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.SetBytes(int64(len(p)))
+					for b.Loop() {
+						if err := w.Output(Stdout, p); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StopTimer()
+					if err := w.End(End{}); err != nil {
+						b.Fatal(err)
+					}
+				})
+			}
+		})
+	}
+}
+
+// plainRun finds the first byte appendString cannot copy as it is,
+// wherever it is in an eight-byte test or the tail after the last one and
+// whatever follows: every byte value at every position in every plain
+// background, and every pair of values at every pair of positions.
+func TestPlainRun(t *testing.T) {
+	isPlain := func(c byte) bool { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' }
+	check := func(p []byte, from int) {
+		want := from
+		for want < len(p) && isPlain(p[want]) {
+			want++
+		}
+		if got := plainRun(p, from); got != want {
+			t.Fatalf("plainRun(%q, %d) = %d, want %d", p, from, got, want)
+		}
+	}
+	for bg := 0; bg < 256; bg++ {
+		if !isPlain(byte(bg)) {
+			continue
+		}
+		for pos := range 19 {
+			for v := range 256 {
+				p := bytes.Repeat([]byte{byte(bg)}, 19)
+				p[pos] = byte(v)
+				check(p, 0)
+				check(p, 3)
+			}
+		}
+	}
+	for pos := range 11 {
+		for q := pos + 1; q < 11; q++ {
+			for v := range 256 {
+				for u := range 256 {
+					p := []byte("aaaaaaaaaaa")
+					p[pos], p[q] = byte(v), byte(u)
+					check(p, 0)
+				}
+			}
+		}
+	}
 }

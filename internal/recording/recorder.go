@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/choice"
@@ -134,9 +135,18 @@ type Recording struct {
 	header Header
 	start  time.Time
 
-	mu sync.Mutex
-	w  *Writer
+	mu       sync.Mutex
+	w        *Writer
+	onError  func(error)
+	reported atomic.Bool
 }
+
+// spoolBuffer is how much a best-effort recording gathers before a
+// write(2): one write per 64 KiB instead of one per chunk of output cut the
+// recorder's share of a bulk session's CPU. A required recording writes
+// every event before the client gets it (docs/recording.md), so it is not
+// buffered.
+const spoolBuffer = 64 << 10
 
 // Open creates the recording file for a session. The file is named after
 // the session id (made safe for a file name), with a random suffix if that
@@ -190,6 +200,26 @@ func safeName(sid string) string {
 	return b.String()
 }
 
+// OnError sets f to be told of a write error that no call returned: one
+// found when buffered events are written on a timer, with the session
+// quiet, or by Close before the end marker. f is called at most once, and
+// may be told of an error an Output call returned as well. Call it before
+// the first event.
+func (rec *Recording) OnError(f func(error)) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	rec.onError = f
+}
+
+func (rec *Recording) report(err error) {
+	rec.mu.Lock()
+	f := rec.onError
+	rec.mu.Unlock()
+	if f != nil && rec.reported.CompareAndSwap(false, true) {
+		f(err)
+	}
+}
+
 // Path is the spool file.
 func (rec *Recording) Path() string { return rec.path }
 
@@ -205,11 +235,14 @@ func (rec *Recording) writer(width, height int) (*Writer, error) {
 	if width > 0 && height > 0 {
 		h.Width, h.Height = width, height
 	}
-	start := rec.start
-	w, err := NewWriter(rec.f, h, Options{
+	o := Options{
 		IncludeInput: rec.r.cfg.IncludeInput, MaxBytes: rec.r.cfg.MaxBytes,
-		Now: time.Now, Start: start,
-	})
+		Now: time.Now, Start: rec.start, OnError: rec.report,
+	}
+	if !rec.r.Required() {
+		o.Buffer = spoolBuffer
+	}
+	w, err := NewWriter(rec.f, h, o)
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +286,12 @@ func (rec *Recording) Resize(cols, rows int) error {
 func (rec *Recording) Close(e End) error {
 	w, err := rec.writer(0, 0)
 	if err == nil {
+		// The session's own events first, then the end marker: a failure
+		// writing buffered events is a write failure, as it would have
+		// been unbuffered, and not the close's.
+		if ferr := w.Flush(); ferr != nil {
+			rec.report(ferr)
+		}
 		err = w.End(e)
 		if errors.Is(err, ErrClosed) {
 			err = nil
