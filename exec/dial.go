@@ -42,7 +42,7 @@ func (o observingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	start := time.Now()
 	resp, err := o.next.RoundTrip(req)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-		if set, ok := ctx.Value(connSetKey{}).(*connSet); ok {
+		if set := connSetOf(ctx); set != nil {
 			set.upgraded()
 		}
 		if observe != nil {
@@ -69,7 +69,7 @@ func isExecUpgrade(req *http.Request) bool {
 const DefaultHandshakeTimeout = 60 * time.Second
 
 // SetHandshakeTimeout replaces DefaultHandshakeTimeout for the sessions
-// the Dialer opens from now on; d <= 0 keeps the default.
+// the Dialer opens from now on; t <= 0 keeps the default.
 func (d *Dialer) SetHandshakeTimeout(t time.Duration) {
 	if t > 0 {
 		d.handshake = t
@@ -78,16 +78,17 @@ func (d *Dialer) SetHandshakeTimeout(t time.Duration) {
 
 // boundHandshake puts the Stream call's handshake bound on an exec
 // connection and adds it to the call's set, so that ending the session
-// closes it even mid-handshake. gorilla clears the deadline once it has upgraded;
-// observingTransport clears it for SPDY on the upgrade's response, and a
-// refusal keeps it while its body is read.
+// closes it even mid-handshake. gorilla clears the deadline once it has
+// upgraded; the set does it for SPDY on the upgrade's response
+// (observingTransport), and a refusal keeps it while its body is read.
+// Outside a Stream call there is no set to lift it, so no bound either.
 func boundHandshake(ctx context.Context, c net.Conn) {
-	timeout := DefaultHandshakeTimeout
-	if set, ok := ctx.Value(connSetKey{}).(*connSet); ok {
-		timeout = set.timeout
+	set := connSetOf(ctx)
+	if set == nil {
+		return
 	}
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	track(ctx, c)
+	_ = c.SetDeadline(time.Now().Add(set.timeout))
+	set.add(c)
 }
 
 func observeDials(prev func(http.RoundTripper) http.RoundTripper) func(http.RoundTripper) http.RoundTripper {

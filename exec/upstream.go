@@ -130,8 +130,8 @@ var ErrUpgradeTimeout = errors.New("the exec backend did not complete the upgrad
 // explainHandshake names a failure of the Stream call of ctx that is the
 // handshake bound's doing: nothing upgraded, and the bound has passed.
 func explainHandshake(ctx context.Context, err error) error {
-	set, ok := ctx.Value(connSetKey{}).(*connSet)
-	if err == nil || !ok {
+	set := connSetOf(ctx)
+	if err == nil || set == nil {
 		return err
 	}
 	set.mu.Lock()
@@ -142,10 +142,10 @@ func explainHandshake(ctx context.Context, err error) error {
 	return fmt.Errorf("%w within %v: %v", ErrUpgradeTimeout, set.timeout, err)
 }
 
-func track(ctx context.Context, c net.Conn) {
-	if set, ok := ctx.Value(connSetKey{}).(*connSet); ok {
-		set.add(c)
-	}
+// connSetOf is the connection set of ctx's Stream call (tracking), or nil.
+func connSetOf(ctx context.Context) *connSet {
+	set, _ := ctx.Value(connSetKey{}).(*connSet)
+	return set
 }
 
 type connSetKey struct{}

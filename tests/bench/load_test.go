@@ -213,11 +213,7 @@ k8s-ws-proxy load test: %d workers for %v (ramp %v, hold mean %v, seq up to %d),
 	fmt.Fprint(os.Stdout, report)
 
 	if failed.Load() > 0 {
-		var byKind []string
-		for k, c := range kinds {
-			byKind = append(byKind, fmt.Sprintf("%5d  %s", c, k))
-		}
-		slices.Sort(byKind)
+		byKind := countedKinds(kinds)
 		t.Errorf("%d sessions failed; by kind:\n%s  first errors:\n%s  the proxy's close lines by reason and error:\n%s",
 			failed.Load(), joinLines(byKind), joinLines(failures), joinLines(closeReasons(p.Kept())))
 	}
@@ -458,6 +454,11 @@ func closeReasons(lines []string) []string {
 		}
 		kinds[digits.ReplaceAllString(fmt.Sprintf("%v: %v", m["reason"], m["error"]), "N")]++
 	}
+	return countedKinds(kinds)
+}
+
+// countedKinds is one sorted line a kind: its count, then the kind.
+func countedKinds(kinds map[string]int) []string {
 	var out []string
 	for k, c := range kinds {
 		out = append(out, fmt.Sprintf("%5d  %s", c, k))
