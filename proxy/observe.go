@@ -59,16 +59,11 @@ func (f *fanout) output(channel byte, p []byte) {
 	if f.limit <= 0 && len(f.observers) == 0 {
 		return
 	}
+	f.back.add(channel, p, f.limit, f.whole)
 	if len(f.observers) == 0 {
-		b := f.back.buffer(len(p))
-		copy(b, p)
-		f.back.add(tapChunk{channel: channel, b: b, own: true}, f.limit, f.whole)
 		return
 	}
 	c := tapChunk{channel: channel, b: slices.Clone(p)}
-	if f.limit > 0 {
-		f.back.add(c, f.limit, f.whole)
-	}
 	for o := range f.observers {
 		if !o.push(c) {
 			delete(f.observers, o)

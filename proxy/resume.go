@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -306,7 +305,7 @@ func (ss *session) sendResumable(channel byte, p []byte, whole, process bool) (i
 		return 0, err
 	}
 	r.mu.Lock()
-	r.back.add(tapChunk{channel: channel, b: slices.Clone(p)}, r.limit, false)
+	r.back.add(channel, p, r.limit, false)
 	r.added += int64(len(p))
 	attached := r.attached
 	r.mu.Unlock()

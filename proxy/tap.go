@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"slices"
 	"sync/atomic"
 	"unicode/utf8"
 )
@@ -68,75 +67,117 @@ func (ss *session) attachFanout() *fanout {
 	return ss.fan.Load()
 }
 
-// tapChunk is one piece of output, shared read-only by the scrollback and
-// every observer's queue.
+// tapChunk is one piece of output, shared read-only by every observer's
+// queue.
 type tapChunk struct {
 	channel byte
 	b       []byte
-	own     bool // only the scrollback holds b: reusable once dropped
 }
 
-// scrollback keeps the last limit bytes of output as whole chunks (the
-// first one cut), so the pieces need no copy when an observer joins.
+// scrollback keeps the last limit bytes of output in a ring that grows
+// up to limit, with the channel of each run of bytes. Copying into a ring
+// allocates nothing once it is full: a busy session's scrollback of
+// cloned chunks was most of the proxy's allocation under bulk (pprof).
 type scrollback struct {
-	chunks []tapChunk
-	head   int // chunks[:head] are dropped
-	bytes  int
-	// spare holds the buffers of dropped chunks that nobody else saw, for
-	// the next chunk: with no observer, the scrollback of a busy session
-	// otherwise allocated every byte of its output once more (pprof).
-	spare [][]byte
+	buf   []byte // the ring; its first len(buf) bytes are in use
+	start int    // where the oldest byte held is
+	bytes int    // bytes held
+	runs  []run  // channels of the bytes held, oldest first, from runs[head]
+	head  int
 }
 
-// buffer returns n bytes to copy a chunk into, a spare one if it fits.
-func (sb *scrollback) buffer(n int) []byte {
-	for i := len(sb.spare) - 1; i >= 0; i-- {
-		if b := sb.spare[i]; cap(b) >= n {
-			sb.spare = slices.Delete(sb.spare, i, i+1)
-			return b[:n]
-		}
-	}
-	return make([]byte, n)
+// run is a stretch of consecutive bytes of one channel.
+type run struct {
+	channel byte
+	n       int
 }
 
-func (sb *scrollback) drop(c tapChunk) {
-	if c.own && len(sb.spare) < 4 {
-		sb.spare = append(sb.spare, c.b[:0])
+// add appends p on channel, dropping the oldest bytes beyond limit. With
+// whole (no tty: frames carry whole UTF-8 characters) what is kept starts
+// at a character, as every frame does.
+func (sb *scrollback) add(channel byte, p []byte, limit int, whole bool) {
+	if len(p) == 0 || limit <= 0 {
+		return
 	}
-}
-
-func (sb *scrollback) add(c tapChunk, limit int, whole bool) {
-	sb.chunks = append(sb.chunks, c)
-	sb.bytes += len(c.b)
-	for sb.bytes-len(sb.chunks[sb.head].b) >= limit {
-		sb.bytes -= len(sb.chunks[sb.head].b)
-		sb.drop(sb.chunks[sb.head])
-		sb.chunks[sb.head] = tapChunk{}
-		sb.head++
-	}
-	if over := sb.bytes - limit; over > 0 {
-		first := &sb.chunks[sb.head]
-		cut := over
-		// Without a tty frames carry whole characters: start at one.
-		for whole && cut < len(first.b) && !utf8.RuneStart(first.b[cut]) {
+	if len(p) > limit {
+		cut := len(p) - limit
+		for whole && cut < len(p) && !utf8.RuneStart(p[cut]) {
 			cut++
 		}
-		first.b = first.b[cut:]
-		sb.bytes -= cut
+		sb.reset()
+		p = p[cut:]
 	}
-	if sb.head > len(sb.chunks)/2 {
-		n := copy(sb.chunks, sb.chunks[sb.head:])
-		clear(sb.chunks[n:])
-		sb.chunks, sb.head = sb.chunks[:n], 0
+	if over := sb.bytes + len(p) - limit; over > 0 {
+		sb.dropFront(over, whole)
+	}
+	sb.grow(sb.bytes+len(p), limit)
+	at := (sb.start + sb.bytes) % len(sb.buf)
+	n := copy(sb.buf[at:], p)
+	copy(sb.buf, p[n:])
+	sb.bytes += len(p)
+	if k := len(sb.runs); k > sb.head && sb.runs[k-1].channel == channel {
+		sb.runs[k-1].n += len(p)
+	} else {
+		sb.runs = append(sb.runs, run{channel: channel, n: len(p)})
 	}
 }
 
-// snapshot returns the chunks held; from now on others hold them too.
-func (sb *scrollback) snapshot() []tapChunk {
-	for i := sb.head; i < len(sb.chunks); i++ {
-		sb.chunks[i].own = false
+func (sb *scrollback) reset() {
+	sb.start, sb.bytes = 0, 0
+	sb.runs, sb.head = sb.runs[:0], 0
+}
+
+// grow makes the ring hold at least need bytes (need <= limit), doubling
+// up to limit so that a quiet session keeps a small one.
+func (sb *scrollback) grow(need, limit int) {
+	if need <= len(sb.buf) {
+		return
 	}
-	return append([]tapChunk(nil), sb.chunks[sb.head:]...)
+	size := min(max(need, 2*len(sb.buf), 512), limit)
+	buf := make([]byte, size)
+	n := copy(buf, sb.buf[sb.start:min(sb.start+sb.bytes, len(sb.buf))])
+	copy(buf[n:], sb.buf[:sb.bytes-n])
+	sb.buf, sb.start = buf, 0
+}
+
+// dropFront forgets the oldest n bytes, and with whole the continuation
+// bytes of a character cut after them.
+func (sb *scrollback) dropFront(n int, whole bool) {
+	for whole && n < sb.bytes && !utf8.RuneStart(sb.buf[(sb.start+n)%len(sb.buf)]) {
+		n++
+	}
+	n = min(n, sb.bytes)
+	sb.start = (sb.start + n) % max(len(sb.buf), 1)
+	sb.bytes -= n
+	for n > 0 {
+		r := &sb.runs[sb.head]
+		if r.n > n {
+			r.n -= n
+			break
+		}
+		n -= r.n
+		sb.head++
+	}
+	if sb.head > len(sb.runs)/2 {
+		k := copy(sb.runs, sb.runs[sb.head:])
+		sb.runs, sb.head = sb.runs[:k], 0
+	}
+}
+
+// snapshot returns a copy of what is held, one chunk per run.
+func (sb *scrollback) snapshot() []tapChunk {
+	if sb.bytes == 0 {
+		return nil
+	}
+	all := make([]byte, sb.bytes)
+	n := copy(all, sb.buf[sb.start:min(sb.start+sb.bytes, len(sb.buf))])
+	copy(all[n:], sb.buf[:sb.bytes-n])
+	out := make([]tapChunk, 0, len(sb.runs)-sb.head)
+	for _, r := range sb.runs[sb.head:] {
+		out = append(out, tapChunk{channel: r.channel, b: all[:r.n:r.n]})
+		all = all[r.n:]
+	}
+	return out
 }
 
 // fanoutField is the session's fan-out pointer (nil until first used).
