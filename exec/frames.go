@@ -76,7 +76,7 @@ func (d *Dialer) spdyFallback(ctx context.Context, t Target, s Streams) (Result,
 func (d *Dialer) streamFrames(ctx context.Context, t Target, s Streams) (res Result, err error, fallback bool) {
 	res = Result{Transport: TransportWebSocket}
 	cfg := d.configFor(ctx)
-	rt, holder, err := websocket.RoundTripperFor(cfg)
+	rt, holder, err := upgraderFor(cfg)
 	if err != nil {
 		return res, err, false
 	}
@@ -125,6 +125,14 @@ func (fc *frameConn) write(channel byte, p []byte) error {
 // pumpStdin copies stdin into channel-0 frames; its EOF is a v5 CLOSE
 // frame for channel 0. It returns on the first failed write or read.
 func (fc *frameConn) pumpStdin(r io.Reader) {
+	if wt, ok := r.(io.WriterTo); ok {
+		// The proxy's stdin queue hands over its messages as they are:
+		// no 32 KiB copy buffer held by every idle session.
+		if _, err := wt.WriteTo(stdinFrames{fc}); err == nil && fc.v5 {
+			_ = fc.write(frameClose, []byte{frameStdin})
+		}
+		return
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
@@ -140,6 +148,21 @@ func (fc *frameConn) pumpStdin(r io.Reader) {
 			return
 		}
 	}
+}
+
+// stdinFrames writes each Write as channel-0 frames of at most 32 KiB.
+type stdinFrames struct{ fc *frameConn }
+
+func (w stdinFrames) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k := min(len(p)-n, 32<<10)
+		if err := w.fc.write(frameStdin, p[n:n+k]); err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
 }
 
 // pumpSizes sends each terminal size as a channel-4 frame in the JSON

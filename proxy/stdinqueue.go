@@ -131,6 +131,54 @@ func (q *stdinQueue) Read(p []byte) (int, error) {
 	}
 }
 
+// maxStdinWrite is the most WriteTo hands over at once: what io.Copy's
+// buffer gave Read, so no exec path meets a larger stdin write than before.
+const maxStdinWrite = 32 << 10
+
+// WriteTo is Read without a copy: each queued message goes to w as it
+// is (the frame relay's stdin pump and io.Copy use it), so the exec side
+// holds no copy buffer of its own. It returns nil at EOF and once the
+// queue is closed, as io.Copy does after Read's io.EOF.
+func (q *stdinQueue) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		q.mu.Lock()
+		switch {
+		case q.closed:
+			q.mu.Unlock()
+			return total, nil
+		case q.size > 0:
+			c := q.chunks[0]
+			if len(c) > maxStdinWrite {
+				c, q.chunks[0] = c[:maxStdinWrite], c[maxStdinWrite:]
+			} else {
+				q.chunks[0] = nil
+				q.chunks = q.chunks[1:]
+			}
+			q.size -= len(c)
+			q.mu.Unlock()
+			signal(q.space)
+			if q.taken != nil {
+				q.taken(len(c))
+			}
+			n, err := w.Write(c)
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+			continue
+		case q.eof:
+			q.mu.Unlock()
+			return total, nil
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.readable:
+		case <-q.done:
+		}
+	}
+}
+
 // pushedBytes is how many payload bytes the client's connections have
 // queued in all: the stdin a resuming client must not send again.
 func (q *stdinQueue) pushedBytes() int64 {

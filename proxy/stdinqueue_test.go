@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -78,5 +80,68 @@ func TestStdinQueueCloseReleases(t *testing.T) {
 	go cancel()
 	if _, err := q2.push(ctx, []byte{1}); err == nil {
 		t.Fatal("push past a cancelled context succeeded")
+	}
+}
+
+// writeRecorder keeps what WriteTo gave it, one entry per Write.
+type writeRecorder struct {
+	writes [][]byte
+	fail   error
+}
+
+func (w *writeRecorder) Write(p []byte) (int, error) {
+	if w.fail != nil {
+		return 0, w.fail
+	}
+	w.writes = append(w.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+// WriteTo (the frame relay's stdin pump, io.Copy) hands over every
+// message in order, none larger than Read's 32 KiB, returns nil at the
+// client's EOF and at Close, and returns a failed write's error.
+func TestStdinQueueWriteTo(t *testing.T) {
+	t.Parallel()
+	var taken int
+	q := newStdinQueue(0, func(n int) { taken += n })
+	var want []byte
+	for i, n := range []int{1, 5, 100 << 10, 32 << 10, 3} {
+		p := bytes.Repeat([]byte{byte('a' + i)}, n)
+		want = append(want, p...)
+		if _, err := q.push(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.closeWrite()
+	var w writeRecorder
+	n, err := q.WriteTo(&w)
+	if err != nil || n != int64(len(want)) || taken != len(want) {
+		t.Fatalf("WriteTo: %d bytes, %v; taken %d; want %d", n, err, taken, len(want))
+	}
+	if got := bytes.Join(w.writes, nil); !bytes.Equal(got, want) {
+		t.Fatalf("bytes differ: got %d, want %d", len(got), len(want))
+	}
+	for _, p := range w.writes {
+		if len(p) > maxStdinWrite {
+			t.Fatalf("a write of %d bytes, more than %d", len(p), maxStdinWrite)
+		}
+	}
+	if len(w.writes) != 8 { // 1, 5, 32K×3 + 4K, 32K, 3
+		t.Fatalf("%d writes, want 8 (a message is never merged or split below 32 KiB)", len(w.writes))
+	}
+
+	q = newStdinQueue(0, nil)
+	done := make(chan error, 1)
+	go func() { _, err := q.WriteTo(&writeRecorder{}); done <- err }()
+	q.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("WriteTo after Close: %v", err)
+	}
+
+	q = newStdinQueue(0, nil)
+	q.push(context.Background(), []byte("x"))
+	boom := errors.New("upstream gone")
+	if _, err := q.WriteTo(&writeRecorder{fail: boom}); !errors.Is(err, boom) {
+		t.Fatalf("WriteTo with a failing writer: %v", err)
 	}
 }
