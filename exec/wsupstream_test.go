@@ -25,7 +25,9 @@ func TestUpgraderMatchesClientGo(t *testing.T) {
 			w.WriteHeader(http.StatusForbidden)
 			fmt.Fprint(w, status)
 		},
-		"plain 400": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "upgrade request required", http.StatusBadRequest) },
+		"plain 400": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "upgrade request required", http.StatusBadRequest)
+		},
 		"empty 500": func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) },
 		"other subprotocol": func(w http.ResponseWriter, r *http.Request) {
 			up := gwebsocket.Upgrader{Subprotocols: []string{"base64.channel.k8s.io"}}
