@@ -84,6 +84,17 @@ type Streams struct {
 	Sizes remotecommand.TerminalSizeQueue
 }
 
+// StdinPusher is a Stdin that can hand its data to the exec's writer
+// itself. StreamFrames calls PushTo instead of reading: w takes each
+// message as one or more channel-0 frames, is safe for concurrent use,
+// and may be written by the stdin's producer in its own goroutine while
+// PushTo runs (which saves a goroutine hand-off per keystroke). PushTo
+// returns nil at EOF or once the source is closed, or w's error.
+type StdinPusher interface {
+	io.Reader
+	PushTo(w io.Writer) error
+}
+
 // Result tells how a session was carried.
 type Result struct {
 	// Transport is TransportWebSocket or TransportSPDY: the transport of the

@@ -125,6 +125,12 @@ func (fc *frameConn) write(channel byte, p []byte) error {
 // pumpStdin copies stdin into channel-0 frames; its EOF is a v5 CLOSE
 // frame for channel 0. It returns on the first failed write or read.
 func (fc *frameConn) pumpStdin(r io.Reader) {
+	if sp, ok := r.(StdinPusher); ok {
+		if sp.PushTo(stdinFrames{fc}) == nil && fc.v5 {
+			_ = fc.write(frameClose, []byte{frameStdin})
+		}
+		return
+	}
 	if wt, ok := r.(io.WriterTo); ok {
 		// The proxy's stdin queue hands over its messages as they are:
 		// no 32 KiB copy buffer held by every idle session.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"time"
 )
 
 // minStdinBuffer is the least stdin the proxy holds for a process that is
@@ -23,6 +24,12 @@ type stdinQueue struct {
 	eof    bool  // the client half-closed stdin
 	pushed int64 // payload bytes ever queued (a resume's stdin offset)
 	closed bool  // the session is over
+	// While PushTo runs, push writes a message to direct itself when
+	// nothing is queued or being written (busy keeps the order): no
+	// hand-off to the exec's goroutine for a keystroke.
+	direct io.Writer
+	busy   bool  // a write to the exec is in flight
+	failed error // that write failed: the exec's stdin is gone
 
 	readable chan struct{} // capacity 1: data, EOF or close
 	space    chan struct{} // capacity 1: room was made
@@ -49,9 +56,11 @@ func (q *stdinQueue) push(ctx context.Context, p []byte) (waited bool, err error
 	for {
 		q.mu.Lock()
 		switch {
-		case q.closed || q.eof:
+		case q.closed || q.eof || q.failed != nil:
 			q.mu.Unlock()
 			return waited, io.ErrClosedPipe
+		case q.direct != nil && q.size == 0 && !q.busy:
+			return q.writeDirectLocked(p)
 		case q.size == 0 || q.size+len(p) <= q.limit:
 			q.chunks = append(q.chunks, p)
 			q.size += len(p)
@@ -69,6 +78,40 @@ func (q *stdinQueue) push(ctx context.Context, p []byte) (waited bool, err error
 			return waited, ctx.Err()
 		}
 	}
+}
+
+// slowWrite is how long a direct write may take before push reports that
+// it waited (the read loop then re-arms the client's read deadline).
+const slowWrite = time.Millisecond
+
+// writeDirectLocked is push's write to the exec itself; it unlocks q.
+// A write that blocks (the process does not read, TCP is full) holds the
+// read loop as a full queue does, and the session's end breaks it: the
+// exec's connections are reset.
+func (q *stdinQueue) writeDirectLocked(p []byte) (waited bool, err error) {
+	w := q.direct
+	q.busy = true
+	q.pushed += int64(len(p))
+	q.mu.Unlock()
+	if q.taken != nil {
+		q.taken(len(p))
+	}
+	start := time.Now()
+	_, err = w.Write(p)
+	waited = time.Since(start) > slowWrite
+	q.mu.Lock()
+	q.busy = false
+	if err != nil {
+		q.failed = err
+	}
+	// PushTo waits for this write to end only with something queued
+	// behind it; waking it for nothing would cost the hand-off saved.
+	wake := q.size > 0 || err != nil
+	q.mu.Unlock()
+	if wake {
+		signal(q.readable)
+	}
+	return waited, err
 }
 
 // closeWrite is the client's half-close: the exec reads what is queued,
@@ -144,9 +187,15 @@ func (q *stdinQueue) WriteTo(w io.Writer) (int64, error) {
 	for {
 		q.mu.Lock()
 		switch {
+		case q.failed != nil:
+			err := q.failed
+			q.mu.Unlock()
+			return total, err
 		case q.closed:
 			q.mu.Unlock()
 			return total, nil
+		case q.busy:
+			// push is writing directly; what is queued goes after it.
 		case q.size > 0:
 			c := q.chunks[0]
 			if len(c) > maxStdinWrite {
@@ -156,6 +205,7 @@ func (q *stdinQueue) WriteTo(w io.Writer) (int64, error) {
 				q.chunks = q.chunks[1:]
 			}
 			q.size -= len(c)
+			q.busy = true
 			q.mu.Unlock()
 			signal(q.space)
 			if q.taken != nil {
@@ -163,6 +213,9 @@ func (q *stdinQueue) WriteTo(w io.Writer) (int64, error) {
 			}
 			n, err := w.Write(c)
 			total += int64(n)
+			q.mu.Lock()
+			q.busy = false
+			q.mu.Unlock()
 			if err != nil {
 				return total, err
 			}
@@ -177,6 +230,22 @@ func (q *stdinQueue) WriteTo(w io.Writer) (int64, error) {
 		case <-q.done:
 		}
 	}
+}
+
+// PushTo is WriteTo that also lets push write to w itself
+// (exec.StdinPusher): the frame relay's stdin, whose writer is safe for
+// concurrent use.
+func (q *stdinQueue) PushTo(w io.Writer) error {
+	q.mu.Lock()
+	q.direct = w
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		q.direct = nil
+		q.mu.Unlock()
+	}()
+	_, err := q.WriteTo(w)
+	return err
 }
 
 // pushedBytes is how many payload bytes the client's connections have

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/poll"
 )
 
 // The queue holds at most its limit (memory stays bounded: the read loop
@@ -143,5 +147,210 @@ func TestStdinQueueWriteTo(t *testing.T) {
 	boom := errors.New("upstream gone")
 	if _, err := q.WriteTo(&writeRecorder{fail: boom}); !errors.Is(err, boom) {
 		t.Fatalf("WriteTo with a failing writer: %v", err)
+	}
+}
+
+// orderWriter records writes from any goroutine and can hold them.
+type orderWriter struct {
+	mu     sync.Mutex
+	got    []byte
+	writes int
+	gate   chan struct{} // when set, every write waits for a token
+}
+
+func (w *orderWriter) Write(p []byte) (int, error) {
+	if w.gate != nil {
+		<-w.gate
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.got = append(w.got, p...)
+	w.writes++
+	return len(p), nil
+}
+
+// With PushTo running, push writes to the exec itself when nothing is
+// queued or in flight, and queues otherwise: the bytes arrive in order
+// whichever goroutine wrote them, and nothing is lost or doubled.
+func TestStdinQueuePushToKeepsOrder(t *testing.T) {
+	t.Parallel()
+	q := newStdinQueue(0, nil)
+	w := &orderWriter{gate: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- q.PushTo(w) }()
+	var want []byte
+	// Tokens let writes through one at a time while pushes keep coming,
+	// so that some go direct and some wait in the queue behind a write:
+	// one write a message (none is merged or split).
+	go func() {
+		for range 1000 {
+			w.gate <- struct{}{}
+		}
+	}()
+	for i := range 1000 {
+		p := []byte(fmt.Sprintf("<%d>", i))
+		want = append(want, p...)
+		if _, err := q.push(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.closeWrite()
+	if err := <-done; err != nil {
+		t.Fatalf("PushTo: %v", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !bytes.Equal(w.got, want) {
+		t.Fatalf("stdin out of order or incomplete: %d bytes, want %d", len(w.got), len(want))
+	}
+	if q.pushedBytes() != int64(len(want)) || w.writes != 1000 {
+		t.Fatalf("pushed %d in %d writes, want %d in 1000", q.pushedBytes(), w.writes, len(want))
+	}
+}
+
+// A keystroke with nothing queued is written by push itself (no
+// hand-off); a failed direct write ends PushTo with its error and later
+// pushes are refused.
+func TestStdinQueueDirectWrite(t *testing.T) {
+	t.Parallel()
+	q := newStdinQueue(0, nil)
+	w := &orderWriter{}
+	done := make(chan error, 1)
+	go func() { done <- q.PushTo(w) }()
+	if err := poll.Until(context.Background(), time.Millisecond, 5*time.Second, func(context.Context) error {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if q.direct == nil {
+			return errors.New("PushTo has not started")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.push(context.Background(), []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	got := string(w.got) // written before push returned: by push itself
+	w.mu.Unlock()
+	if got != "k" {
+		t.Fatalf("after push returned the exec had %q, want %q (written directly)", got, "k")
+	}
+	q.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("PushTo after Close: %v", err)
+	}
+
+	q = newStdinQueue(0, nil)
+	boom := errors.New("upstream gone")
+	done = make(chan error, 1)
+	fw := &writeRecorder{fail: boom}
+	q.mu.Lock()
+	q.direct = fw // as PushTo sets it, before its loop starts
+	q.mu.Unlock()
+	if _, err := q.push(context.Background(), []byte("x")); !errors.Is(err, boom) {
+		t.Fatalf("direct write to a failed exec: %v", err)
+	}
+	go func() { done <- q.PushTo(fw) }()
+	if err := <-done; !errors.Is(err, boom) {
+		t.Fatalf("PushTo after a failed direct write: %v", err)
+	}
+	if _, err := q.push(context.Background(), []byte("y")); err == nil {
+		t.Fatal("push after a failed write succeeded")
+	}
+}
+
+// gatedWriter holds the writes of chosen messages until released, says
+// when one has begun, and notes two writes in flight at once (the order
+// would then be the race's).
+type gatedWriter struct {
+	orderWriter
+	hold     map[string]chan struct{}
+	began    chan string
+	inFlight int
+	overlap  []string
+}
+
+func (w *gatedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	if w.inFlight++; w.inFlight > 1 {
+		w.overlap = append(w.overlap, string(p))
+	}
+	w.mu.Unlock()
+	w.began <- string(p)
+	if c, ok := w.hold[string(p)]; ok {
+		<-c
+	}
+	n, err := w.orderWriter.Write(p)
+	w.mu.Lock()
+	w.inFlight--
+	w.mu.Unlock()
+	return n, err
+}
+
+// The order holds whoever writes: a message pushed while the exec's
+// goroutine is writing is queued behind it, a message queued while push
+// is writing directly waits for that write, and never are two writes in
+// flight at once.
+func TestStdinQueueDirectAndQueuedInOrder(t *testing.T) {
+	t.Parallel()
+	q := newStdinQueue(0, nil)
+	w := &gatedWriter{hold: map[string]chan struct{}{"A": make(chan struct{}), "X": make(chan struct{})}, began: make(chan string, 8)}
+	next := func(want string) {
+		t.Helper()
+		select {
+		case b := <-w.began:
+			if b != want {
+				t.Fatalf("write of %q began, want %q", b, want)
+			}
+		case <-time.After(10 * time.Second): // a bound on failure, not a synchronisation
+			t.Fatalf("no write began, want %q", want)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- q.PushTo(w) }()
+	if err := poll.Until(context.Background(), time.Millisecond, 5*time.Second, func(context.Context) error {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if q.direct == nil {
+			return errors.New("PushTo has not started")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pushed := make(chan error, 1)
+	go func() { _, err := q.push(context.Background(), []byte("A")); pushed <- err }() // direct, held
+	next("A")
+	queued := func(m string) {
+		t.Helper()
+		res := make(chan error, 1)
+		go func() { _, err := q.push(context.Background(), []byte(m)); res <- err }()
+		select {
+		case err := <-res:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second): // a bound on failure
+			t.Fatalf("push of %q blocked: it wrote directly while another write was in flight", m)
+		}
+	}
+	queued("X") // behind A
+	close(w.hold["A"])
+	if err := <-pushed; err != nil {
+		t.Fatal(err)
+	}
+	next("X")   // the exec's goroutine writes X, held
+	queued("Y") // behind X
+	close(w.hold["X"])
+	next("Y")
+	q.closeWrite()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if string(w.got) != "AXY" || len(w.overlap) > 0 {
+		t.Fatalf("the exec got %q (want AXY); writes begun while another was in flight: %q", w.got, w.overlap)
 	}
 }
