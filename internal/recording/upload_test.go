@@ -248,7 +248,10 @@ func uploadChild() {
 // stays in the spool, and the next start uploads the whole object.
 func TestUploadKilledMidUploadCompletesAfterRestart(t *testing.T) {
 	s := sharedStore(t)
-	if err := s.MakeBucket(t.Context(), "crash"); err != nil {
+	// A bucket of its own each run: with -count the store outlives a run,
+	// and the object of the run before would pass for a killed upload's.
+	bucket := fmt.Sprintf("crash-%d", time.Now().UnixNano())
+	if err := s.MakeBucket(t.Context(), bucket); err != nil {
 		t.Fatal(err)
 	}
 	spool := t.TempDir()
@@ -257,7 +260,7 @@ func TestUploadKilledMidUploadCompletesAfterRestart(t *testing.T) {
 	rl := testnet.NewRelay(t, s.Endpoint, testnet.Options{Rate: 4 << 20}) // 16 MiB takes about 4 s
 
 	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), "RECORDING_UPLOAD_CHILD=1", "UPLOAD_URL=http://"+rl.Addr()+"/crash",
+	child.Env = append(os.Environ(), "RECORDING_UPLOAD_CHILD=1", "UPLOAD_URL=http://"+rl.Addr()+"/"+bucket,
 		"UPLOAD_AK="+ak, "UPLOAD_SK="+sk, "UPLOAD_SPOOL="+spool)
 	var childErr bytes.Buffer
 	child.Stderr = &childErr
@@ -279,7 +282,7 @@ func TestUploadKilledMidUploadCompletesAfterRestart(t *testing.T) {
 	_ = child.Process.Signal(syscall.SIGKILL)
 	<-exited
 	t.Logf("killed the uploader after %d bytes had gone upstream", rl.Up())
-	if got, err := getObject(t, s, "crash", "big.cast"); err == nil && len(got) > 0 {
+	if got, err := getObject(t, s, bucket, "big.cast"); err == nil && len(got) > 0 {
 		t.Fatalf("object exists (%d bytes) although the upload was killed", len(got))
 	}
 	if _, err := os.Stat(filepath.Join(spool, "big.cast")); err != nil {
@@ -287,9 +290,9 @@ func TestUploadKilledMidUploadCompletesAfterRestart(t *testing.T) {
 	}
 
 	// The next start, straight to the store.
-	u := newTestUploader(t, s, s.URL+"/crash", nil)
+	u := newTestUploader(t, s, s.URL+"/"+bucket, nil)
 	shipSpool(t, Required, spool, u)
-	got, err := getObject(t, s, "crash", "big.cast")
+	got, err := getObject(t, s, bucket, "big.cast")
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("after restart: %d bytes, %v; want %d", len(got), err, len(want))
 	}
