@@ -208,13 +208,10 @@ func TestStdinQueuePushToKeepsOrder(t *testing.T) {
 	}
 }
 
-// A keystroke with nothing queued is written by push itself (no
-// hand-off); a failed direct write ends PushTo with its error and later
-// pushes are refused.
-func TestStdinQueueDirectWrite(t *testing.T) {
-	t.Parallel()
-	q := newStdinQueue(0, nil)
-	w := &orderWriter{}
+// startPushTo runs q.PushTo(w) and returns once push may write to w
+// directly; the channel gets PushTo's result.
+func startPushTo(t *testing.T, q *stdinQueue, w io.Writer) <-chan error {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- q.PushTo(w) }()
 	if err := poll.Until(context.Background(), time.Millisecond, 5*time.Second, func(context.Context) error {
@@ -227,6 +224,17 @@ func TestStdinQueueDirectWrite(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return done
+}
+
+// A keystroke with nothing queued is written by push itself (no
+// hand-off); a failed direct write ends PushTo with its error and later
+// pushes are refused.
+func TestStdinQueueDirectWrite(t *testing.T) {
+	t.Parallel()
+	q := newStdinQueue(0, nil)
+	w := &orderWriter{}
+	done := startPushTo(t, q, w)
 	if _, err := q.push(context.Background(), []byte("k")); err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +251,6 @@ func TestStdinQueueDirectWrite(t *testing.T) {
 
 	q = newStdinQueue(0, nil)
 	boom := errors.New("upstream gone")
-	done = make(chan error, 1)
 	fw := &writeRecorder{fail: boom}
 	q.mu.Lock()
 	q.direct = fw // as PushTo sets it, before its loop starts
@@ -251,8 +258,7 @@ func TestStdinQueueDirectWrite(t *testing.T) {
 	if _, err := q.push(context.Background(), []byte("x")); !errors.Is(err, boom) {
 		t.Fatalf("direct write to a failed exec: %v", err)
 	}
-	go func() { done <- q.PushTo(fw) }()
-	if err := <-done; !errors.Is(err, boom) {
+	if err := q.PushTo(fw); !errors.Is(err, boom) {
 		t.Fatalf("PushTo after a failed direct write: %v", err)
 	}
 	if _, err := q.push(context.Background(), []byte("y")); err == nil {
@@ -307,18 +313,7 @@ func TestStdinQueueDirectAndQueuedInOrder(t *testing.T) {
 			t.Fatalf("no write began, want %q", want)
 		}
 	}
-	done := make(chan error, 1)
-	go func() { done <- q.PushTo(w) }()
-	if err := poll.Until(context.Background(), time.Millisecond, 5*time.Second, func(context.Context) error {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		if q.direct == nil {
-			return errors.New("PushTo has not started")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	done := startPushTo(t, q, w)
 	pushed := make(chan error, 1)
 	go func() { _, err := q.push(context.Background(), []byte("A")); pushed <- err }() // direct, held
 	next("A")
