@@ -125,44 +125,30 @@ func (fc *frameConn) write(channel byte, p []byte) error {
 // pumpStdin copies stdin into channel-0 frames; its EOF is a v5 CLOSE
 // frame for channel 0. It returns on the first failed write or read.
 func (fc *frameConn) pumpStdin(r io.Reader) {
+	var err error
 	if sp, ok := r.(StdinPusher); ok {
-		if sp.PushTo(stdinFrames{fc}) == nil && fc.v5 {
-			_ = fc.write(frameClose, []byte{frameStdin})
-		}
-		return
+		err = sp.PushTo(stdinFrames{fc})
+	} else {
+		// io.Copy uses a WriterTo's own buffers when r has them.
+		_, err = io.Copy(stdinFrames{fc}, r)
 	}
-	if wt, ok := r.(io.WriterTo); ok {
-		// The proxy's stdin queue hands over its messages as they are:
-		// no 32 KiB copy buffer held by every idle session.
-		if _, err := wt.WriteTo(stdinFrames{fc}); err == nil && fc.v5 {
-			_ = fc.write(frameClose, []byte{frameStdin})
-		}
-		return
-	}
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if fc.write(frameStdin, buf[:n]) != nil {
-				return
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) && fc.v5 {
-				_ = fc.write(frameClose, []byte{frameStdin})
-			}
-			return
-		}
+	if err == nil && fc.v5 {
+		_ = fc.write(frameClose, []byte{frameStdin})
 	}
 }
 
-// stdinFrames writes each Write as channel-0 frames of at most 32 KiB.
+// maxStdinFrame is the largest stdin frame sent upstream: what the copy
+// buffer of client-go's executors gives one.
+const maxStdinFrame = 32 << 10
+
+// stdinFrames writes each Write as channel-0 frames of at most
+// maxStdinFrame bytes.
 type stdinFrames struct{ fc *frameConn }
 
 func (w stdinFrames) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
-		k := min(len(p)-n, 32<<10)
+		k := min(len(p)-n, maxStdinFrame)
 		if err := w.fc.write(frameStdin, p[n:n+k]); err != nil {
 			return n, err
 		}

@@ -135,9 +135,14 @@ func (sb *scrollback) grow(need, limit int) {
 	}
 	size := min(max(need, 2*len(sb.buf), 512), limit)
 	buf := make([]byte, size)
-	n := copy(buf, sb.buf[sb.start:min(sb.start+sb.bytes, len(sb.buf))])
-	copy(buf[n:], sb.buf[:sb.bytes-n])
+	sb.copyOut(buf)
 	sb.buf, sb.start = buf, 0
+}
+
+// copyOut copies the bytes held, oldest first, to the start of dst.
+func (sb *scrollback) copyOut(dst []byte) {
+	n := copy(dst, sb.buf[sb.start:min(sb.start+sb.bytes, len(sb.buf))])
+	copy(dst[n:], sb.buf[:sb.bytes-n])
 }
 
 // dropFront forgets the oldest n bytes, and with whole the continuation
@@ -170,8 +175,7 @@ func (sb *scrollback) snapshot() []tapChunk {
 		return nil
 	}
 	all := make([]byte, sb.bytes)
-	n := copy(all, sb.buf[sb.start:min(sb.start+sb.bytes, len(sb.buf))])
-	copy(all[n:], sb.buf[:sb.bytes-n])
+	sb.copyOut(all)
 	out := make([]tapChunk, 0, len(sb.runs)-sb.head)
 	for _, r := range sb.runs[sb.head:] {
 		out = append(out, tapChunk{channel: r.channel, b: all[:r.n:r.n]})
