@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/recording"
 	"github.com/k8s-ws-proxy/k8s-ws-proxy/internal/testlog"
@@ -222,4 +225,45 @@ func spoolBecomesFile(t *testing.T, dir string) {
 	if err := os.WriteFile(dir, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A writer that has sent output but not yet counted it still shows in the
+// closed line: SPDY's executor returns on cancel without waiting for its
+// copies, so the end waits for the write lock. The test holds the lock as
+// that writer would, and counts its bytes before letting go.
+func TestClosedLineWaitsForWriterInFlight(t *testing.T) {
+	eachUpstream(t, nil, func(t *testing.T, h *harness) {
+		ws := h.dial(ProtocolV5, "cat")
+		echo(t, ws, "hi\n")
+		h.srv.mu.Lock()
+		var ss *session
+		for s := range h.srv.sessions {
+			ss = s
+		}
+		h.srv.mu.Unlock()
+		ss.wmu.Lock()
+		ws.NetConn().Close()
+		err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true,
+			func(context.Context) (bool, error) {
+				if lines, _ := h.log.records("session closed"); len(lines) > 0 {
+					return false, errors.New("the closed line was logged while a writer held the lock")
+				}
+				return goroutineIn("proxy.(*session).awaitWriters"), nil
+			})
+		ss.bytesOut.Add(7)
+		ss.wmu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := h.log.wait(t, 10*time.Second, "session closed")
+		if got, _ := closed["bytes_out"].(float64); got != 3+7 {
+			t.Errorf("bytes_out %v, want 10 (the echo and the write in flight)", closed["bytes_out"])
+		}
+	})
+}
+
+// goroutineIn says whether some goroutine's stack has the function in it.
+func goroutineIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
 }

@@ -307,6 +307,7 @@ func (ss *session) hangUp(readDone <-chan struct{}) (reason string, closeCode in
 	wait.Stop()
 	ss.conn.Close()
 	<-readDone
+	ss.awaitWriters()
 	reason = "unknown"
 	if r := ss.endReason.Load(); r != nil {
 		reason = *r
@@ -316,6 +317,15 @@ func (ss *session) hangUp(readDone <-chan struct{}) (reason string, closeCode in
 		closeCode = closeNone
 	}
 	return reason, closeCode
+}
+
+// awaitWriters waits for a write in flight to count its bytes, and stops
+// any later one: SPDY's executor returns on cancel without waiting for its
+// copies. The connection is closed, so a write in flight fails at once.
+func (ss *session) awaitWriters() {
+	ss.wmu.Lock()
+	ss.closed = true
+	ss.wmu.Unlock()
 }
 
 // notifyOwner tells the session's user, in their terminal, who joins or
