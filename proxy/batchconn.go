@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // maxBatch bounds what one write system call toward a client carries.
@@ -42,6 +44,13 @@ type batchConn struct {
 	// 1-byte close payload (malformed) as one without a code.
 	onCloseFrame func(n int)
 	scan         frameScanner
+
+	// gorilla's own writes are followed frame by frame: once it has sent a
+	// close frame (its reply to a too-large or malformed message), no data
+	// frame may follow, as gorilla's ErrCloseSent ensured for its writes.
+	framing   bool // the handshake's response is written: frames follow
+	wscan     frameScanner
+	closeSent bool
 }
 
 // limitWrites makes every write, the one in progress included, end by t.
@@ -166,12 +175,15 @@ func (c *batchConn) writeLocked(deadline time.Time, p []byte) error {
 	return nil
 }
 
-// Write is gorilla writing one frame.
+// Write is gorilla writing a frame or a piece of one.
 func (c *batchConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return 0, c.err
+	}
+	if c.framing {
+		c.wscan.scan(p, func(int) { c.closeSent = true })
 	}
 	if c.buf != nil {
 		*c.buf = append(*c.buf, p...)
@@ -181,6 +193,49 @@ func (c *batchConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// writeFrame writes one whole binary server frame, channel then payload,
+// in one piece: what gorilla's WriteMessage sends, without its two copies
+// (the frame buffer, then gorilla's write buffer) or a buffer per frame.
+// Data frames are written only under the session's write lock, and gorilla
+// writes each control frame in one Write, so frames never interleave.
+func (c *batchConn) writeFrame(channel byte, payload []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.err != nil:
+		return c.err
+	case c.closeSent:
+		return websocket.ErrCloseSent
+	case c.buf != nil:
+		*c.buf = appendFrame(*c.buf, channel, payload)
+		return nil
+	}
+	b := batchPool.Get().(*[]byte)
+	defer func() {
+		*b = (*b)[:0]
+		batchPool.Put(b)
+	}()
+	*b = appendFrame(*b, channel, payload)
+	return c.writeLocked(c.deadline, *b)
+}
+
+// appendFrame appends an unmasked, final binary frame (RFC 6455 5.2)
+// whose payload is channel then p.
+func appendFrame(b []byte, channel byte, p []byte) []byte {
+	const finBinary = 0x80 | websocket.BinaryMessage
+	switch n := 1 + len(p); {
+	case n < 126:
+		b = append(b, finBinary, byte(n))
+	case n <= 0xffff:
+		b = append(b, finBinary, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, finBinary, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	b = append(b, channel)
+	return append(b, p...)
 }
 
 // SetWriteDeadline is gorilla arming the deadline before each frame; it
@@ -218,6 +273,19 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *batchingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// upgradeBatching upgrades the client's connection onto a batchConn.
+func (s *Server) upgradeBatching(w http.ResponseWriter, r *http.Request, hdr http.Header) (*websocket.Conn, *batchConn, error) {
+	bw := &batchingWriter{ResponseWriter: w}
+	conn, err := s.upgrader.Upgrade(bw, r, hdr)
+	if err != nil {
+		return nil, nil, err
+	}
+	bw.conn.mu.Lock()
+	bw.conn.framing = true
+	bw.conn.mu.Unlock()
+	return conn, bw.conn, nil
+}
 
 // rearm says whether a socket whose deadline is armed must be given want.
 // Every frame asks for "now + timeout"; re-arming the runtime's timer for

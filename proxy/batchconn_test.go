@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // recordingConn records each Write, as the system calls the proxy makes.
@@ -119,5 +124,72 @@ func TestRearm(t *testing.T) {
 		if got := rearm(c.armed, c.want); got != c.shouldRearm {
 			t.Errorf("%s: rearm = %v, want %v", c.name, got, c.shouldRearm)
 		}
+	}
+}
+
+// writeFrame's frames are what gorilla reads as binary messages, whatever
+// the length encoding, in a batch or not, beside gorilla's own control
+// frames; once gorilla has sent a close frame no data frame follows it.
+func TestWriteFrameIsWhatGorillaReads(t *testing.T) {
+	t.Parallel()
+	sizes := []int{0, 1, 124, 125, 126, 127, 4095, 65534, 65535, 70000}
+	payload := func(n int) []byte { return bytes.Repeat([]byte{byte(n)}, n) }
+	afterClose := make(chan error, 1)
+	s := &Server{upgrader: websocket.Upgrader{}}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, out, err := s.upgradeBatching(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		for i, n := range sizes {
+			batch := i%2 == 1
+			if batch {
+				out.startBatch()
+			}
+			if err := out.writeFrame(byte(i), payload(n)); err != nil {
+				t.Error(err)
+			}
+			if batch {
+				_ = out.flush()
+			}
+			_ = conn.WriteControl(websocket.PingMessage, []byte("between"), time.Now().Add(5*time.Second))
+		}
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"), time.Now().Add(5*time.Second))
+		afterClose <- out.writeFrame(9, []byte("late"))
+		conn.ReadMessage() //nolint:errcheck // until the client goes
+	}))
+	defer hs.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	pings := 0
+	ws.SetPingHandler(func(data string) error {
+		if data == "between" {
+			pings++
+		}
+		return nil
+	})
+	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for i, n := range sizes {
+		mt, msg, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if mt != websocket.BinaryMessage || len(msg) != 1+n || msg[0] != byte(i) || !bytes.Equal(msg[1:], payload(n)) {
+			t.Fatalf("frame %d: type %d, %d bytes, want binary, channel %d and %d bytes", i, mt, len(msg), i, n)
+		}
+	}
+	_, msg, err := ws.ReadMessage()
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != 4000 {
+		t.Fatalf("after the frames: %q %v, want close 4000", msg, err)
+	}
+	if pings != len(sizes) {
+		t.Errorf("%d pings read between the frames, want %d", pings, len(sizes))
+	}
+	if err := <-afterClose; !errors.Is(err, websocket.ErrCloseSent) {
+		t.Errorf("a data frame after gorilla's close frame: %v, want ErrCloseSent", err)
 	}
 }

@@ -758,15 +758,14 @@ func (s *Server) serveResume(w http.ResponseWriter, r *http.Request, g *grant) {
 	if ss.proto.name != "" {
 		hdr.Set("Sec-Websocket-Protocol", ss.proto.name)
 	}
-	bw := &batchingWriter{ResponseWriter: w}
-	conn, err := s.upgrader.Upgrade(bw, r, hdr)
+	conn, out, err := s.upgradeBatching(w, r, hdr)
 	if err != nil {
 		res.release(ss)
 		s.log.Warn("session rejected", "sid", ss.id, "event", "rejected", "reason", "upgrade_failed", "detail", err.Error(), "remote", r.RemoteAddr)
 		return
 	}
-	boundSendBuffer(bw.conn, res.limit)
-	a := &attachment{conn: conn, out: bw.conn, offset: offset, stdin: stdin, tookOver: tookOver, remote: r.RemoteAddr, admitted: admitted}
+	boundSendBuffer(out, res.limit)
+	a := &attachment{conn: conn, out: out, offset: offset, stdin: stdin, tookOver: tookOver, remote: r.RemoteAddr, admitted: admitted}
 	res.mu.Lock()
 	if res.ended {
 		res.claimed = false

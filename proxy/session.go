@@ -97,8 +97,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sess *session) 
 	if sess.proto.name != "" {
 		hdr = http.Header{"Sec-Websocket-Protocol": {sess.proto.name}}
 	}
-	bw := &batchingWriter{ResponseWriter: w}
-	conn, err := s.upgrader.Upgrade(bw, r, hdr)
+	conn, out, err := s.upgradeBatching(w, r, hdr)
 	if err != nil {
 		// The upgrader has already answered the client.
 		sess.discardRecording()
@@ -106,10 +105,10 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sess *session) 
 		return false
 	}
 	if sess.res != nil {
-		boundSendBuffer(bw.conn, sess.res.limit)
+		boundSendBuffer(out, sess.res.limit)
 	}
 	sess.wmu.Lock()
-	sess.conn, sess.out = conn, bw.conn
+	sess.conn, sess.out = conn, out
 	sess.wmu.Unlock()
 	sess.upgraded.Store(true)
 	return true
@@ -614,18 +613,23 @@ func (ss *session) addOutput(n int) {
 	}
 }
 
-// writeFrameLocked has gorilla write one whole frame, into the open batch
-// if there is one.
+// writeFrameLocked writes one whole frame, into the open batch if there is
+// one. Binary frames go straight into the batch (batchConn.writeFrame);
+// base64 ones through gorilla.
 func (ss *session) writeFrameLocked(channel byte, payload []byte) error {
-	ss.wbuf = ss.proto.encodeFrame(ss.wbuf[:0], channel, payload)
-	mt := websocket.BinaryMessage
-	if ss.proto.base64 {
-		mt = websocket.TextMessage
+	deadline := time.Now().Add(ss.cfg.WriteTimeout)
+	var err error
+	if !ss.proto.base64 {
+		_ = ss.out.SetWriteDeadline(deadline)
+		err = ss.out.writeFrame(channel, payload)
+	} else {
+		ss.wbuf = ss.proto.encodeFrame(ss.wbuf[:0], channel, payload)
+		_ = ss.conn.SetWriteDeadline(deadline)
+		// WriteMessage on a server connection without compression sends the
+		// whole message as one frame: guacd cannot reassemble continuations.
+		err = ss.conn.WriteMessage(websocket.TextMessage, ss.wbuf)
 	}
-	_ = ss.conn.SetWriteDeadline(time.Now().Add(ss.cfg.WriteTimeout))
-	// WriteMessage on a server connection without compression sends the
-	// whole message as one frame: guacd cannot reassemble continuations.
-	if err := ss.conn.WriteMessage(mt, ss.wbuf); err != nil {
+	if err != nil {
 		ss.writeFailed()
 		return err
 	}
