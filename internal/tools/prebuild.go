@@ -48,8 +48,10 @@ var prebuildLanes = [][]prebuilt{
 	},
 }
 
-// Prebuild ensures every tool: the first lane in order, then the queue,
-// which a second worker works on from the start.
+// Prebuild ensures every tool before `go test` starts (make tools), so that
+// no test package spends its timeout building one: the first lane in order,
+// then the queue, which a second worker works on from the start. Every tool
+// is tried; the error joins the failures.
 func Prebuild(ctx context.Context, log *slog.Logger) error {
 	var (
 		wg   sync.WaitGroup
